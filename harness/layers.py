@@ -1,0 +1,251 @@
+"""`TaylorExpansion`: a truncated Taylor series as a Keras layer.
+
+With u = x - x0, t_k = c_k u^k and partial sums s_k = t_0 + ... + t_k:
+
+- ``series``:   y = s_p(u)
+- ``weighted``: y = sum_k w_k s_k(u) = sum_j c_j (w_j + ... + w_p) u^j
+- ``expand``:   the last axis grows by p + 1, one output per term (or per partial sum)
+
+``series`` and ``weighted`` are one polynomial in u with effective
+coefficients, evaluated by Horner's rule; no tensor of all powers is built.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from harness import series
+
+MODES = ("series", "weighted", "expand")
+COEFFICIENTS = ("fixed", "trainable")
+CONDITIONINGS = ("none", "clip", "tanh", "batchnorm")
+EXPAND_OUTPUTS = ("terms", "partial_sums")
+
+
+def _xla_compiled(function):
+    """Compile elementwise math into one fused kernel where the backend allows it.
+
+    Keras runs TensorFlow models without XLA on CPU, where each op of a
+    Horner loop would be a separate pass over memory.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True, autograph=False)
+
+
+def horner(u, a):
+    """Evaluate sum_j a[j] u^j; a[j] is a scalar or broadcasts over u's last axis."""
+    if a.shape[0] == 1:
+        return a[0] * ops.ones_like(u)
+    y = a[-1] * u + a[-2]
+    for j in range(a.shape[0] - 3, -1, -1):
+        y = y * u + a[j]
+    return y
+
+
+def _derivative_coefficients(a):
+    powers = ops.arange(1, a.shape[0], dtype=a.dtype)
+    return a[1:] * ops.reshape(powers, (-1,) + (1,) * (len(a.shape) - 1))
+
+
+def _polynomial_derivative(u, a):
+    if a.shape[0] == 1:
+        return ops.zeros_like(u)
+    return horner(u, _derivative_coefficients(a))
+
+
+def _power_sums(upstream, u, a):
+    """d(loss)/d(a_j): upstream * u^j summed over every axis a_j broadcasts over."""
+    # Summing a 2-D (rows, units) view is about twice as fast as over several axes.
+    rows = (-1,) + tuple(a.shape[1:])
+    upstream, u = ops.reshape(upstream, rows), ops.reshape(u, rows)
+    weighted_power = upstream
+    sums = []
+    for j in range(a.shape[0]):
+        if j:
+            weighted_power = weighted_power * u
+        sums.append(ops.sum(weighted_power, axis=0))
+    return ops.stack(sums)
+
+
+_fused_horner = _xla_compiled(horner)
+
+
+@_xla_compiled
+def _fused_input_gradient(upstream, u, a):
+    return upstream * _polynomial_derivative(u, a)
+
+
+@_xla_compiled
+def _fused_gradients(upstream, u, a):
+    return upstream * _polynomial_derivative(u, a), _power_sums(upstream, u, a)
+
+
+def _fused_polynomial(u, a, coefficients_need_gradient):
+    """Horner's rule with a hand-written gradient, each direction one fused kernel."""
+    if coefficients_need_gradient:
+
+        @ops.custom_gradient
+        def polynomial(u, a):
+            def grad(*args, upstream=None):
+                return _fused_gradients(args[0] if upstream is None else upstream, u, a)
+
+            return _fused_horner(u, a), grad
+
+        return polynomial(u, a)
+
+    @ops.custom_gradient
+    def fixed_polynomial(u):
+        def grad(*args, upstream=None):
+            return _fused_input_gradient(args[0] if upstream is None else upstream, u, a)
+
+        return _fused_horner(u, a), grad
+
+    return fixed_polynomial(u)
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="harness")
+class TaylorExpansion(keras.layers.Layer):
+    """Replace or expand each value by a truncated Taylor series of `function`.
+
+    Args:
+        function: name from `harness.series.FUNCTIONS`, e.g. "softplus", "exp".
+        order: the highest power p, 0 to 20.
+        center: the expansion point x0 (0 is the Maclaurin series).
+        mode: "series", "weighted" or "expand" (see the module docstring).
+        coefficients: "fixed" keeps c_k from the series; "trainable" starts
+            there and learns them.
+        per_unit: one set of coefficients and term weights per unit (last
+            axis), like the original answer's 1x1 LocallyConnected layers;
+            False shares one set.
+        conditioning: how inputs are kept where the truncated series is
+            accurate: "none", "clip" to |x - x0| <= limit, "tanh" to squash
+            into (-limit, limit), or "batchnorm" to normalise them.
+        expand_outputs: in "expand" mode, emit "terms" t_k or "partial_sums" s_k.
+        limit: bound for "clip" and "tanh"; defaults to 0.9 of the radius of
+            convergence (3.0 for functions whose series converges everywhere).
+        fused: on TensorFlow, evaluate the polynomial and its gradient as
+            XLA-fused kernels. False builds plain ops (which a FLOP profiler
+            can see into); the results are the same.
+    """
+
+    def __init__(
+        self,
+        function="softplus",
+        order=3,
+        center=0.0,
+        mode="series",
+        coefficients="fixed",
+        per_unit=False,
+        conditioning="none",
+        expand_outputs="terms",
+        limit=None,
+        fused=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.series_coefficients = series.coefficients(function, order, center)
+        self.function = function
+        self.order = int(order)
+        self.center = float(center)
+        self.mode = _choice("mode", mode, MODES)
+        self.coefficients_trainable = _choice("coefficients", coefficients, COEFFICIENTS) == "trainable"
+        self.per_unit = bool(per_unit)
+        self.conditioning = _choice("conditioning", conditioning, CONDITIONINGS)
+        self.expand_outputs = _choice("expand_outputs", expand_outputs, EXPAND_OUTPUTS)
+        if limit is not None and not limit > 0:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        self.limit = float(limit) if limit is not None else series.default_limit(function, center)
+        self.fused = bool(fused)
+        self.normalization = keras.layers.BatchNormalization() if conditioning == "batchnorm" else None
+
+    def build(self, input_shape):
+        units = input_shape[-1]
+        if units is None:
+            raise ValueError("TaylorExpansion needs a known size for the last axis")
+        shape = (self.order + 1, units) if self.per_unit else (self.order + 1,)
+        series_values = np.array(self.series_coefficients).reshape((-1,) + (1,) * (len(shape) - 1))
+        self.coefficients = self.add_weight(
+            name="coefficients",
+            shape=shape,
+            initializer=lambda shape, dtype: ops.cast(np.broadcast_to(series_values, shape), dtype),
+            trainable=self.coefficients_trainable,
+        )
+        if self.mode == "weighted":
+            # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p.
+            last_term_only = np.zeros(shape)
+            last_term_only[-1] = 1.0
+            self.term_weights = self.add_weight(
+                name="term_weights",
+                shape=shape,
+                initializer=lambda shape, dtype: ops.cast(last_term_only, dtype),
+            )
+        if self.normalization is not None:
+            self.normalization.build(input_shape)
+
+    def call(self, inputs, training=None):
+        u = self._condition(inputs, training)
+        if self.mode == "expand":
+            return self._expand(u)
+        a = self._read(self.coefficients)
+        if self.mode == "weighted":
+            # sum_k w_k s_k = sum_j c_j W_j u^j, with W_j = w_j + ... + w_p.
+            w = self._read(self.term_weights)
+            a = a * ops.flip(ops.cumsum(ops.flip(w, axis=0), axis=0), axis=0)
+        if not self.fused:
+            return horner(u, a)
+        return _fused_polynomial(u, a, self.coefficients_trainable or self.mode == "weighted")
+
+    def _read(self, variable):
+        # A cast reads the value: custom gradients must see tensors, not variables.
+        return ops.cast(variable, self.compute_dtype)
+
+    def _condition(self, x, training):
+        if self.conditioning == "batchnorm":
+            return self.normalization(x, training=training)
+        u = x - self.center
+        if self.conditioning == "clip":
+            return ops.clip(u, -self.limit, self.limit)
+        if self.conditioning == "tanh":
+            return self.limit * ops.tanh(u / self.limit)
+        return u
+
+    def _expand(self, u):
+        a = self._read(self.coefficients)
+        terms, power = [], ops.ones_like(u)
+        for k in range(self.order + 1):
+            if k:
+                power = power * u
+            terms.append(a[k] * power)
+        outputs = ops.stack(terms, axis=-1)
+        if self.expand_outputs == "partial_sums":
+            outputs = ops.cumsum(outputs, axis=-1)
+        return ops.reshape(outputs, (-1,) + tuple(u.shape[1:-1]) + (u.shape[-1] * (self.order + 1),))
+
+    def compute_output_shape(self, input_shape):
+        if self.mode != "expand":
+            return tuple(input_shape)
+        return tuple(input_shape[:-1]) + (input_shape[-1] * (self.order + 1),)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "function": self.function,
+            "order": self.order,
+            "center": self.center,
+            "mode": self.mode,
+            "coefficients": "trainable" if self.coefficients_trainable else "fixed",
+            "per_unit": self.per_unit,
+            "conditioning": self.conditioning,
+            "expand_outputs": self.expand_outputs,
+            "limit": self.limit,
+            "fused": self.fused,
+        }
