@@ -1,0 +1,113 @@
+"""One trial: build the expandable CNN from a params dict, train it, and measure it."""
+
+import dataclasses
+import math
+import time
+
+import keras
+
+from harness import costs
+from harness.model import build_model
+
+TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64}
+
+
+@dataclasses.dataclass
+class TrialResult:
+    params: dict
+    test_accuracy: float | None
+    best_val_accuracy: float | None
+    total_params: int
+    trainable_params: int
+    flops: int
+    train_seconds: float
+    latency_seconds: float | None
+    diverged: bool
+    failure_reason: str | None
+    history: dict
+    model: keras.Model = dataclasses.field(repr=False)
+
+    def summary(self):
+        """The scalar fields, for printing and logging."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "model")}
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss and remember why."""
+
+    def __init__(self):
+        super().__init__()
+        self.reason = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.reason = f"diverged: loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if self.reason is None and loss is not None and not math.isfinite(float(loss)):
+            self.reason = f"diverged: val_loss became {float(loss)} at epoch {epoch + 1}"
+            self.model.stop_training = True
+
+
+def split_params(params):
+    """Split a flat params dict into (model params, training params with defaults)."""
+    training = {key: params.get(key, default) for key, default in TRAINING_DEFAULTS.items()}
+    model_params = {key: value for key, value in params.items() if key not in TRAINING_DEFAULTS}
+    return model_params, training
+
+
+def run_trial(params, dataset, epochs=1, seed=0, callbacks=(), verbose=0):
+    """Train the model `params` describes on `dataset` and return a `TrialResult`.
+
+    Bad params raise ValueError. A loss that turns NaN or infinite stops training
+    at once; the result then has `diverged=True`, the reason, and no accuracy.
+    """
+    model_params, training = split_params(params)
+    keras.utils.set_random_seed(seed)
+    model = build_model(model_params, dataset.input_shape, dataset.num_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(training["learning_rate"]),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    divergence = StopOnDivergence()
+    start = time.perf_counter()
+    history = model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        validation_data=(dataset.x_val, dataset.y_val),
+        epochs=epochs,
+        batch_size=int(training["batch_size"]),
+        callbacks=[divergence, *callbacks],
+        verbose=verbose,
+    )
+    train_seconds = time.perf_counter() - start
+    history = {name: [float(v) for v in values] for name, values in history.history.items()}
+    total_params, trainable_params = costs.parameter_counts(model)
+    diverged = divergence.reason is not None
+    test_accuracy = latency = None
+    if not diverged:
+        test_accuracy = float(model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)["accuracy"])
+        latency = costs.latency_per_sample(model, dataset.x_test)
+    val_accuracies = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
+    return TrialResult(
+        params=dict(params),
+        test_accuracy=test_accuracy,
+        best_val_accuracy=max(val_accuracies) if val_accuracies else None,
+        total_params=total_params,
+        trainable_params=trainable_params,
+        flops=costs.count_flops(model),
+        train_seconds=train_seconds,
+        latency_seconds=latency,
+        diverged=diverged,
+        failure_reason=divergence.reason,
+        history=history,
+        model=model,
+    )

@@ -1,0 +1,115 @@
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import data
+
+
+def check_normalised(dataset, shape):
+    for images in (dataset.x_train, dataset.x_val, dataset.x_test):
+        assert images.dtype == np.float32 and images.shape[1:] == shape
+        assert 0.0 <= images.min() and images.max() <= 1.0
+    # Pixels keep their fractions: a floor division would leave only 0s and 1s.
+    assert len(np.unique(dataset.x_train)) > 10
+
+
+def test_digits_needs_no_download():
+    dataset = data.load("digits")
+    check_normalised(dataset, (8, 8, 1))
+    assert dataset.num_classes == 10
+    assert len(dataset.x_train) + len(dataset.x_val) + len(dataset.x_test) == 1797
+
+
+def test_subsets_are_seeded_and_disjoint():
+    a = data.load("digits", train_size=100, val_size=50, test_size=40, seed=1)
+    b = data.load("digits", train_size=100, val_size=50, test_size=40, seed=1)
+    c = data.load("digits", train_size=100, val_size=50, test_size=40, seed=2)
+    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (100, 50, 40)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    assert not {row.tobytes() for row in a.x_train} & {row.tobytes() for row in a.x_val}
+
+
+def test_subset_larger_than_data_is_an_error():
+    with pytest.raises(ValueError, match="train_size must be between 1 and"):
+        data.load("digits", train_size=10**6)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "mnist"), ("fashion_mnist", "fashion-mnist")])
+def test_official_idx_files(name, folder, shared_data):
+    dataset = data.load(name, data_dir=shared_data, train_size=1000, test_size=500, download=False)
+    check_normalised(dataset, (28, 28, 1))
+    assert set(np.unique(dataset.y_train)) == set(range(10))
+
+
+def test_data_dir_from_environment(shared_data, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(shared_data))
+    assert data.load("mnist", train_size=10, test_size=10, download=False).input_shape == (28, 28, 1)
+
+
+def test_keras_cache_layout(shared_data, tmp_path, monkeypatch):
+    """mnist.npz in $KERAS_HOME/datasets, as keras.datasets.mnist.load_data() leaves it."""
+    official = data.load("mnist", data_dir=shared_data, val_size=0, download=False)
+    (tmp_path / "datasets").mkdir()
+    np.savez(
+        tmp_path / "datasets" / "mnist.npz",
+        x_train=(official.x_train[:, :, :, 0] * 255).round().astype(np.uint8),
+        y_train=official.y_train,
+        x_test=(official.x_test[:, :, :, 0] * 255).round().astype(np.uint8),
+        y_test=official.y_test,
+    )
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    cached = data.load("mnist", val_size=0, download=False)
+    np.testing.assert_array_equal(cached.x_train, official.x_train)
+
+
+def test_cifar10_python_batches(tmp_path):
+    """The layout of cifar-10-python.tar.gz, extracted: pickled channel-first batches."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(range(10)) * 2}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    dataset = data.load("cifar10", data_dir=tmp_path, val_size=10, download=False)
+    check_normalised(dataset, (32, 32, 3))
+    assert len(dataset.x_train) == 90 and len(dataset.x_test) == 20
+    with open(folder / "test_batch", "rb") as f:
+        first = pickle.load(f)[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    assert any(np.array_equal(image, first / np.float32(255)) for image in dataset.x_test)
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (tmp_path / part / cls).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
+    dataset = data.load(f"imagefolder:{tmp_path}", val_size=2)
+    check_normalised(dataset, (12, 12, 3))
+    assert dataset.num_classes == 2 and len(dataset.x_test) == 12
+
+
+def test_cifar10_jpeg_subset(shared_data):
+    dataset = data.load(f"imagefolder:{shared_data / 'cifar10-jpeg-subset'}", train_size=200, test_size=100)
+    check_normalised(dataset, (32, 32, 3))
+    assert dataset.num_classes == 10
+
+
+def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load("fashion_mnist", data_dir=tmp_path / "nowhere", download=False)
+    message = str(error.value)
+    assert str(tmp_path / "nowhere") in message and "HARNESS_DATA_DIR" in message and "zalandoresearch" in message
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        data.load("svhn")

@@ -1,0 +1,187 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from harness import series
+from harness.layers import TaylorExpansion
+
+rng = np.random.default_rng(0)
+ORDER = 4
+
+
+def inputs_inside_radius(function, shape, center=0.0):
+    radius = min(series.radius_of_convergence(function, center), 2.5)
+    return (center + rng.uniform(-0.8 * radius, 0.8 * radius, shape)).astype(np.float32)
+
+
+def randomise(layer):
+    """Give every unit its own coefficients and weights, so per-unit paths are exercised."""
+    for variable in layer.weights:
+        variable.assign(variable.numpy() * rng.uniform(0.5, 1.5, variable.shape) + rng.normal(0, 0.1, variable.shape))
+
+
+def reference(layer, x):
+    """The layer's output in numpy float64, term by term (the definition, not Horner)."""
+    u = x.astype(np.float64) - layer.center
+    c = layer.coefficients.numpy().astype(np.float64)  # (p+1,) or (p+1, units)
+    terms = np.stack([c[k] * u**k for k in range(layer.order + 1)], axis=-1)
+    partial_sums = np.cumsum(terms, axis=-1)
+    if layer.mode == "series":
+        return partial_sums[..., -1]
+    if layer.mode == "weighted":
+        w = layer.term_weights.numpy().astype(np.float64)
+        return np.sum(partial_sums * np.moveaxis(w, 0, -1), axis=-1)
+    outputs = terms if layer.expand_outputs == "terms" else partial_sums
+    return outputs.reshape(x.shape[:-1] + (-1,))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("per_unit", [False, True])
+@pytest.mark.parametrize(
+    "mode,expand_outputs", [("series", "terms"), ("weighted", "terms"), ("expand", "terms"), ("expand", "partial_sums")]
+)
+@pytest.mark.parametrize("shape", [(16, 24), (4, 5, 5, 3)])
+def test_output_matches_numpy_float64(mode, expand_outputs, per_unit, fused, shape):
+    layer = TaylorExpansion(
+        "softplus", ORDER, mode=mode, expand_outputs=expand_outputs, per_unit=per_unit, coefficients="trainable", fused=fused
+    )
+    x = inputs_inside_radius("softplus", shape)
+    layer.build(shape)
+    randomise(layer)
+    np.testing.assert_allclose(layer(x).numpy(), reference(layer, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("function,center", [("exp", 0.0), ("tanh", 0.0), ("log", 1.0), ("gelu", 0.5), ("sin", 0.0)])
+def test_series_mode_is_the_truncated_series(function, center):
+    layer = TaylorExpansion(function, 6, center=center)
+    x = inputs_inside_radius(function, (8, 10), center)
+    expected = series.evaluate_series(function, 6, x.astype(np.float64), center)
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_expand_grows_the_last_axis():
+    layer = TaylorExpansion("softplus", 3, mode="expand")
+    assert layer(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 32, 32, 12)
+    assert layer(np.zeros((5, 512), np.float32)).shape == (5, 2048)
+    assert layer.compute_output_shape((None, 32, 32, 3)) == (None, 32, 32, 12)
+
+
+def test_weighted_mode_starts_as_the_plain_series():
+    weighted = TaylorExpansion("softplus", ORDER, mode="weighted")
+    plain = TaylorExpansion("softplus", ORDER, mode="series")
+    x = inputs_inside_radius("softplus", (8, 16))
+    np.testing.assert_allclose(weighted(x).numpy(), plain(x).numpy(), rtol=1e-6)
+
+
+def original_answer(x, alpha, w):
+    """The first answer's computation in numpy: tile, pow, alpha, cumsum, w, sum."""
+    order = alpha.shape[-1] - 1
+    x_p = np.power(np.tile(x[..., None], (1, 1, order + 1)), np.arange(order + 1))
+    h = x_p * alpha  # LocallyConnected2D 1x1: one alpha per unit and power
+    s = np.cumsum(h, axis=-1)
+    return np.sum(s * w, axis=-1)  # LocallyConnected2D 1x1, then the sum
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_weighted_per_unit_equals_the_original_answer(fused):
+    units = 512
+    alpha = rng.normal(0, 0.5, (units, ORDER + 1))
+    w = rng.normal(0, 0.5, (units, ORDER + 1))
+    x = rng.uniform(-1.5, 1.5, (32, units)).astype(np.float32)
+    layer = TaylorExpansion("softplus", ORDER, mode="weighted", per_unit=True, coefficients="trainable", fused=fused)
+    layer.build(x.shape)
+    layer.coefficients.assign(alpha.T)
+    layer.term_weights.assign(w.T)
+    np.testing.assert_allclose(layer(x).numpy(), original_answer(x.astype(np.float64), alpha, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning", ["clip", "tanh"])
+def test_conditioning_bounds_the_series_input(conditioning):
+    layer = TaylorExpansion("softplus", ORDER, conditioning=conditioning)
+    limit = 0.9 * np.pi
+    assert layer.limit == pytest.approx(limit)
+    x = np.linspace(-10, 10, 41, dtype=np.float32)[None, :]
+    u = np.clip(x, -limit, limit) if conditioning == "clip" else limit * np.tanh(x / limit)
+    expected = np.polynomial.polynomial.polyval(u.astype(np.float64), series.coefficients("softplus", ORDER))
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_conditioning_normalises_in_training():
+    layer = TaylorExpansion("exp", 2, conditioning="batchnorm")
+    x = rng.normal(50, 10, (256, 4)).astype(np.float32)
+    y = layer(x, training=True).numpy()
+    u = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+    np.testing.assert_allclose(y, 1 + u + u**2 / 2, rtol=1e-3, atol=1e-3)
+
+
+def numeric_gradient(loss, variable, eps=1e-6):
+    values = variable.numpy()
+    gradient = np.zeros_like(values)
+    for index in np.ndindex(values.shape):
+        shifted = values.copy()
+        shifted[index] += eps
+        variable.assign(shifted)
+        up = loss()
+        shifted[index] -= 2 * eps
+        variable.assign(shifted)
+        down = loss()
+        gradient[index] = (up - down) / (2 * eps)
+    variable.assign(values)
+    return gradient
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("mode,per_unit", [("series", False), ("series", True), ("weighted", True), ("expand", True)])
+def test_gradients_match_finite_differences(mode, per_unit, fused):
+    layer = TaylorExpansion(
+        "softplus", 3, mode=mode, per_unit=per_unit, coefficients="trainable", conditioning="tanh", fused=fused, dtype="float64"
+    )
+    x = tf.Variable(rng.uniform(-2, 2, (3, 4)))
+    layer.build(x.shape)
+    randomise(layer)
+    target = rng.normal(size=layer.compute_output_shape(x.shape))
+
+    def loss():
+        return float(tf.reduce_sum(layer(x) * target))
+
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(layer(x) * target)
+    variables = [x, *layer.trainable_weights]
+    for variable, gradient in zip(variables, tape.gradient(value, variables)):
+        np.testing.assert_allclose(gradient.numpy(), numeric_gradient(loss, variable), rtol=1e-5, atol=1e-7)
+
+
+def test_fixed_coefficients_are_not_trained():
+    layer = TaylorExpansion("softplus", 3, coefficients="fixed", mode="weighted")
+    layer.build((None, 8))
+    assert [w.name for w in layer.trainable_weights] == ["term_weights"]
+    assert [w.name for w in layer.non_trainable_weights] == ["coefficients"]
+
+
+def test_config_round_trip_and_saving(tmp_path):
+    layer = TaylorExpansion("tanh", 5, center=0.25, mode="weighted", per_unit=True, coefficients="trainable", conditioning="clip")
+    assert TaylorExpansion.from_config(layer.get_config()).get_config() == layer.get_config()
+    model = keras.Sequential([keras.Input((6,)), layer])
+    randomise(layer)
+    path = tmp_path / "layer.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)  # no custom_objects: the layer is registered
+    x = inputs_inside_radius("tanh", (4, 6), 0.25)
+    np.testing.assert_array_equal(restored(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"mode": "sum"}, "mode must be one of"),
+        ({"coefficients": "learned"}, "coefficients must be one of"),
+        ({"conditioning": "sigmoid"}, "conditioning must be one of"),
+        ({"function": "log"}, "log1p"),
+        ({"order": 25}, "between 0 and 20"),
+        ({"limit": -1.0}, "limit must be positive"),
+    ],
+)
+def test_bad_arguments_raise_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaylorExpansion(**kwargs)

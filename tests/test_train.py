@@ -1,0 +1,35 @@
+import math
+
+import pytest
+
+from harness.train import run_trial
+
+
+def test_a_trial_reports_accuracy_and_costs(digits):
+    result = run_trial({"insertion": "dense", "function": "softplus", "order": 3, "batch_size": 32}, digits, epochs=2)
+    assert not result.diverged and result.failure_reason is None
+    assert 0.0 <= result.test_accuracy <= 1.0 and 0.0 <= result.best_val_accuracy <= 1.0
+    assert len(result.history["val_accuracy"]) == 2
+    assert result.trainable_params < result.total_params  # the fixed coefficients
+    assert result.train_seconds > 0 and 0 < result.latency_seconds < 0.1
+
+
+def test_flops_are_counted_from_the_graph(digits):
+    """The series adds x - x0 and order multiply-adds per unit after Dense 512: (2 p + 1) * 512."""
+    baseline = run_trial({}, digits, epochs=1).flops
+    for order in (2, 5):
+        expanded = run_trial({"insertion": "dense", "function": "exp", "order": order}, digits, epochs=1).flops
+        assert expanded - baseline == (2 * order + 1) * 512
+
+
+def test_divergence_is_caught_and_explained(digits):
+    result = run_trial({"insertion": "dense", "function": "exp", "order": 12, "learning_rate": 50.0}, digits, epochs=2)
+    assert result.diverged
+    assert result.failure_reason.startswith("diverged: ")
+    assert result.test_accuracy is None
+    assert not math.isfinite(result.history["loss"][-1])
+
+
+def test_bad_params_raise_before_training(digits):
+    with pytest.raises(ValueError, match="insertion must be one of"):
+        run_trial({"insertion": "sideways"}, digits)
