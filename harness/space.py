@@ -1,0 +1,208 @@
+"""Search spaces: a YAML file, validated on load, that samples trial params.
+
+    dataset:    {name: digits, train_size: 800}
+    training:   {epochs: 3, seed: 0}
+    objectives: [accuracy]            # or [accuracy, flops | params | latency | train_seconds]
+    params:
+      insertion: [none, dense, all]   # a list: categorical
+      order: {low: 1, high: 6}        # a range: int when both ends are ints
+      learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+      width: 1.0                      # a scalar: fixed
+
+Expansion parameters are sampled only when `insertion` is not "none", and
+`expand_outputs` only in mode "expand".
+"""
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from harness import layers, series
+from harness.model import EXPANSION_KEYS, INSERTION_POINTS, MODEL_KEYS
+from harness.train import TRAINING_DEFAULTS
+
+PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
+COST_OBJECTIVES = {"flops": "flops", "params": "total_params", "latency": "latency_seconds", "train_seconds": "train_seconds"}
+ALLOWED_VALUES = {
+    "insertion": INSERTION_POINTS,
+    "function": tuple(series.FUNCTIONS),
+    "mode": layers.MODES,
+    "coefficients": layers.COEFFICIENTS,
+    "conditioning": layers.CONDITIONINGS,
+    "expand_outputs": layers.EXPAND_OUTPUTS,
+    "per_unit": (True, False),
+}
+
+
+class SpaceError(ValueError):
+    """A search space file that cannot be used; the message names file, key and problem."""
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    name: str = "digits"
+    data_dir: str | None = None
+    train_size: pydantic.PositiveInt | None = None
+    val_size: pydantic.PositiveInt | None = None
+    test_size: pydantic.PositiveInt | None = None
+
+
+class TrainingSpec(_Strict):
+    epochs: pydantic.PositiveInt = 3
+    seed: int = 0
+
+
+class Range(_Strict):
+    low: int | float
+    high: int | float
+    step: int | float | None = None
+    log: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is greater than high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self):
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+    def suggest(self, trial, name):
+        if self.is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def values(self):
+        return [self.low, self.high]
+
+
+class Space(_Strict):
+    dataset: DatasetSpec = DatasetSpec()
+    training: TrainingSpec = TrainingSpec()
+    objectives: list[Literal["accuracy", "flops", "params", "latency", "train_seconds"]] = ["accuracy"]
+    params: dict[str, list[Any] | Range | int | float | str | bool]
+    source: str = "<memory>"
+
+    @pydantic.field_validator("objectives")
+    @classmethod
+    def _accuracy_first(cls, objectives):
+        if not objectives or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
+            raise ValueError("must start with accuracy, then name each cost at most once, e.g. [accuracy, flops]")
+        return objectives
+
+    @pydantic.field_validator("params", mode="before")
+    @classmethod
+    def _known_params(cls, params):
+        if not isinstance(params, dict) or not params:
+            raise ValueError("must map parameter names to a list, a range or a fixed value")
+        for name, dimension in params.items():
+            if name not in PARAM_KEYS:
+                raise ValueError(f"{name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+            if isinstance(dimension, list) and not dimension:
+                raise ValueError(f"{name}: the list of choices is empty")
+            if isinstance(dimension, dict):
+                try:
+                    Range.model_validate(dimension)
+                except pydantic.ValidationError as error:
+                    problem = error.errors()[0]
+                    where = ".".join(map(str, problem["loc"]))
+                    raise ValueError(f"{name}: {where + ': ' if where else ''}{problem['msg'].removeprefix('Value error, ')}") from None
+        return params
+
+    @pydantic.model_validator(mode="after")
+    def _values_make_sense(self):
+        for name, dimension in self.params.items():
+            values = dimension if isinstance(dimension, list) else dimension.values() if isinstance(dimension, Range) else [dimension]
+            for value in values:
+                _check_value(name, value)
+        return self
+
+    @property
+    def is_multi_objective(self):
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self):
+        return ["maximize"] + ["minimize"] * (len(self.objectives) - 1)
+
+    def sample(self, trial):
+        """Suggest this trial's params from `trial`, skipping those that do not apply."""
+        params = {}
+        for name in sorted(self.params, key=PARAM_KEYS.index):
+            if name in EXPANSION_KEYS and params.get("insertion", "none") == "none":
+                continue
+            if name == "expand_outputs" and params.get("mode") != "expand":
+                continue
+            params[name] = self._suggest(trial, name)
+        return params
+
+    def _suggest(self, trial, name):
+        dimension = self.params[name]
+        if isinstance(dimension, list):
+            return trial.suggest_categorical(name, dimension)
+        if isinstance(dimension, Range):
+            return dimension.suggest(trial, name)
+        return dimension
+
+    def grid(self):
+        """The search space as lists of values, for Optuna's GridSampler."""
+        grid = {}
+        for name, dimension in self.params.items():
+            if isinstance(dimension, list):
+                grid[name] = dimension
+            elif isinstance(dimension, Range):
+                if not (dimension.is_int or dimension.step):
+                    raise SpaceError(f"{self.source}: params.{name}: the grid sampler needs choices or a range with a step")
+                count = int(round((dimension.high - dimension.low) / (dimension.step or 1))) + 1
+                values = [dimension.low + i * (dimension.step or 1) for i in range(count)]
+                grid[name] = [int(v) for v in values] if dimension.is_int else values
+        return grid
+
+
+def _check_value(name, value):
+    allowed = ALLOWED_VALUES.get(name)
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
+    if name == "order" and not (isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= series.MAX_ORDER):
+        raise ValueError(f"order: {value!r} is out of range; orders are integers from 0 to {series.MAX_ORDER}")
+    numeric_positive = ("width", "learning_rate", "batch_size", "limit")
+    if name in numeric_positive and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: {value!r} must be a positive number")
+
+
+def load_space(path):
+    """Read and validate a search space YAML file; raise SpaceError with one clear line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such search space file") from None
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a search space is a mapping with dataset, training, objectives and params")
+    return parse_space(raw, source=str(path))
+
+
+def parse_space(raw, source="<memory>"):
+    try:
+        space = Space.model_validate({**raw, "source": source})
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"][:2])
+        message = first["msg"].removeprefix("Value error, ")
+        if key in ("", "params") and ": " in message:
+            # Our params checks start with the parameter's name: fold it into the key.
+            name, message = message.split(": ", 1)
+            key = f"params.{name}"
+        raise SpaceError(f"{source}: {key or 'top level'}: {message}") from None
+    return space
