@@ -2,10 +2,15 @@
 
 import argparse
 import json
+import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import yaml
+
+DEFAULT_SPACE = "search_spaces/quick.yaml"
 
 
 def _param(text):
@@ -48,6 +53,64 @@ def cmd_train(args):
     return 1 if result.diverged else 0
 
 
+def _space_path(text):
+    """A space path as given, else relative to the repository that holds this package."""
+    path = Path(text)
+    if not path.exists() and not path.is_absolute():
+        beside_package = Path(__file__).resolve().parents[1] / path
+        if beside_package.exists():
+            return beside_package
+    return path
+
+
+def cmd_search(args):
+    import optuna
+
+    from harness.search import Search, SearchSettings
+    from harness.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    space = load_space(_space_path(args.space))
+    settings = SearchSettings(
+        study_name=args.study or Path(args.space).stem,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        heartbeat_interval=args.heartbeat,
+    )
+    search = Search(space, settings)
+    try:
+        study = search.run()
+    except KeyboardInterrupt:
+        print("interrupted: the trial in flight is marked FAIL and its MLflow run KILLED", file=sys.stderr)
+        return 130
+    from harness.search import counted_trials
+
+    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
+    print(f"study {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
+    for line in search.where():
+        print(line)
+    return 0
+
+
+def cmd_ui(args):
+    from harness.search import SearchSettings
+
+    uri = args.tracking_uri or SearchSettings(study_name="ui", storage="unused").tracking_uri
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    print(" ".join(command))
+    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="harness", description="Taylor-expansion CNN search harness")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,12 +124,31 @@ def build_parser():
     train.add_argument("--save", metavar="FILE.keras", help="save the trained model")
     train.add_argument("--verbose", type=int, default=0)
     train.set_defaults(run=cmd_train)
+
+    search = commands.add_parser("search", help="run (or resume) an Optuna study over a YAML search space")
+    search.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default {DEFAULT_SPACE})")
+    search.add_argument("--study", help="study name (default: the space file's name); the same name resumes it")
+    search.add_argument("--trials", type=int, default=12, help="trials the study should hold when done (default 12)")
+    search.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    search.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"))
+    search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+    search.add_argument("--seed", type=int, help="the sampler's seed")
+    search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
+    search.set_defaults(run=cmd_search)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the harness's store")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's default store)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(run=cmd_ui)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:

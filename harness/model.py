@@ -32,13 +32,8 @@ EXPANSION_KEYS = (
 MODEL_KEYS = ("insertion", "width") + EXPANSION_KEYS
 
 
-def build_model(params, input_shape, num_classes):
-    """Build the CNN described by `params`, a flat dict of `MODEL_KEYS`.
-
-    `insertion` (default "none") picks where the expansion goes and `width`
-    (default 1.0) scales every layer's filters and units. The other keys are
-    `TaylorExpansion`'s arguments. Nonsensical combinations raise ValueError.
-    """
+def check_params(params):
+    """Raise ValueError if `params` cannot describe a model; return the expansion arguments."""
     unknown = sorted(set(params) - set(MODEL_KEYS))
     if unknown:
         raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_KEYS)}")
@@ -55,6 +50,21 @@ def build_model(params, input_shape, num_classes):
         )
     if insertion == "all" and expansion.get("mode") == "expand":
         raise ValueError("insertion 'all' replaces each ReLU elementwise, so mode must be 'series' or 'weighted', not 'expand'")
+    if insertion != "none":
+        TaylorExpansion(**expansion)  # validates function, order, center and the choices
+    return expansion
+
+
+def build_model(params, input_shape, num_classes):
+    """Build the CNN described by `params`, a flat dict of `MODEL_KEYS`.
+
+    `insertion` (default "none") picks where the expansion goes and `width`
+    (default 1.0) scales every layer's filters and units. The other keys are
+    `TaylorExpansion`'s arguments. Nonsensical combinations raise ValueError.
+    """
+    expansion = check_params(params)
+    insertion = params.get("insertion", "none")
+    width = params.get("width", 1.0)
 
     def expansion_layer(name):
         # float32 even under mixed precision: high powers overflow float16.

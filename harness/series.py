@@ -45,9 +45,6 @@ class Sigmoid(sp.Function):
         if arg.is_Number:
             return 1 / (1 + sp.exp(-arg))
 
-    def _eval_rewrite_as_exp(self, arg, **kwargs):
-        return 1 / (1 + sp.exp(-arg))
-
 
 class Softplus(sp.Function):
     """log(1 + e^x), whose derivative is the sigmoid."""
@@ -59,9 +56,6 @@ class Softplus(sp.Function):
     def eval(cls, arg):
         if arg.is_Number:
             return sp.log(1 + sp.exp(arg))
-
-    def _eval_rewrite_as_exp(self, arg, **kwargs):
-        return sp.log(1 + sp.exp(arg))
 
 
 
@@ -143,8 +137,10 @@ def default_limit(function, center=0.0, fraction=0.9, entire_limit=3.0):
 
 def evaluate(function, x):
     """Evaluate `function` itself on a numpy array (for plots against its series)."""
-    expression = FUNCTIONS[function].expression.rewrite(sp.exp)
-    return sp.lambdify(_x, expression, modules=["scipy", "numpy"])(x)
+    from scipy.special import erf, expit
+
+    numeric = {"erf": erf, "Sigmoid": expit, "Softplus": lambda v: np.logaddexp(0, v)}
+    return sp.lambdify(_x, FUNCTIONS[function].expression, modules=[numeric, "numpy"])(x)
 
 
 def evaluate_series(function, order, x, center=0.0):

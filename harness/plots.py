@@ -1,0 +1,52 @@
+"""Matplotlib figures for one trial: its learning curves and its series against the function."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from harness import series  # noqa: E402
+
+
+def learning_curves(history, path, title="Learning curves"):
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
+            if key in history:
+                epochs = np.arange(1, len(history[key]) + 1)
+                axis.plot(epochs, history[key], style, label=key.replace("_", " "))
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("cross-entropy" if metric == "loss" else "accuracy (fraction)")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def series_fit(function, order, path, center=0.0):
+    """`function` against its truncated series of `order`, with the radius of convergence marked."""
+    radius = series.radius_of_convergence(function, center)
+    half_width = min(radius * 1.5, 4.0) if np.isfinite(radius) else 4.0
+    x = np.linspace(center - half_width, center + half_width, 400)
+    with np.errstate(invalid="ignore", divide="ignore"):  # log and log1p are NaN left of their domain
+        exact = series.evaluate(function, x)
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    axis.plot(x, exact, "k", label=function)
+    axis.plot(x, series.evaluate_series(function, order, x, center), "C1", label=f"series, order {order}")
+    if np.isfinite(radius):
+        for edge in (center - radius, center + radius):
+            axis.axvline(edge, color="grey", linestyle=":", label=None)
+    spread = np.nanmax(exact) - np.nanmin(exact)
+    axis.set_ylim(np.nanmin(exact) - 0.5 * spread - 0.5, np.nanmax(exact) + 0.5 * spread + 0.5)
+    axis.set_xlabel("x (dotted: radius of convergence)" if np.isfinite(radius) else "x")
+    axis.set_ylabel("f(x)")
+    axis.set_title(f"{function} and its Taylor series around {center:g}")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,249 @@
+"""Optuna studies over a search space, every trial trained by `run_trial` and logged to MLflow.
+
+Sampler, pruner and storage are Optuna's own, chosen by name. A trial that
+diverges or raises is recorded as FAIL with its reason and the study goes on;
+an impossible combination of sampled params is PRUNED with the reason.
+"""
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna_integration import KerasPruningCallback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import data
+from harness.model import check_params
+from harness.space import COST_OBJECTIVES
+from harness.tracking import Tracker, redact
+from harness.train import run_trial, split_params
+
+SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
+PRUNERS = ("median", "hyperband", "none")
+OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
+
+
+def default_home():
+    """Where embedded defaults keep their files: $HARNESS_HOME or ./harness-runs."""
+    return Path(os.environ.get("HARNESS_HOME", "harness-runs")).resolve()
+
+
+def sqlite_url(path):
+    # An absolute path after sqlite:/// gives the four slashes SQLAlchemy expects.
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+class TrialDiverged(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclasses.dataclass
+class SearchSettings:
+    study_name: str
+    n_trials: int = 12
+    timeout: float | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    heartbeat_interval: int = 30
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
+        if self.n_trials < 1:
+            raise ValueError(f"trials must be at least 1, got {self.n_trials}")
+        home = default_home()
+        if self.storage is None or self.tracking_uri is None:
+            home.mkdir(parents=True, exist_ok=True)
+        self.storage = self.storage or sqlite_url(home / "optuna.db")
+        self.tracking_uri = self.tracking_uri or sqlite_url(home / "mlflow.db")
+        self.artifact_root = (home / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
+
+
+def make_sampler(name, space, seed):
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    try:
+        return optuna.samplers.GPSampler(seed=seed)
+    except ImportError as error:
+        raise ValueError(f"the gp sampler needs PyTorch ({error}); install torch or pick another sampler") from None
+
+
+def make_pruner(name, space):
+    if name == "none" or space.is_multi_objective:
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
+
+
+def make_storage(url, heartbeat_interval, stale_trial_callback):
+    """An RDB storage whose trials send heartbeats, so a killed worker's trial ends FAIL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=2 * heartbeat_interval,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+        )
+
+
+def counted_trials(study):
+    """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason."""
+    return [t for t in study.get_trials(deepcopy=False) if OUTCOME in t.user_attrs and t.state.is_finished()]
+
+
+class Search:
+    """One `harness search` invocation: a study, its MLflow experiment and parent run."""
+
+    def __init__(self, space, settings, console=None):
+        self.space = space
+        self.settings = settings
+        self.console = console or Console()
+        self.dataset = data.load(
+            space.dataset.name,
+            data_dir=space.dataset.data_dir,
+            train_size=space.dataset.train_size,
+            val_size=space.dataset.val_size,
+            test_size=space.dataset.test_size,
+            seed=space.training.seed,
+        )
+        self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
+        storage = make_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
+        self.study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=storage,
+            sampler=make_sampler(settings.sampler, space, settings.seed),
+            pruner=make_pruner(settings.pruner, space),
+            directions=space.directions,
+            load_if_exists=True,
+        )
+        self.study.set_user_attr("space", space.source)
+        self.study.set_user_attr("dataset", space.dataset.name)
+        self.study.set_user_attr("epochs", space.training.epochs)
+        self.study.set_user_attr("objectives", space.objectives)
+        self.parent_run_id = None
+
+    def run(self):
+        """Run trials until the study holds `n_trials` counted trials; return the study."""
+        closed = self.tracker.close_dead_runs()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        if closed:
+            self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
+        if self.space.is_multi_objective and self.settings.pruner != "none":
+            self.console.print("pruning is off: Optuna cannot prune multi-objective trials")
+        remaining = self.settings.n_trials - len(counted_trials(self.study))
+        if remaining <= 0:
+            self.console.print(f"study {self.settings.study_name!r} already holds {self.settings.n_trials} trials")
+            return self.study
+        self.parent_run_id = self.tracker.start_parent(
+            self.settings.study_name,
+            {
+                "space": self.space.source,
+                "dataset": self.space.dataset.name,
+                "sampler": self.settings.sampler,
+                "pruner": self.settings.pruner,
+                "optuna_storage": redact(self.settings.storage),
+            },
+        )
+        status = "KILLED"
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=True,
+        ) as progress:
+            task = progress.add_task(self.settings.study_name, total=self.settings.n_trials,
+                                     completed=self.settings.n_trials - remaining)
+
+            def report(study, trial):
+                progress.update(task, completed=len(counted_trials(study)))
+                progress.console.print(self._trial_line(study, trial), soft_wrap=True, highlight=False, markup=False)
+                if len(counted_trials(study)) >= self.settings.n_trials:
+                    study.stop()
+
+            try:
+                self.study.optimize(
+                    self._objective, n_trials=remaining, timeout=self.settings.timeout,
+                    catch=(Exception,), callbacks=[report],
+                )
+                status = "FINISHED"
+            finally:
+                self.tracker.end_parent(self.parent_run_id, status)
+        return self.study
+
+    def _objective(self, trial):
+        params = self.space.sample(trial)
+        run_params = {"dataset": self.space.dataset.name, "epochs": self.space.training.epochs,
+                      "seed": self.space.training.seed, **split_params(params)[1]}
+        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, trial.number, params, run_params)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        try:
+            try:
+                check_params(split_params(params)[0])
+            except ValueError as error:
+                raise optuna.TrialPruned(f"invalid combination: {error}") from None
+            callbacks = [self.tracker.epoch_logger(run_id)]
+            if not self.space.is_multi_objective:
+                callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
+            result = run_trial(params, self.dataset, epochs=self.space.training.epochs,
+                               seed=self.space.training.seed, callbacks=callbacks)
+            for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds"):
+                trial.set_user_attr(name, getattr(result, name))
+            self.tracker.log_result(run_id, result)
+            if result.diverged:
+                raise TrialDiverged(result.failure_reason)
+        except optuna.TrialPruned as pruned:
+            reason = str(pruned) or "pruned: validation accuracy below the pruner's threshold"
+            self._end(trial, run_id, "PRUNED", reason)
+            raise
+        except Exception as error:
+            reason = str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}"
+            self._end(trial, run_id, "FAIL", reason)
+            raise
+        except BaseException:
+            self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")
+            raise
+        self._end(trial, run_id, "COMPLETE")
+        return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+
+    def _end(self, trial, run_id, state, reason=None):
+        trial.set_user_attr(OUTCOME, state)
+        if reason:
+            trial.set_user_attr("failure_reason", reason)
+        self.tracker.end_trial(run_id, state, reason)
+
+    def _trial_line(self, study, trial):
+        state = trial.user_attrs.get(OUTCOME) or trial.state.name
+        accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
+        flops = trial.user_attrs.get("flops")
+        cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
+        try:
+            best = f"best {max(t.values[0] for t in study.best_trials):.3f}"
+        except ValueError:
+            best = "best   -  "
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
+        return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
+
+    def where(self):
+        """Lines telling a user where the results are."""
+        return [
+            f"Optuna storage: {redact(self.settings.storage)} (study {self.settings.study_name!r})",
+            f"MLflow store:   {redact(self.settings.tracking_uri)} (experiment {self.settings.study_name!r})",
+            f"Browse runs:    harness ui --tracking-uri '{redact(self.settings.tracking_uri)}'",
+        ]

@@ -1,0 +1,176 @@
+"""MLflow logging through `MlflowClient`: one parent run per search, one child run per trial.
+
+Runs are created and closed explicitly (no global active run), so several
+workers can log to one experiment, and a run whose process died can be closed
+by whoever finds it.
+"""
+
+import functools
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import keras
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from harness import plots
+
+RESULT_METRICS = ("test_accuracy", "best_val_accuracy", "total_params", "trainable_params", "flops", "train_seconds")
+# MLflow run status for each way a trial can end.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+
+
+def redact(url):
+    """`url` with any password replaced by ***, safe to log or print."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.cache
+def environment_tags():
+    """TensorFlow version, device and the project's git commit, computed once per process."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus) or "CPU"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"tf_version": tf.__version__, "device": device, "git_commit": commit or "unknown"}
+
+
+def _process_tags():
+    return {"harness.host": socket.gethostname(), "harness.pid": str(os.getpid())}
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Log each epoch's loss, accuracy, val_loss and val_accuracy to a run, with the epoch as step."""
+
+    def __init__(self, client, run_id):
+        super().__init__()
+        self.client = client
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(value), now, epoch) for name, value in (logs or {}).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+
+class Tracker:
+    """The MLflow experiment of one study."""
+
+    def __init__(self, tracking_uri, experiment_name, artifact_root=None):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = self._experiment(experiment_name, artifact_root)
+
+    def _experiment(self, name, artifact_root):
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_root)
+        except MlflowException:
+            # Another worker created it first.
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def start_parent(self, study_name, tags):
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"search {study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={"harness.role": "search", "harness.study": study_name, **_process_tags(), **environment_tags(), **tags},
+        )
+        return run.info.run_id
+
+    def end_parent(self, run_id, status):
+        self.client.set_terminated(run_id, status)
+
+    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params):
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "harness.role": "trial",
+            "harness.study": study_name,
+            "optuna.trial_number": str(trial_number),
+            "state": "RUNNING",
+            **_process_tags(),
+            **environment_tags(),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_number}", tags=tags)
+        logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
+        self.client.log_batch(run.info.run_id, params=logged)
+        return run.info.run_id
+
+    def epoch_logger(self, run_id):
+        return EpochLogger(self.client, run_id)
+
+    def log_result(self, run_id, result):
+        """Final metrics and artifacts of a trial that trained."""
+        now = int(time.time() * 1000)
+        values = {name: getattr(result, name) for name in RESULT_METRICS}
+        if result.latency_seconds is not None:
+            values["latency_ms"] = result.latency_seconds * 1000
+        metrics = [Metric(name, float(value), now, 0) for name, value in values.items() if value is not None]
+        self.client.log_batch(run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            folder = Path(folder)
+            lines = []
+            result.model.summary(print_fn=lambda line, **_: lines.append(line))
+            (folder / "model_summary.txt").write_text("\n".join(lines) + "\n")
+            plots.learning_curves(result.history, folder / "learning_curves.png", title=f"Learning curves, {run_id[:8]}")
+            params = result.params
+            if params.get("insertion", "none") != "none":
+                plots.series_fit(
+                    params.get("function", "softplus"), params.get("order", 3), folder / "series_fit.png", params.get("center", 0.0)
+                )
+            if not result.diverged:
+                result.model.save(folder / "model.keras")
+            self.client.log_artifacts(run_id, str(folder))
+
+    def end_trial(self, run_id, state, reason=None, status=None):
+        """Tag the trial's Optuna state and reason, and close the run (status: MLflow's, if not the usual)."""
+        tags = [RunTag("state", state)] + ([RunTag("failure_reason", reason[:5000])] if reason else [])
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, status or RUN_STATUS[state])
+
+    def close_dead_runs(self):
+        """Close RUNNING runs whose process, on this host, no longer exists. Returns their ids."""
+        host = socket.gethostname()
+        closed = []
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            tags = run.data.tags
+            if tags.get("harness.host") == host and not _pid_alive(int(tags.get("harness.pid", "0") or 0)):
+                reason = f"process {tags.get('harness.pid')} on {host} died while running"
+                self.end_trial(run.info.run_id, "FAIL", reason, status="KILLED")
+                closed.append(run.info.run_id)
+        return closed
+
+    def close_run_of_stale_trial(self, study, trial):
+        """Optuna's failed_trial_callback: a trial whose worker stopped beating is closed in MLflow too."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+            self.end_trial(run_id, "FAIL", "worker stopped sending heartbeats (killed or crashed)")

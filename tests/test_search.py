@@ -1,0 +1,239 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+import requests
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.search import counted_trials
+
+TINY = {
+    "dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},
+    "training": {"epochs": 2, "seed": 0},
+    "params": {
+        "insertion": ["none", "dense", "input"],
+        "function": ["softplus", "tanh"],
+        "order": {"low": 1, "high": 4},
+        "mode": ["series", "weighted"],
+        "conditioning": ["tanh"],
+        "learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
+        "batch_size": [32],
+        "width": [0.25],
+    },
+}
+
+
+def write_space(folder, space, name="space.yaml"):
+    path = folder / name
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def stores(folder):
+    return f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def search_args(folder, space_path, *extra):
+    storage, tracking = stores(folder)
+    return ["search", "--space", str(space_path), "--storage", storage, "--tracking-uri", tracking, *extra]
+
+
+def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
+    assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "tiny", "--trials", "3", "--seed", "0", "--pruner", "none")) == 0
+    assert "Browse runs:    harness ui" in capsys.readouterr().out
+    storage, tracking = stores(tmp_path)
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
+        for name, value in trial.params.items():
+            assert run.data.params[name] == str(value)
+        assert run.data.params["dataset"] == "digits" and run.data.params["epochs"] == "2"
+        for tag in ("optuna.trial_number", "harness.study", "state", "tf_version", "device", "git_commit"):
+            assert run.data.tags[tag]
+        assert run.data.tags["state"] == "COMPLETE"
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [m.step for m in history] == [0, 1]
+        for metric in ("test_accuracy", "flops", "total_params", "train_seconds", "latency_ms"):
+            assert metric in run.data.metrics
+        assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model_summary.txt", "learning_curves.png", "model.keras"} <= artifacts
+        assert ("series_fit.png" in artifacts) == (trial.params["insertion"] != "none")
+
+
+def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
+    space = {
+        **TINY,
+        "params": {"insertion": "dense", "function": "exp", "order": 12, "learning_rate": [50.0, 1.0e-3], "width": 0.25},
+    }
+    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "wild", "--trials", "2", "--sampler", "grid")
+    assert main(args) == 0
+    study = optuna.load_study(study_name="wild", storage=stores(tmp_path)[0])
+    by_rate = {t.params["learning_rate"]: t for t in study.trials}
+    assert by_rate[50.0].state == optuna.trial.TrialState.FAIL
+    assert by_rate[50.0].user_attrs["failure_reason"].startswith("diverged: loss became nan")
+    assert by_rate[1.0e-3].state == optuna.trial.TrialState.COMPLETE
+    run = MlflowClient(stores(tmp_path)[1]).get_run(by_rate[50.0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"].startswith("diverged")
+
+
+def test_a_killed_search_resumes_without_losing_trials(tmp_path):
+    space = {**TINY, "training": {"epochs": 6, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 400}}
+    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "killed", "--trials", "4", "--heartbeat", "1", "--pruner", "none")
+    command = [sys.executable, "-m", "harness.cli", *args]
+    storage, tracking = stores(tmp_path)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="killed", storage=storage).trials
+            except KeyError:
+                continue
+            states = [t.state for t in trials]
+            if optuna.trial.TrialState.COMPLETE in states and states[-1] == optuna.trial.TrialState.RUNNING:
+                break
+        else:
+            pytest.fail("the search never reached a second trial")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    completed_before = {t.number: t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    time.sleep(3)  # past the heartbeat's grace period
+
+    assert subprocess.run(command, capture_output=True, timeout=400).returncode == 0
+    study = optuna.load_study(study_name="killed", storage=storage)
+    assert len(counted_trials(study)) == 4
+    for number, params in completed_before.items():
+        assert study.trials[number].state == optuna.trial.TrialState.COMPLETE and study.trials[number].params == params
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert killed
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    for trial in killed:
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status in ("FAILED", "KILLED")
+
+
+BAD_SPACES = {
+    "unknown key": ({**TINY, "optimiser": "sgd"}, "space.yaml: optimiser: Extra inputs are not permitted"),
+    "unknown param": ({**TINY, "params": {"ordre": [1]}}, "space.yaml: params.ordre: unknown parameter"),
+    "wrong type": ({**TINY, "training": {"epochs": "ten"}}, "space.yaml: training.epochs: Input should be a valid integer"),
+    "empty choices": ({**TINY, "params": {"function": []}}, "space.yaml: params.function: the list of choices is empty"),
+    "low above high": ({**TINY, "params": {"order": {"low": 5, "high": 2}}}, "space.yaml: params.order: low (5) is greater than high (2)"),
+    "unknown function": ({**TINY, "params": {"function": ["relu"]}}, "space.yaml: params.function: 'relu' is not one of"),
+    "unknown insertion": ({**TINY, "params": {"insertion": ["head"]}}, "space.yaml: params.insertion: 'head' is not one of"),
+    "order out of range": ({**TINY, "params": {"order": [2, 24]}}, "space.yaml: params.order: 24 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPACES)
+def test_a_bad_space_is_one_error_line_and_exit_2(case, tmp_path, capsys):
+    space, expected = BAD_SPACES[case]
+    code = main(search_args(tmp_path, write_space(tmp_path, space), "--trials", "1"))
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: ") and expected in lines[0], lines
+    assert not (tmp_path / "optuna.db").exists()  # nothing half-made
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_study_over_rest(tmp_path):
+    assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "shown", "--trials", "1")) == 0
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", stores(tmp_path)[1], "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        for _ in range(120):
+            try:
+                experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not start")
+        experiment_id = experiment.json()["experiment"]["experiment_id"]
+        runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
+        assert len(runs) == 2  # the search's parent run and one trial
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
+def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):
+    space = {**TINY, "objectives": ["accuracy", "flops"]}
+    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "pareto", "--trials", "3", "--sampler", "nsga2")
+    assert main(args) == 0
+    assert "pruning is off: Optuna cannot prune multi-objective trials" in capsys.readouterr().out
+    study = optuna.load_study(study_name="pareto", storage=stores(tmp_path)[0])
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    for trial in study.trials:
+        assert trial.values[1] == trial.user_attrs["flops"] > 0
+
+
+def test_shipped_spaces_are_valid():
+    from pathlib import Path
+
+    from harness.space import load_space
+
+    spaces = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
+    assert {p.stem for p in spaces} >= {"quick", "origins", "cifar10", "fashion_mnist"}
+    for path in spaces:
+        load_space(path)
+
+
+def test_ctrl_c_closes_the_trial_and_its_runs(tmp_path):
+    space = {**TINY, "training": {"epochs": 500, "seed": 0}, "params": {"insertion": "dense", "order": 2}}
+    storage, tracking = stores(tmp_path)
+    command = [sys.executable, "-m", "harness.cli", *search_args(tmp_path, write_space(tmp_path, space), "--study", "stopped", "--trials", "2")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(240):
+        time.sleep(0.5)
+        try:
+            if optuna.load_study(study_name="stopped", storage=storage).trials:
+                break
+        except KeyError:
+            pass
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in errors
+    (trial,) = optuna.load_study(study_name="stopped", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2
+    assert client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags["failure_reason"] == "interrupted (Ctrl-C)"
