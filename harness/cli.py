@@ -87,7 +87,7 @@ def cmd_search(args):
     try:
         study = search.run()
     except KeyboardInterrupt:
-        print("interrupted: the trial in flight is marked FAIL and its MLflow run KILLED", file=sys.stderr)
+        print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
         return 130
     from harness.search import counted_trials
 
@@ -95,6 +95,16 @@ def cmd_search(args):
     print(f"study {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
     for line in search.where():
         print(line)
+    return 0
+
+
+def cmd_report(args):
+    from harness.report import write_report
+    from harness.search import SearchSettings
+
+    defaults = SearchSettings(study_name=args.study[0])
+    out = write_report(args.study, args.storage or defaults.storage, args.tracking_uri or defaults.tracking_uri, args.out)
+    print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
     return 0
 
 
@@ -138,6 +148,13 @@ def build_parser():
     search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
     search.set_defaults(run=cmd_search)
 
+    report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
+    report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")
+    report.add_argument("--out", help="output folder (default reports/<study>[-vs-<study>...])")
+    report.add_argument("--storage", help="Optuna storage URL (default: the search's SQLite default)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's SQLite default)")
+    report.set_defaults(run=cmd_report)
+
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the harness's store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's default store)")
     ui.add_argument("--port", type=int, default=5000)
@@ -154,6 +171,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@ diverges or raises is recorded as FAIL with its reason and the study goes on;
 an impossible combination of sampled params is PRUNED with the reason.
 """
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 
+import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 from rich.console import Console
@@ -38,6 +42,41 @@ def sqlite_url(path):
 
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """End training at the next batch once `requested()` is true."""
+
+    def __init__(self, requested):
+        super().__init__()
+        self.requested = requested
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested():
+            self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def deferred_interrupts(on_interrupt):
+    """Turn the first Ctrl-C into a call to `on_interrupt` rather than an exception.
+
+    A KeyboardInterrupt raised at a random point can be swallowed by a library
+    or leave its bookkeeping half-done; a flag is checked where stopping is safe.
+    A second Ctrl-C interrupts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        on_interrupt()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclasses.dataclass
@@ -137,6 +176,7 @@ class Search:
         self.study.set_user_attr("epochs", space.training.epochs)
         self.study.set_user_attr("objectives", space.objectives)
         self.parent_run_id = None
+        self.interrupted = False
 
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
@@ -173,14 +213,21 @@ class Search:
             def report(study, trial):
                 progress.update(task, completed=len(counted_trials(study)))
                 progress.console.print(self._trial_line(study, trial), soft_wrap=True, highlight=False, markup=False)
-                if len(counted_trials(study)) >= self.settings.n_trials:
+                if len(counted_trials(study)) >= self.settings.n_trials or self.interrupted:
                     study.stop()
 
+            def interrupt():
+                self.interrupted = True
+                progress.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
+
             try:
-                self.study.optimize(
-                    self._objective, n_trials=remaining, timeout=self.settings.timeout,
-                    catch=(Exception,), callbacks=[report],
-                )
+                with deferred_interrupts(interrupt):
+                    self.study.optimize(
+                        self._objective, n_trials=remaining, timeout=self.settings.timeout,
+                        catch=(Exception,), callbacks=[report],
+                    )
+                if self.interrupted:
+                    raise KeyboardInterrupt
                 status = "FINISHED"
             finally:
                 self.tracker.end_parent(self.parent_run_id, status)
@@ -197,11 +244,13 @@ class Search:
                 check_params(split_params(params)[0])
             except ValueError as error:
                 raise optuna.TrialPruned(f"invalid combination: {error}") from None
-            callbacks = [self.tracker.epoch_logger(run_id)]
+            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted)]
             if not self.space.is_multi_objective:
                 callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
             result = run_trial(params, self.dataset, epochs=self.space.training.epochs,
                                seed=self.space.training.seed, callbacks=callbacks)
+            if self.interrupted:
+                raise KeyboardInterrupt
             for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds"):
                 trial.set_user_attr(name, getattr(result, name))
             self.tracker.log_result(run_id, result)

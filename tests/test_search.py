@@ -230,7 +230,7 @@ def test_ctrl_c_closes_the_trial_and_its_runs(tmp_path):
     time.sleep(2)
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=120)
-    assert process.returncode == 130 and "interrupted" in errors
+    assert process.returncode == 130 and "interrupted" in errors, errors[-3000:]
     (trial,) = optuna.load_study(study_name="stopped", storage=storage).trials
     assert trial.state == optuna.trial.TrialState.FAIL
     client = MlflowClient(tracking)
