@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,15 +64,45 @@ def _space_path(text):
     return path
 
 
+def _configure_tensorflow(args):
+    """Per-process TensorFlow settings; they must come before TensorFlow runs anything."""
+    import keras
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def _gpu_ids(text):
+    """--gpus 0,1 or all -> the GPU ids, or a clear error on a machine without one."""
+    import tensorflow as tf
+
+    visible = list(range(len(tf.config.list_physical_devices("GPU"))))
+    if not visible:
+        raise ValueError("--gpus: TensorFlow sees no GPU on this machine; leave --gpus out to run on the CPU")
+    ids = visible if text == "all" else [int(i) for i in text.split(",")]
+    missing = sorted(set(ids) - set(visible))
+    if missing:
+        raise ValueError(f"--gpus: no GPU {missing[0]}; this machine has {len(visible)} (ids {visible})")
+    return ids
+
+
 def cmd_search(args):
     import optuna
 
-    from harness.search import Search, SearchSettings
+    from harness.search import Search, SearchSettings, counted_trials
     from harness.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     space = load_space(_space_path(args.space))
+    gpus = _gpu_ids(args.gpus) if args.gpus else None
+    workers = len(gpus) if gpus else args.workers
     settings = SearchSettings(
         study_name=args.study or Path(args.space).stem,
         n_trials=args.trials,
@@ -80,22 +111,77 @@ def cmd_search(args):
         tracking_uri=args.tracking_uri,
         sampler=args.sampler,
         pruner=args.pruner,
-        seed=args.seed,
+        seed=None if args.seed is None else args.seed + args.worker_index,
         heartbeat_interval=args.heartbeat,
+        workers=workers,
+        parent_run_id=args.parent_run_id,
+        mixed_precision=args.mixed_precision,
     )
+    if workers == 1:
+        _configure_tensorflow(args)
     search = Search(space, settings)
-    try:
-        study = search.run()
-    except KeyboardInterrupt:
-        print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
-        return 130
-    from harness.search import counted_trials
-
+    if workers > 1:
+        code = _launch_workers(args, search, gpus)
+        study = search.study
+    else:
+        code = 0
+        try:
+            study = search.run()
+        except KeyboardInterrupt:
+            print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
+            return 130
+    if args.worker_index:
+        return code
     states = [t.user_attrs["outcome"] for t in counted_trials(study)]
     print(f"study {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
     for line in search.where():
         print(line)
-    return 0
+    return code
+
+
+def _launch_workers(args, search, gpus):
+    """Start one `harness search` process per worker on the same study and parent run; wait for them."""
+    settings = search.settings
+    parent_run_id = settings.parent_run_id or search.start_parent()
+    threads = args.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    common = [
+        sys.executable, "-m", "harness.cli", "search", "--space", str(_space_path(args.space)),
+        "--study", settings.study_name, "--trials", str(settings.n_trials), "--storage", settings.storage,
+        "--tracking-uri", settings.tracking_uri, "--sampler", settings.sampler, "--pruner", settings.pruner,
+        "--heartbeat", str(settings.heartbeat_interval), "--parent-run-id", parent_run_id, "--threads", str(threads),
+    ]
+    if args.timeout:
+        common += ["--timeout", str(args.timeout)]
+    if args.seed is not None:
+        common += ["--seed", str(args.seed)]
+    if args.mixed_precision:
+        common.append("--mixed-precision")
+    processes = []
+    for index in range(settings.workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[index])
+        placement = f"GPU {gpus[index]}" if gpus else f"{threads} CPU thread(s)"
+        processes.append(subprocess.Popen(common + ["--worker-index", str(index + 1)], env=env))
+        print(f"worker {index + 1}: pid {processes[-1].pid}, {placement}", flush=True)
+    print(f"join from other machines with the same --storage, --tracking-uri, --study and --parent-run-id {parent_run_id}")
+    try:
+        codes = [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            p.send_signal(signal.SIGINT)
+        codes = [p.wait() for p in processes]
+    for index, code in enumerate(codes, start=1):
+        if code:
+            print(f"worker {index} exited with code {code}; the other workers carried on", file=sys.stderr)
+    if 130 in codes:
+        search.tracker.end_parent(parent_run_id, "KILLED")
+        return 130
+    from harness.search import counted_trials
+
+    done = len(counted_trials(search.study)) >= settings.n_trials
+    search.tracker.end_parent(parent_run_id, "FINISHED" if done else "FAILED")
+    return 0 if done else 1
 
 
 def cmd_report(args):
@@ -146,6 +232,13 @@ def build_parser():
     search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     search.add_argument("--seed", type=int, help="the sampler's seed")
     search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
+    search.add_argument("--workers", type=int, default=1,
+                        help="worker processes on this machine (default 1); the storage then defaults to a journal file")
+    search.add_argument("--gpus", help="'all' or ids such as 0,1: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES")
+    search.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+    search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
+    search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
+    search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     search.set_defaults(run=cmd_search)
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.model import MODEL_KEYS
+from harness.storage import open_storage
 from harness.train import TRAINING_DEFAULTS
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
@@ -30,7 +31,7 @@ def load_trials(study_name, storage, tracking_uri=None):
     Raises ValueError if the study does not exist or has no completed trial.
     """
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         raise ValueError(f"study {study_name!r} does not exist in {storage}") from None
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):

@@ -11,6 +11,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import report  # noqa: E402
+from harness.storage import open_storage  # noqa: E402
 
 TOP_CURVES = 5
 MIN_TRIALS_FOR_IMPORTANCE = 8
@@ -24,7 +25,7 @@ def render(folder, studies, frames, storage, tracking_uri):
         blocks += [("h2", "Studies side by side"), ("table", _comparison(frames))]
     for name, frame in zip(studies, frames):
         prefix = f"{name}_" if len(studies) > 1 else ""
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
         blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri)
     blocks += [("p", "All trials, with their params, states, failure reasons, costs and MLflow run links: trials.csv.")]
     (folder / "index.md").write_text(_markdown(blocks))

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import threading
 import warnings
 from pathlib import Path
@@ -21,8 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import data
 from harness.model import check_params
+from harness.storage import JOURNAL_PREFIX, open_storage
 from harness.space import COST_OBJECTIVES
-from harness.tracking import Tracker, redact
+from harness.tracking import Tracker, process_alive, redact
 from harness.train import run_trial, split_params
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
@@ -90,6 +92,9 @@ class SearchSettings:
     pruner: str = "median"
     seed: int | None = None
     heartbeat_interval: int = 30
+    workers: int = 1
+    parent_run_id: str | None = None
+    mixed_precision: bool = False
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -98,10 +103,14 @@ class SearchSettings:
             raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
         if self.n_trials < 1:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
         home = default_home()
         if self.storage is None or self.tracking_uri is None:
             home.mkdir(parents=True, exist_ok=True)
-        self.storage = self.storage or sqlite_url(home / "optuna.db")
+        # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
+        default_storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if self.workers > 1 else sqlite_url(home / "optuna.db")
+        self.storage = self.storage or default_storage
         self.tracking_uri = self.tracking_uri or sqlite_url(home / "mlflow.db")
         self.artifact_root = (home / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
 
@@ -129,18 +138,6 @@ def make_pruner(name, space):
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
 
 
-def make_storage(url, heartbeat_interval, stale_trial_callback):
-    """An RDB storage whose trials send heartbeats, so a killed worker's trial ends FAIL."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=stale_trial_callback,
-        )
-
-
 def counted_trials(study):
     """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason."""
     return [t for t in study.get_trials(deepcopy=False) if OUTCOME in t.user_attrs and t.state.is_finished()]
@@ -162,7 +159,7 @@ class Search:
             seed=space.training.seed,
         )
         self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
-        storage = make_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
+        storage = open_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
         self.study = optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
@@ -181,27 +178,17 @@ class Search:
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
         closed = self.tracker.close_dead_runs()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+        self.fail_dead_trials()
         if closed:
             self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
         if self.space.is_multi_objective and self.settings.pruner != "none":
             self.console.print("pruning is off: Optuna cannot prune multi-objective trials")
-        remaining = self.settings.n_trials - len(counted_trials(self.study))
+        remaining = self.settings.n_trials - self.trials_taken()
         if remaining <= 0:
-            self.console.print(f"study {self.settings.study_name!r} already holds {self.settings.n_trials} trials")
+            self.console.print(f"study {self.settings.study_name!r} already holds or runs {self.settings.n_trials} trials")
             return self.study
-        self.parent_run_id = self.tracker.start_parent(
-            self.settings.study_name,
-            {
-                "space": self.space.source,
-                "dataset": self.space.dataset.name,
-                "sampler": self.settings.sampler,
-                "pruner": self.settings.pruner,
-                "optuna_storage": redact(self.settings.storage),
-            },
-        )
+        owns_parent = self.settings.parent_run_id is None
+        self.parent_run_id = self.settings.parent_run_id or self.start_parent()
         status = "KILLED"
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -213,7 +200,8 @@ class Search:
             def report(study, trial):
                 progress.update(task, completed=len(counted_trials(study)))
                 progress.console.print(self._trial_line(study, trial), soft_wrap=True, highlight=False, markup=False)
-                if len(counted_trials(study)) >= self.settings.n_trials or self.interrupted:
+                # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
+                if self.trials_taken() >= self.settings.n_trials or self.interrupted:
                     study.stop()
 
             def interrupt():
@@ -230,13 +218,49 @@ class Search:
                     raise KeyboardInterrupt
                 status = "FINISHED"
             finally:
-                self.tracker.end_parent(self.parent_run_id, status)
+                if owns_parent:
+                    self.tracker.end_parent(self.parent_run_id, status)
         return self.study
 
+    def start_parent(self):
+        """Create the MLflow parent run that this invocation's trials (or its workers') nest under."""
+        return self.tracker.start_parent(
+            self.settings.study_name,
+            {
+                "space": self.space.source,
+                "dataset": self.space.dataset.name,
+                "sampler": self.settings.sampler,
+                "pruner": self.settings.pruner,
+                "workers": str(self.settings.workers),
+                "optuna_storage": redact(self.settings.storage),
+            },
+        )
+
+    def trials_taken(self):
+        """Trials that count toward n_trials: finished ones and those still running."""
+        self.fail_dead_trials()
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return len(counted_trials(self.study)) + len(running)
+
+    def fail_dead_trials(self):
+        """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
+        host = socket.gethostname()
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.user_attrs.get("host") == host and not process_alive(trial.user_attrs.get("pid", 0)):
+                with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
+                    self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                    self.tracker.close_run_of_stale_trial(self.study, trial)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
     def _objective(self, trial):
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         params = self.space.sample(trial)
         run_params = {"dataset": self.space.dataset.name, "epochs": self.space.training.epochs,
-                      "seed": self.space.training.seed, **split_params(params)[1]}
+                      "seed": self.space.training.seed, **split_params(params)[1],
+                      "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
         run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, trial.number, params, run_params)
         trial.set_user_attr("mlflow_run_id", run_id)
         try:

@@ -57,7 +57,10 @@ def _process_tags():
     return {"harness.host": socket.gethostname(), "harness.pid": str(os.getpid())}
 
 
-def _pid_alive(pid):
+def process_alive(pid):
+    """Whether process `pid` exists on this host."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -163,7 +166,7 @@ class Tracker:
         closed = []
         for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
             tags = run.data.tags
-            if tags.get("harness.host") == host and not _pid_alive(int(tags.get("harness.pid", "0") or 0)):
+            if tags.get("harness.host") == host and not process_alive(int(tags.get("harness.pid", "0") or 0)):
                 reason = f"process {tags.get('harness.pid')} on {host} died while running"
                 self.end_trial(run.info.run_id, "FAIL", reason, status="KILLED")
                 closed.append(run.info.run_id)

@@ -21,3 +21,113 @@ def digits():
     from harness import data
 
     return data.load("digits", train_size=256, val_size=64, test_size=128)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unavailable(reason):
+    """Skip where a real server cannot start here, but never silently in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
+
+def _postgres_bin():
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a free port, in a temporary folder; yields a URL prefix with a password."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    bindir = _postgres_bin()
+    if bindir is None:
+        unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = root / "data"
+    try:
+        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "harness", "-N"],
+                       check=True, capture_output=True)
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
+                                  "-o", f"-p {port} -h 127.0.0.1 -k {root} -F"], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, OSError) as error:
+        unavailable(f"PostgreSQL did not start: {getattr(error, 'stderr', b'') or error}")
+    import psycopg
+
+    with psycopg.connect(f"postgresql://harness@127.0.0.1:{port}/postgres", autocommit=True) as connection:
+        connection.execute("CREATE DATABASE mlflow")
+    # trust authentication ignores the password; it is here to show it never reaches a log.
+    yield f"postgresql://harness:s3cret-pw@127.0.0.1:{port}"
+    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    time.sleep(0.5)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres):
+    """A fresh database on the shared server, for one test's Optuna storage."""
+    import uuid
+
+    import psycopg
+
+    name = f"optuna_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{postgres}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres}/{name}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """A real `mlflow server` backed by the PostgreSQL server, serving artifacts from a temp folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if server.poll() is not None:
+            break
+        time.sleep(0.5)
+    else:
+        server.kill()
+        unavailable("mlflow server did not answer within 2 minutes")
+    if server.poll() is not None:
+        unavailable(f"mlflow server exited with code {server.returncode}")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
