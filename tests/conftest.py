@@ -116,9 +116,9 @@ def mlflow_server(postgres, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
-            if requests.get(f"{url}/health", timeout=2).ok:
+            if requests.get(f"{url}/health", timeout=10).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or busy starting up
             pass
         if server.poll() is not None:
             break

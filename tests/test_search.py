@@ -179,9 +179,9 @@ def test_ui_serves_the_study_over_rest(tmp_path):
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
         for _ in range(120):
             try:
-                experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=2)
+                experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting up
                 time.sleep(0.5)
         else:
             pytest.fail("the MLflow UI did not start")

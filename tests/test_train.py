@@ -33,3 +33,20 @@ def test_divergence_is_caught_and_explained(digits):
 def test_bad_params_raise_before_training(digits):
     with pytest.raises(ValueError, match="insertion must be one of"):
         run_trial({"insertion": "sideways"}, digits)
+
+
+def test_mixed_precision_trains_without_nan(digits):
+    import keras
+
+    from harness.layers import TaylorExpansion
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        result = run_trial({"insertion": "all", "function": "exp", "order": 8, "conditioning": "tanh", "width": 0.25}, digits, epochs=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert not result.diverged and math.isfinite(result.history["loss"][-1])
+    expansions = [layer for layer in result.model.layers if isinstance(layer, TaylorExpansion)]
+    assert expansions and all(layer.compute_dtype == "float32" for layer in expansions)
+    assert result.model.get_layer("conv1").compute_dtype == "float16"
+    assert result.model.get_layer("classifier").compute_dtype == "float32"
