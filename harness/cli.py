@@ -46,7 +46,8 @@ def _load_dataset(args):
 def cmd_train(args):
     from harness.train import run_trial
 
-    result = run_trial(dict(args.param), _load_dataset(args), epochs=args.epochs, seed=args.seed, verbose=args.verbose)
+    params = {"seed": args.seed, **dict(args.param)}
+    result = run_trial(params, _load_dataset(args), epochs=args.epochs, verbose=args.verbose)
     print(json.dumps(result.summary(), indent=2))
     if args.save:
         result.model.save(args.save)
@@ -184,6 +185,34 @@ def _launch_workers(args, search, gpus):
     return 0 if done else 1
 
 
+def cmd_benchmark(args):
+    import optuna
+
+    from harness.benchmark import run_benchmark
+    from harness.search import SearchSettings, counted_trials
+    from harness.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    space = load_space(_space_path(args.space))
+    settings = SearchSettings(
+        study_name=args.study or f"{Path(args.space).stem}-benchmark", storage=args.storage,
+        tracking_uri=args.tracking_uri, sampler="random", pruner="none",
+    )
+    _configure_tensorflow(args)
+    try:
+        study = run_benchmark(space, settings, range(args.seeds), args.from_study, args.top)
+    except KeyboardInterrupt:
+        print("interrupted: the run in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
+        return 130
+    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
+    print(f"benchmark {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "FAIL")))
+    print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
+    return 0
+
+
 def cmd_report(args):
     from harness.report import write_report
     from harness.search import SearchSettings
@@ -240,6 +269,18 @@ def build_parser():
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
     search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     search.set_defaults(run=cmd_search)
+
+    benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
+    benchmark.add_argument("--space", default=DEFAULT_SPACE, help="space YAML: data, budget, and its `configurations`")
+    benchmark.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3: seeds 0, 1, 2)")
+    benchmark.add_argument("--study", help="study name (default: <space>-benchmark); the same name resumes it")
+    benchmark.add_argument("--from-study", help="benchmark the top configurations of this earlier study instead")
+    benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
+    benchmark.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
+    benchmark.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
+    benchmark.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    benchmark.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
+    benchmark.set_defaults(run=cmd_benchmark)
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
     report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")

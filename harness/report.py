@@ -22,6 +22,8 @@ from harness.train import TRAINING_DEFAULTS
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
 COSTS = {"flops": "FLOPs per sample", "total_params": "parameters", "latency_ms": "latency (ms per sample)", "train_seconds": "train time (s)"}
 CONFIG_COLUMNS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
+# What makes a configuration: everything but the seed, which repeats it.
+CONFIGURATION_KEYS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
 ACCURACY = "val_accuracy"
 
 
@@ -66,7 +68,7 @@ def _join_mlflow(frame, study_name, tracking_uri):
         {
             "mlflow_run_id": run.info.run_id,
             "run_url": f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}",
-            "seed": pd.to_numeric(run.data.params.get("seed"), errors="coerce"),
+            "seed_logged": pd.to_numeric(run.data.params.get("seed"), errors="coerce"),
             "trainable_params": run.data.metrics.get("trainable_params"),
             "test_accuracy_logged": run.data.metrics.get("test_accuracy"),
         }
@@ -75,9 +77,10 @@ def _join_mlflow(frame, study_name, tracking_uri):
     if records.empty:
         return frame
     frame = frame.merge(records, on="mlflow_run_id", how="left")
-    if "test_accuracy" not in frame:
-        frame["test_accuracy"] = np.nan
-    frame["test_accuracy"] = frame["test_accuracy"].fillna(frame.pop("test_accuracy_logged"))
+    for column in ("test_accuracy", "seed"):
+        if column not in frame:
+            frame[column] = np.nan
+        frame[column] = frame[column].fillna(frame.pop(f"{column}_logged"))
     return frame
 
 
@@ -129,7 +132,7 @@ def baseline_deltas(trials, metric=ACCURACY):
 def config_summary(trials, metric="test_accuracy", confidence=0.95):
     """Mean and confidence interval of `metric` per configuration run with several seeds."""
     done = completed(trials)
-    keys = [c for c in CONFIG_COLUMNS if c in done and done[c].notna().any()]
+    keys = _configuration_keys(done)
     if metric not in done or not keys:
         return pd.DataFrame()
     groups = done.fillna({k: "-" for k in keys}).groupby(keys)[metric]
@@ -140,6 +143,30 @@ def config_summary(trials, metric="test_accuracy", confidence=0.95):
     half_width = stats.t.ppf(0.5 + confidence / 2, table["count"] - 1) * table["std"] / np.sqrt(table["count"])
     table["ci_low"], table["ci_high"] = table["mean"] - half_width, table["mean"] + half_width
     return table.sort_values("mean", ascending=False).reset_index(drop=True)
+
+
+def _configuration_keys(trials):
+    return [c for c in CONFIGURATION_KEYS if c in trials and trials[c].notna().any()]
+
+
+def significance_vs_baseline(trials, metric="test_accuracy"):
+    """Each configuration's seeds against the baseline's: difference in points and Welch's t-test."""
+    done = completed(trials)
+    keys = _configuration_keys(done)
+    if metric not in done or "insertion" not in keys:
+        return pd.DataFrame()
+    done = done.fillna({k: "-" for k in keys})
+    baseline = done.loc[done["insertion"] == "none", metric].to_numpy()
+    rows = []
+    for configuration, group in done[done["insertion"] != "none"].groupby(keys):
+        values = group[metric].to_numpy()
+        if len(values) < 2 or len(baseline) < 2:
+            continue
+        test = stats.ttest_ind(values, baseline, equal_var=False)
+        rows.append({**dict(zip(keys, configuration)), "seeds": len(values), "mean": values.mean(),
+                     "baseline mean": baseline.mean(), "delta (points)": (values.mean() - baseline.mean()) * 100,
+                     "welch t": test.statistic, "p-value": test.pvalue})
+    return pd.DataFrame(rows)
 
 
 def pareto_front(trials, cost, metric=ACCURACY):

@@ -65,6 +65,9 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
     seeds = report.config_summary(trials)
     if not seeds.empty:
         blocks += [("h3", "Configurations run with several seeds: test accuracy, mean and 95% CI"), ("table", seeds)]
+    significance = report.significance_vs_baseline(trials)
+    if not significance.empty:
+        blocks += [("h3", "Against the baseline over seeds: test accuracy, Welch's t-test"), ("table", significance)]
     for cost in ("flops", "total_params", "latency_ms", "train_seconds"):
         if cost in trials and trials[cost].notna().any():
             blocks += [("h3", f"Pareto front: accuracy against {report.COSTS[cost]}"), ("table", report.pareto_front(trials, cost))]

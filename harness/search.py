@@ -23,13 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import data
 from harness.model import check_params
 from harness.storage import JOURNAL_PREFIX, open_storage
-from harness.space import COST_OBJECTIVES
+from harness.space import COST_OBJECTIVES, PARAM_KEYS
 from harness.tracking import Tracker, process_alive, redact
 from harness.train import run_trial, split_params
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 PRUNERS = ("median", "hyperband", "none")
 OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
+BENCHMARK_RUN = "benchmark"  # user attr of an enqueued benchmark run, whose other attrs are its params
 
 
 def default_home():
@@ -257,9 +258,8 @@ class Search:
     def _objective(self, trial):
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        params = self.space.sample(trial)
-        run_params = {"dataset": self.space.dataset.name, "epochs": self.space.training.epochs,
-                      "seed": self.space.training.seed, **split_params(params)[1],
+        params = {"seed": self.space.training.seed, **self._params(trial)}
+        run_params = {"dataset": self.space.dataset.name, "epochs": self.space.training.epochs, **split_params(params)[1],
                       "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
         run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, trial.number, params, run_params)
         trial.set_user_attr("mlflow_run_id", run_id)
@@ -271,11 +271,10 @@ class Search:
             callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted)]
             if not self.space.is_multi_objective:
                 callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
-            result = run_trial(params, self.dataset, epochs=self.space.training.epochs,
-                               seed=self.space.training.seed, callbacks=callbacks)
+            result = run_trial(params, self.dataset, epochs=self.space.training.epochs, callbacks=callbacks)
             if self.interrupted:
                 raise KeyboardInterrupt
-            for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds"):
+            for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds", "evaluate_seconds"):
                 trial.set_user_attr(name, getattr(result, name))
             self.tracker.log_result(run_id, result)
             if result.diverged:
@@ -293,6 +292,12 @@ class Search:
             raise
         self._end(trial, run_id, "COMPLETE")
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+
+    def _params(self, trial):
+        """An enqueued benchmark run's params, else a sample from the space."""
+        if trial.user_attrs.get(BENCHMARK_RUN):
+            return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
+        return self.space.sample(trial)
 
     def _end(self, trial, run_id, state, reason=None):
         trial.set_user_attr(OUTCOME, state)

@@ -2,6 +2,7 @@
 
     dataset:    {name: digits, train_size: 800}
     training:   {epochs: 3, seed: 0}
+    configurations: [{insertion: dense, function: exp}]   # optional: what `harness benchmark` runs
     objectives: [accuracy]            # or [accuracy, flops | params | latency | train_seconds]
     params:
       insertion: [none, dense, all]   # a list: categorical
@@ -90,6 +91,7 @@ class Space(_Strict):
     training: TrainingSpec = TrainingSpec()
     objectives: list[Literal["accuracy", "flops", "params", "latency", "train_seconds"]] = ["accuracy"]
     params: dict[str, list[Any] | Range | int | float | str | bool]
+    configurations: list[dict[str, Any]] = []
     source: str = "<memory>"
 
     @pydantic.field_validator("objectives")
@@ -124,7 +126,17 @@ class Space(_Strict):
             values = dimension if isinstance(dimension, list) else dimension.values() if isinstance(dimension, Range) else [dimension]
             for value in values:
                 _check_value(name, value)
+        for configuration in self.configurations:
+            for name, value in configuration.items():
+                if name not in PARAM_KEYS:
+                    raise ValueError(f"configurations: unknown parameter {name!r}; expected one of {', '.join(PARAM_KEYS)}")
+                _check_value(name, value)
         return self
+
+    @property
+    def fixed_params(self):
+        """The params the space fixes to one value."""
+        return {name: value for name, value in self.params.items() if not isinstance(value, (list, Range))}
 
     @property
     def is_multi_objective(self):

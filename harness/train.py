@@ -5,11 +5,12 @@ import math
 import time
 
 import keras
+import tensorflow as tf
 
 from harness import costs
 from harness.model import build_model
 
-TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64}
+TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "seed": 0}
 
 
 @dataclasses.dataclass
@@ -21,6 +22,7 @@ class TrialResult:
     trainable_params: int
     flops: int
     train_seconds: float
+    evaluate_seconds: float
     latency_seconds: float | None
     diverged: bool
     failure_reason: str | None
@@ -63,14 +65,18 @@ def split_params(params):
     return model_params, training
 
 
-def run_trial(params, dataset, epochs=1, seed=0, callbacks=(), verbose=0):
+def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
     """Train the model `params` describes on `dataset` and return a `TrialResult`.
 
+    `params` holds the model's keys and the training's (`TRAINING_DEFAULTS`).
+    The seed fixes initialisation, shuffling and dropout, and TensorFlow's ops
+    run deterministically, so a configuration and seed give the same result.
     Bad params raise ValueError. A loss that turns NaN or infinite stops training
     at once; the result then has `diverged=True`, the reason, and no accuracy.
     """
     model_params, training = split_params(params)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(int(training["seed"]))
+    tf.config.experimental.enable_op_determinism()
     model = build_model(model_params, dataset.input_shape, dataset.num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(training["learning_rate"]),
@@ -93,8 +99,11 @@ def run_trial(params, dataset, epochs=1, seed=0, callbacks=(), verbose=0):
     total_params, trainable_params = costs.parameter_counts(model)
     diverged = divergence.reason is not None
     test_accuracy = latency = None
+    start = time.perf_counter()
     if not diverged:
         test_accuracy = float(model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)["accuracy"])
+    evaluate_seconds = time.perf_counter() - start
+    if not diverged:
         latency = costs.latency_per_sample(model, dataset.x_test)
     val_accuracies = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
     return TrialResult(
@@ -105,6 +114,7 @@ def run_trial(params, dataset, epochs=1, seed=0, callbacks=(), verbose=0):
         trainable_params=trainable_params,
         flops=costs.count_flops(model),
         train_seconds=train_seconds,
+        evaluate_seconds=evaluate_seconds,
         latency_seconds=latency,
         diverged=diverged,
         failure_reason=divergence.reason,

@@ -11,7 +11,7 @@ def test_train_prints_a_result():
     run = harness("train", "--train-size", "200", "--epochs", "1", "--param", "insertion=dense", "--param", "order=2")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["params"] == {"insertion": "dense", "order": 2} and result["test_accuracy"] is not None
+    assert result["params"] == {"seed": 0, "insertion": "dense", "order": 2} and result["test_accuracy"] is not None
 
 
 def test_bad_input_is_one_clear_line_and_exit_2():

@@ -1,0 +1,58 @@
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from harness.cli import main
+from tests.test_search import TINY, stores, write_space
+
+
+def test_two_configurations_with_two_seeds(tmp_path):
+    space = {**TINY, "params": {"width": 0.25, "batch_size": 32},
+             "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}]}
+    storage, tracking = stores(tmp_path)
+    args = ["--storage", storage, "--tracking-uri", tracking]
+    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args]) == 0
+
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("bench").experiment_id], "tags.`harness.role` = 'trial'")
+    assert len(runs) == 4
+    assert sorted((r.data.params["insertion"], r.data.params["seed"]) for r in runs) == [
+        ("dense", "0"), ("dense", "1"), ("none", "0"), ("none", "1")]
+
+    out = tmp_path / "report"
+    assert main(["report", "--study", "bench", *args, "--out", str(out)]) == 0
+    page = (out / "index.md").read_text()
+    assert "95% CI" in page and "Welch" in page
+
+    table = pd.read_csv(out / "trials.csv")
+    dense = table.loc[table["insertion"] == "dense", "test_accuracy"].to_numpy()
+    baseline = table.loc[table["insertion"] == "none", "test_accuracy"].to_numpy()
+    from harness import report
+
+    trials = report.load_trials("bench", storage, tracking)
+    summary = report.config_summary(trials).set_index("insertion")
+    low, high = stats.t.interval(0.95, 1, loc=dense.mean(), scale=stats.sem(dense))
+    assert summary.loc["dense", "mean"] == pytest.approx(dense.mean())
+    if np.isfinite(low):
+        assert (summary.loc["dense", "ci_low"], summary.loc["dense", "ci_high"]) == pytest.approx((low, high))
+    significance = report.significance_vs_baseline(trials).iloc[0]
+    welch = stats.ttest_ind(dense, baseline, equal_var=False)
+    assert significance["delta (points)"] == pytest.approx((dense.mean() - baseline.mean()) * 100)
+    assert significance["welch t"] == pytest.approx(welch.statistic, nan_ok=True)
+
+    # Running it again resumes: nothing is trained twice.
+    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args]) == 0
+    assert len(optuna.load_study(study_name="bench", storage=storage).trials) == 4
+
+
+def test_same_seed_same_result(digits):
+    from harness.train import run_trial
+
+    params = {"insertion": "dense", "function": "softplus", "order": 3, "mode": "weighted", "per_unit": True,
+              "coefficients": "trainable", "seed": 3, "width": 0.5}
+    first, second = (run_trial(params, digits, epochs=2) for _ in range(2))
+    assert abs(first.test_accuracy - second.test_accuracy) <= 0.005
+    assert first.history["loss"] == second.history["loss"]
