@@ -7,6 +7,7 @@ baseline (insertion none) is always among the configurations.
 """
 
 import itertools
+import math
 
 import optuna
 
@@ -14,6 +15,8 @@ from harness.model import EXPANSION_KEYS
 from harness.search import BENCHMARK_RUN, Search, counted_trials
 from harness.space import PARAM_KEYS
 from harness.storage import open_storage
+
+MAX_GRID = 100
 
 
 def configurations(space, from_study=None, storage=None, top=5):
@@ -31,6 +34,10 @@ def configurations(space, from_study=None, storage=None, top=5):
         chosen = space.configurations
     else:
         grid = space.grid()
+        size = math.prod(len(values) for values in grid.values())
+        if size > MAX_GRID:
+            raise ValueError(f"{space.source}: its grid holds {size} configurations (more than {MAX_GRID}); "
+                             "list them under `configurations:` or use --from-study")
         chosen = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     baseline = {"insertion": "none"}
     unique = {}

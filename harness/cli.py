@@ -271,7 +271,8 @@ def build_parser():
     search.set_defaults(run=cmd_search)
 
     benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
-    benchmark.add_argument("--space", default=DEFAULT_SPACE, help="space YAML: data, budget, and its `configurations`")
+    benchmark.add_argument("--space", default="search_spaces/benchmark.yaml",
+                           help="space YAML: data, budget, and its `configurations` (default search_spaces/benchmark.yaml)")
     benchmark.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3: seeds 0, 1, 2)")
     benchmark.add_argument("--study", help="study name (default: <space>-benchmark); the same name resumes it")
     benchmark.add_argument("--from-study", help="benchmark the top configurations of this earlier study instead")
@@ -298,7 +299,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log repeats a harmless tf.data notice every trial; set the variable to see it again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.run(args)

@@ -314,7 +314,8 @@ class Search:
             best = f"best {max(t.values[0] for t in study.best_trials):.3f}"
         except ValueError:
             best = "best   -  "
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        shown = trial.params or {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}  # benchmark runs
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
         return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
 

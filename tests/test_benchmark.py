@@ -56,3 +56,12 @@ def test_same_seed_same_result(digits):
     first, second = (run_trial(params, digits, epochs=2) for _ in range(2))
     assert abs(first.test_accuracy - second.test_accuracy) <= 0.005
     assert first.history["loss"] == second.history["loss"]
+
+
+def test_an_oversized_grid_is_refused(tmp_path, capsys):
+    space = {**TINY, "params": {**TINY["params"], "order": [1, 2, 3, 4], "function": ["softplus", "tanh", "exp"],
+                                "batch_size": [16, 32, 64], "width": [0.25, 0.5, 1.0], "mode": ["series", "weighted", "expand"]}}
+    del space["params"]["learning_rate"]
+    storage, tracking = stores(tmp_path)
+    code = main(["benchmark", "--space", str(write_space(tmp_path, space)), "--storage", storage, "--tracking-uri", tracking])
+    assert code == 2 and "list them under `configurations:`" in capsys.readouterr().err
