@@ -93,14 +93,26 @@ def _gpu_ids(text):
     return ids
 
 
-def cmd_search(args):
+def _quiet_libraries():
+    """Optuna's and Alembic's own log lines repeat what the trial lines say."""
     import optuna
-
-    from harness.search import Search, SearchSettings, counted_trials
-    from harness.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _print_outcomes(label, study):
+    from harness.search import counted_trials
+
+    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
+    print(f"{label}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
+
+
+def cmd_search(args):
+    from harness.search import Search, SearchSettings
+    from harness.space import load_space
+
+    _quiet_libraries()
     space = load_space(_space_path(args.space))
     gpus = _gpu_ids(args.gpus) if args.gpus else None
     workers = len(gpus) if gpus else args.workers
@@ -133,8 +145,7 @@ def cmd_search(args):
             return 130
     if args.worker_index:
         return code
-    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
-    print(f"study {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
+    _print_outcomes(f"study {settings.study_name!r}", study)
     for line in search.where():
         print(line)
     return code
@@ -186,14 +197,11 @@ def _launch_workers(args, search, gpus):
 
 
 def cmd_benchmark(args):
-    import optuna
-
     from harness.benchmark import run_benchmark
-    from harness.search import SearchSettings, counted_trials
+    from harness.search import SearchSettings
     from harness.space import load_space
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _quiet_libraries()
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     space = load_space(_space_path(args.space))
@@ -207,8 +215,7 @@ def cmd_benchmark(args):
     except KeyboardInterrupt:
         print("interrupted: the run in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
         return 130
-    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
-    print(f"benchmark {settings.study_name!r}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "FAIL")))
+    _print_outcomes(f"benchmark {settings.study_name!r}", study)
     print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
     return 0
 

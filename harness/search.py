@@ -179,7 +179,6 @@ class Search:
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
         closed = self.tracker.close_dead_runs()
-        self.fail_dead_trials()
         if closed:
             self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
         if self.space.is_multi_objective and self.settings.pruner != "none":
