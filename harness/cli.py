@@ -130,9 +130,13 @@ def cmd_search(args):
         parent_run_id=args.parent_run_id,
         mixed_precision=args.mixed_precision,
     )
+    if args.engine == "keras-tuner" and workers > 1:
+        raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
     if workers == 1:
         _configure_tensorflow(args)
     search = Search(space, settings)
+    if args.engine == "keras-tuner":
+        return _run_keras_tuner(args, search)
     if workers > 1:
         code = _launch_workers(args, search, gpus)
         study = search.study
@@ -149,6 +153,21 @@ def cmd_search(args):
     for line in search.where():
         print(line)
     return code
+
+
+def _run_keras_tuner(args, search):
+    from harness.tuner import run_tuner
+
+    try:
+        outcomes = list(run_tuner(search, args.tuner, args.trials, args.seed).values())
+    except KeyboardInterrupt:
+        print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
+        return 130
+    print(f"keras-tuner {args.tuner} {search.settings.study_name!r}: "
+          + ", ".join(f"{outcomes.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
+    print(f"MLflow store:   {search.tracker.tracking_uri} (experiment {search.settings.study_name!r})")
+    print(f"Report:         harness report --study {search.settings.study_name}")
+    return 0
 
 
 def _launch_workers(args, search, gpus):
@@ -264,6 +283,10 @@ def build_parser():
     search.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     search.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
+    search.add_argument("--engine", default="optuna", choices=("optuna", "keras-tuner"),
+                        help="who searches the space: Optuna (default) or keras-tuner")
+    search.add_argument("--tuner", default="bayesian", choices=("random", "bayesian", "hyperband"),
+                        help="keras-tuner's tuner, with --engine keras-tuner (default bayesian)")
     search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"))
     search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     search.add_argument("--seed", type=int, help="the sampler's seed")

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import yaml
 from scipy import stats
 
 from harness.model import MODEL_KEYS
+from harness.space import PARAM_KEYS
 from harness.storage import open_storage
 from harness.train import TRAINING_DEFAULTS
 
@@ -35,7 +37,13 @@ def load_trials(study_name, storage, tracking_uri=None):
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
-        raise ValueError(f"study {study_name!r} does not exist in {storage}") from None
+        frame = _trials_from_mlflow(study_name, tracking_uri) if tracking_uri else None
+        if frame is None:
+            raise ValueError(f"study {study_name!r} does not exist in {storage}"
+                             + (f" nor as an MLflow experiment in {tracking_uri}" if tracking_uri else "")) from None
+        if not (frame["state"] == "COMPLETE").any():
+            raise ValueError(f"study {study_name!r} has no completed trial to report on")
+        return frame
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise ValueError(f"study {study_name!r} has no completed trial to report on")
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
@@ -55,19 +63,57 @@ def load_trials(study_name, storage, tracking_uri=None):
     return frame.drop(columns=[c for c in frame.columns if c.startswith("values_") or c == "outcome"])
 
 
-def _join_mlflow(frame, study_name, tracking_uri):
+def _trial_runs(study_name, tracking_uri):
+    """The experiment's trial runs, and the base of links to them, or None if there is no such experiment."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:
-        return frame
+        return None
     runs = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'trial'", max_results=50000)
     base = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return runs, f"{base}/#/experiments/{experiment.experiment_id}/runs/"
+
+
+def _trials_from_mlflow(study_name, tracking_uri):
+    """A study searched by another engine (keras-tuner): its trials, read from its MLflow runs alone."""
+    found = _trial_runs(study_name, tracking_uri)
+    if not found or not found[0]:
+        return None
+    runs, link = found
+    metrics = {"best_val_accuracy": ACCURACY, "test_accuracy": "test_accuracy", "flops": "flops",
+               "total_params": "total_params", "trainable_params": "trainable_params",
+               "latency_ms": "latency_ms", "train_seconds": "train_seconds"}
+    rows = []
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        rows.append({
+            "study": study_name,
+            "trial": int(tags["optuna.trial_number"]),
+            "state": tags.get("state"),
+            **{column: run.data.metrics.get(metric) for metric, column in metrics.items()},
+            # Params come back as strings; YAML reads them as the values they were (never evaluated).
+            **{key: yaml.safe_load(value) for key, value in params.items() if key in PARAM_KEYS + ("dataset", "epochs")},
+            "failure_reason": tags.get("failure_reason"),
+            "mlflow_run_id": run.info.run_id,
+            "run_url": link + run.info.run_id,
+        })
+    frame = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
+    if "insertion" in frame:
+        frame["insertion"] = frame["insertion"].fillna("none")
+    return frame
+
+
+def _join_mlflow(frame, study_name, tracking_uri):
+    found = _trial_runs(study_name, tracking_uri)
+    if found is None:
+        return frame
+    runs, link = found
     records = pd.DataFrame(
         {
             "mlflow_run_id": run.info.run_id,
-            "run_url": f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}",
+            "run_url": link + run.info.run_id,
             "seed_logged": pd.to_numeric(run.data.params.get("seed"), errors="coerce"),
             "trainable_params": run.data.metrics.get("trainable_params"),
             "test_accuracy_logged": run.data.metrics.get("test_accuracy"),

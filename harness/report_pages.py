@@ -25,7 +25,10 @@ def render(folder, studies, frames, storage, tracking_uri):
         blocks += [("h2", "Studies side by side"), ("table", _comparison(frames))]
     for name, frame in zip(studies, frames):
         prefix = f"{name}_" if len(studies) > 1 else ""
-        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        except KeyError:
+            study = None  # searched by keras-tuner: known from its MLflow runs only
         blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri)
     blocks += [("p", "All trials, with their params, states, failure reasons, costs and MLflow run links: trials.csv.")]
     (folder / "index.md").write_text(_markdown(blocks))
@@ -48,7 +51,10 @@ def _comparison(frames):
 
 
 def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
-    attrs = study.user_attrs
+    attrs = study.user_attrs if study else {
+        "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
+        "epochs": trials["epochs"].max() if "epochs" in trials else "?",
+    }
     tally = report.counts(trials)
     blocks = [
         ("h2", f"Study {name}"),
@@ -120,6 +126,8 @@ def _plots(folder, prefix, trials, study, tracking_uri):
     curves = _learning_curves(report.best_trials(trials, TOP_CURVES), trials, tracking_uri)
     if curves is not None:
         save(curves, "learning_curves", f"Validation accuracy per epoch of the top {TOP_CURVES} trials")
+    if study is None:
+        return made
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     axis = optuna.visualization.matplotlib.plot_optimization_history(study, target=target, target_name="validation accuracy")
     save(axis.figure, "optimization_history", "Optuna's optimisation history")

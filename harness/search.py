@@ -7,6 +7,7 @@ an impossible combination of sampled params is PRUNED with the reason.
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -160,8 +161,15 @@ class Search:
             seed=space.training.seed,
         )
         self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
+        self.parent_run_id = None
+        self.interrupted = False
+
+    @functools.cached_property
+    def study(self):
+        """The Optuna study, created or loaded on first use (the keras-tuner engine never uses it)."""
+        settings, space = self.settings, self.space
         storage = open_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
-        self.study = optuna.create_study(
+        study = optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
             sampler=make_sampler(settings.sampler, space, settings.seed),
@@ -169,12 +177,11 @@ class Search:
             directions=space.directions,
             load_if_exists=True,
         )
-        self.study.set_user_attr("space", space.source)
-        self.study.set_user_attr("dataset", space.dataset.name)
-        self.study.set_user_attr("epochs", space.training.epochs)
-        self.study.set_user_attr("objectives", space.objectives)
-        self.parent_run_id = None
-        self.interrupted = False
+        study.set_user_attr("space", space.source)
+        study.set_user_attr("dataset", space.dataset.name)
+        study.set_user_attr("epochs", space.training.epochs)
+        study.set_user_attr("objectives", space.objectives)
+        return study
 
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
@@ -258,51 +265,60 @@ class Search:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = {"seed": self.space.training.seed, **self._params(trial)}
-        run_params = {"dataset": self.space.dataset.name, "epochs": self.space.training.epochs, **split_params(params)[1],
+        pruning = [] if self.space.is_multi_objective else [KerasPruningCallback(trial, "val_accuracy")]
+        result = self.train_logged(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
+        return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+
+    def train_logged(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
+        """Train one trial's params and log it as a child MLflow run; return its `TrialResult`.
+
+        The engine-neutral body of a trial: `remember(key, value)` keeps the
+        run id, costs and outcome with the engine's own trial record. Raises
+        optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the
+        trial's own exception, each after closing the run with its reason.
+        """
+        run_params = {"dataset": self.space.dataset.name, "epochs": epochs, **split_params(params)[1],
                       "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
-        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, trial.number, params, run_params)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, number, params, run_params)
+        remember("mlflow_run_id", run_id)
+
+        def end(state, reason=None):
+            remember(OUTCOME, state)
+            if reason:
+                remember("failure_reason", reason)
+            self.tracker.end_trial(run_id, state, reason)
+
         try:
             try:
                 check_params(split_params(params)[0])
             except ValueError as error:
                 raise optuna.TrialPruned(f"invalid combination: {error}") from None
-            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted)]
-            if not self.space.is_multi_objective:
-                callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
-            result = run_trial(params, self.dataset, epochs=self.space.training.epochs, callbacks=callbacks)
+            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), *callbacks]
+            result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
             if self.interrupted:
                 raise KeyboardInterrupt
             for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds", "evaluate_seconds"):
-                trial.set_user_attr(name, getattr(result, name))
+                remember(name, getattr(result, name))
             self.tracker.log_result(run_id, result)
             if result.diverged:
                 raise TrialDiverged(result.failure_reason)
         except optuna.TrialPruned as pruned:
-            reason = str(pruned) or "pruned: validation accuracy below the pruner's threshold"
-            self._end(trial, run_id, "PRUNED", reason)
+            end("PRUNED", str(pruned) or "pruned: validation accuracy below the pruner's threshold")
             raise
         except Exception as error:
-            reason = str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}"
-            self._end(trial, run_id, "FAIL", reason)
+            end("FAIL", str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}")
             raise
         except BaseException:
             self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")
             raise
-        self._end(trial, run_id, "COMPLETE")
-        return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+        end("COMPLETE")
+        return result
 
     def _params(self, trial):
         """An enqueued benchmark run's params, else a sample from the space."""
         if trial.user_attrs.get(BENCHMARK_RUN):
             return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
         return self.space.sample(trial)
-
-    def _end(self, trial, run_id, state, reason=None):
-        trial.set_user_attr(OUTCOME, state)
-        if reason:
-            trial.set_user_attr("failure_reason", reason)
-        self.tracker.end_trial(run_id, state, reason)
 
     def _trial_line(self, study, trial):
         state = trial.user_attrs.get(OUTCOME) or trial.state.name

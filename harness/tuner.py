@@ -1,0 +1,88 @@
+"""The keras-tuner engine: the same YAML space and the same logged trials, searched by a keras-tuner tuner.
+
+The space is defined once: `Space.sample` asks Optuna-style `suggest_*`
+questions, which `HyperParameterTrial` answers with keras-tuner's
+`HyperParameters`. Each trial trains and logs through `Search.train_logged`,
+so its MLflow run has the same params, metrics, tags and artifacts as an
+Optuna trial's, and `harness report` reads it.
+"""
+
+import shutil
+import tempfile
+
+import keras_tuner as kt
+import optuna
+
+from harness.search import OUTCOME, TrialDiverged
+
+TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
+
+
+class HyperParameterTrial:
+    """Optuna's suggest_* calls answered by keras-tuner's HyperParameters."""
+
+    def __init__(self, hp):
+        self.hp = hp
+
+    def suggest_categorical(self, name, choices):
+        value = self.hp.Choice(name, choices)
+        return next(choice for choice in choices if choice == value)  # keras-tuner hands back True as 1
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        return self.hp.Int(name, low, high, step=step, sampling="log" if log else "linear")
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        return self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear")
+
+
+def make_tuner(kind, search, max_trials, seed=None):
+    """A keras-tuner tuner of `kind` whose trials are `search`'s logged trials."""
+    if kind not in TUNERS:
+        raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
+
+    class LoggedTuner(TUNERS[kind]):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            params = {"seed": search.space.training.seed, **search.space.sample(HyperParameterTrial(hp))}
+            # Hyperband sets each trial's share of the epoch budget.
+            epochs = hp.values.get("tuner/epochs", search.space.training.epochs)
+            outcome = {}
+            try:
+                result = search.train_logged(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
+            except (optuna.TrialPruned, TrialDiverged) as error:
+                raise kt.errors.FailedTrialError(str(error)) from None
+            self.outcomes[trial.trial_id] = outcome[OUTCOME]
+            return {"val_accuracy": result.best_val_accuracy}
+
+    def declare_space(hp):
+        # keras-tuner learns the space by building once; run_trial does the real building and training.
+        search.space.sample(HyperParameterTrial(hp))
+
+    budget = {"max_epochs": search.space.training.epochs} if kind == "hyperband" else {"max_trials": max_trials}
+    directory = tempfile.mkdtemp(prefix="harness-kt-")
+    tuner = LoggedTuner(
+        hypermodel=declare_space,
+        objective=kt.Objective("val_accuracy", "max"),
+        directory=directory,
+        project_name=search.settings.study_name,
+        seed=seed,
+        max_consecutive_failed_trials=max_trials,
+        **budget,
+    )
+    tuner.outcomes = {}
+    tuner.scratch = directory
+    return tuner
+
+
+def run_tuner(search, kind, max_trials, seed=None):
+    """Run a keras-tuner search under one MLflow parent run; return {trial id: outcome}."""
+    search.parent_run_id = search.start_parent()
+    tuner = make_tuner(kind, search, max_trials, seed)
+    status = "KILLED"
+    try:
+        tuner.search(verbose=0)
+        status = "FINISHED"
+    finally:
+        search.tracker.end_parent(search.parent_run_id, status)
+        shutil.rmtree(tuner.scratch, ignore_errors=True)
+    return tuner.outcomes
