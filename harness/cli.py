@@ -239,6 +239,25 @@ def cmd_benchmark(args):
     return 0
 
 
+def cmd_compare_engines(args):
+    from harness.compare import STRATEGIES, compare_engines
+    from harness.search import SearchSettings
+    from harness.space import load_space
+
+    _quiet_libraries()
+    space = load_space(_space_path(args.space))
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    settings = SearchSettings(study_name=args.study or f"{Path(args.space).stem}-compare",
+                              storage=args.storage, tracking_uri=args.tracking_uri)
+    _configure_tensorflow(args)
+    summary = compare_engines(space, settings, args.budget, args.repeats, args.strategy or tuple(STRATEGIES),
+                              args.target, args.out)
+    print(summary.round(4).to_string())
+    print(f"anytime curves: {args.out or f'reports/compare-{settings.study_name}'}/anytime.png, anytime.csv, summary.md")
+    return 0
+
+
 def cmd_report(args):
     from harness.report import write_report
     from harness.search import SearchSettings
@@ -312,6 +331,20 @@ def build_parser():
     benchmark.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     benchmark.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
     benchmark.set_defaults(run=cmd_benchmark)
+
+    compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")
+    compare.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default {DEFAULT_SPACE})")
+    compare.add_argument("--budget", type=int, default=60, help="total epochs each run may train (default 60)")
+    compare.add_argument("--repeats", type=int, default=3, help="runs per strategy, seeds 0..R-1 (default 3)")
+    compare.add_argument("--strategy", action="append", help="a strategy to include (repeat; default: all five)")
+    compare.add_argument("--target", type=float, help="accuracy to reach (default: 95%% of the best found)")
+    compare.add_argument("--study", help="prefix of the studies (default: <space>-compare)")
+    compare.add_argument("--out", help="output folder (default reports/compare-<study>)")
+    compare.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
+    compare.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    compare.add_argument("--mixed-precision", action="store_true", help=argparse.SUPPRESS)
+    compare.set_defaults(run=cmd_compare_engines)
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
     report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")

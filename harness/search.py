@@ -97,6 +97,7 @@ class SearchSettings:
     workers: int = 1
     parent_run_id: str | None = None
     mixed_precision: bool = False
+    epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -208,7 +209,7 @@ class Search:
                 progress.update(task, completed=len(counted_trials(study)))
                 progress.console.print(self._trial_line(study, trial), soft_wrap=True, highlight=False, markup=False)
                 # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
-                if self.trials_taken() >= self.settings.n_trials or self.interrupted:
+                if self.trials_taken() >= self.settings.n_trials or self.interrupted or self.budget_spent():
                     study.stop()
 
             def interrupt():
@@ -242,6 +243,11 @@ class Search:
                 "optuna_storage": redact(self.settings.storage),
             },
         )
+
+    def budget_spent(self):
+        """Whether finished trials have trained the epoch budget (each epoch reports one intermediate value)."""
+        budget = self.settings.epoch_budget
+        return budget is not None and sum(len(t.intermediate_values) for t in counted_trials(self.study)) >= budget
 
     def trials_taken(self):
         """Trials that count toward n_trials: finished ones and those still running."""

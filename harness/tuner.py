@@ -35,8 +35,14 @@ class HyperParameterTrial:
         return self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear")
 
 
-def make_tuner(kind, search, max_trials, seed=None):
-    """A keras-tuner tuner of `kind` whose trials are `search`'s logged trials."""
+BUDGET_SPENT = "epoch budget spent"
+
+
+def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
+    """A keras-tuner tuner of `kind` whose trials are `search`'s logged trials.
+
+    With `epoch_budget`, the search ends once its trials have trained that many epochs.
+    """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
 
@@ -46,6 +52,9 @@ def make_tuner(kind, search, max_trials, seed=None):
             params = {"seed": search.space.training.seed, **search.space.sample(HyperParameterTrial(hp))}
             # Hyperband sets each trial's share of the epoch budget.
             epochs = hp.values.get("tuner/epochs", search.space.training.epochs)
+            if epoch_budget is not None and self.epochs_spent >= epoch_budget:
+                raise kt.errors.FatalError(BUDGET_SPENT)
+            self.epochs_spent += epochs
             outcome = {}
             try:
                 result = search.train_logged(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
@@ -58,7 +67,11 @@ def make_tuner(kind, search, max_trials, seed=None):
         # keras-tuner learns the space by building once; run_trial does the real building and training.
         search.space.sample(HyperParameterTrial(hp))
 
-    budget = {"max_epochs": search.space.training.epochs} if kind == "hyperband" else {"max_trials": max_trials}
+    if kind == "hyperband":
+        # Enough brackets to spend any epoch budget; the budget check ends the search.
+        budget = {"max_epochs": search.space.training.epochs, "hyperband_iterations": 1 if epoch_budget is None else 1000}
+    else:
+        budget = {"max_trials": max_trials}
     directory = tempfile.mkdtemp(prefix="harness-kt-")
     tuner = LoggedTuner(
         hypermodel=declare_space,
@@ -70,17 +83,22 @@ def make_tuner(kind, search, max_trials, seed=None):
         **budget,
     )
     tuner.outcomes = {}
+    tuner.epochs_spent = 0
     tuner.scratch = directory
     return tuner
 
 
-def run_tuner(search, kind, max_trials, seed=None):
+def run_tuner(search, kind, max_trials, seed=None, epoch_budget=None):
     """Run a keras-tuner search under one MLflow parent run; return {trial id: outcome}."""
     search.parent_run_id = search.start_parent()
-    tuner = make_tuner(kind, search, max_trials, seed)
+    tuner = make_tuner(kind, search, max_trials, seed, epoch_budget)
     status = "KILLED"
     try:
-        tuner.search(verbose=0)
+        try:
+            tuner.search(verbose=0)
+        except kt.errors.FatalError as error:
+            if str(error) != BUDGET_SPENT:
+                raise
         status = "FINISHED"
     finally:
         search.tracker.end_parent(search.parent_run_id, status)
