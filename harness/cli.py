@@ -65,17 +65,17 @@ def _space_path(text):
     return path
 
 
-def _configure_tensorflow(args):
+def _configure_tensorflow(threads=None, mixed_precision=False):
     """Per-process TensorFlow settings; they must come before TensorFlow runs anything."""
     import keras
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    if args.mixed_precision:
+    if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
 
@@ -133,7 +133,7 @@ def cmd_search(args):
     if args.engine == "keras-tuner" and workers > 1:
         raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
     if workers == 1:
-        _configure_tensorflow(args)
+        _configure_tensorflow(args.threads, args.mixed_precision)
     search = Search(space, settings)
     if args.engine == "keras-tuner":
         return _run_keras_tuner(args, search)
@@ -226,9 +226,9 @@ def cmd_benchmark(args):
     space = load_space(_space_path(args.space))
     settings = SearchSettings(
         study_name=args.study or f"{Path(args.space).stem}-benchmark", storage=args.storage,
-        tracking_uri=args.tracking_uri, sampler="random", pruner="none",
+        tracking_uri=args.tracking_uri, sampler="random", pruner="none", mixed_precision=args.mixed_precision,
     )
-    _configure_tensorflow(args)
+    _configure_tensorflow(mixed_precision=args.mixed_precision)
     try:
         study = run_benchmark(space, settings, range(args.seeds), args.from_study, args.top)
     except KeyboardInterrupt:
@@ -248,9 +248,9 @@ def cmd_compare_engines(args):
     space = load_space(_space_path(args.space))
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
-    settings = SearchSettings(study_name=args.study or f"{Path(args.space).stem}-compare",
-                              storage=args.storage, tracking_uri=args.tracking_uri)
-    _configure_tensorflow(args)
+    settings = SearchSettings(study_name=args.study or f"{Path(args.space).stem}-compare", storage=args.storage,
+                              tracking_uri=args.tracking_uri, mixed_precision=args.mixed_precision)
+    _configure_tensorflow(mixed_precision=args.mixed_precision)
     summary = compare_engines(space, settings, args.budget, args.repeats, args.strategy or tuple(STRATEGIES),
                               args.target, args.out)
     print(summary.round(4).to_string())
@@ -260,18 +260,18 @@ def cmd_compare_engines(args):
 
 def cmd_report(args):
     from harness.report import write_report
-    from harness.search import SearchSettings
+    from harness.search import default_stores
 
-    defaults = SearchSettings(study_name=args.study[0])
-    out = write_report(args.study, args.storage or defaults.storage, args.tracking_uri or defaults.tracking_uri, args.out)
+    storage, tracking_uri = default_stores()
+    out = write_report(args.study, args.storage or storage, args.tracking_uri or tracking_uri, args.out)
     print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
     return 0
 
 
 def cmd_ui(args):
-    from harness.search import SearchSettings
+    from harness.search import default_stores
 
-    uri = args.tracking_uri or SearchSettings(study_name="ui", storage="unused").tracking_uri
+    uri = args.tracking_uri or default_stores()[1]
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
     print(" ".join(command))
     print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
@@ -328,7 +328,6 @@ def build_parser():
     benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
     benchmark.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
     benchmark.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
-    benchmark.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     benchmark.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
     benchmark.set_defaults(run=cmd_benchmark)
 
@@ -342,8 +341,7 @@ def build_parser():
     compare.add_argument("--out", help="output folder (default reports/compare-<study>)")
     compare.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
-    compare.add_argument("--threads", type=int, help=argparse.SUPPRESS)
-    compare.add_argument("--mixed-precision", action="store_true", help=argparse.SUPPRESS)
+    compare.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
     compare.set_defaults(run=cmd_compare_engines)
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")

@@ -44,6 +44,14 @@ def sqlite_url(path):
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def default_stores(workers=1):
+    """The embedded defaults: (Optuna storage URL, MLflow tracking URI) under `default_home()`."""
+    home = default_home()
+    # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
+    storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if workers > 1 else sqlite_url(home / "optuna.db")
+    return storage, sqlite_url(home / "mlflow.db")
+
+
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
 
@@ -108,14 +116,12 @@ class SearchSettings:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        home = default_home()
+        default_storage, default_tracking_uri = default_stores(self.workers)
         if self.storage is None or self.tracking_uri is None:
-            home.mkdir(parents=True, exist_ok=True)
-        # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
-        default_storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if self.workers > 1 else sqlite_url(home / "optuna.db")
+            default_home().mkdir(parents=True, exist_ok=True)
         self.storage = self.storage or default_storage
-        self.tracking_uri = self.tracking_uri or sqlite_url(home / "mlflow.db")
-        self.artifact_root = (home / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
+        self.tracking_uri = self.tracking_uri or default_tracking_uri
+        self.artifact_root = (default_home() / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
 
 
 def make_sampler(name, space, seed):

@@ -65,3 +65,19 @@ def test_an_oversized_grid_is_refused(tmp_path, capsys):
     storage, tracking = stores(tmp_path)
     code = main(["benchmark", "--space", str(write_space(tmp_path, space)), "--storage", storage, "--tracking-uri", tracking])
     assert code == 2 and "list them under `configurations:`" in capsys.readouterr().err
+
+
+def test_mixed_precision_is_logged_as_what_trained(tmp_path):
+    import keras
+
+    space = {**TINY, "params": {"width": 0.25}, "configurations": [{"insertion": "dense", "conditioning": "tanh"}]}
+    storage, tracking = stores(tmp_path)
+    try:
+        code = main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "1", "--study", "mixed",
+                     "--mixed-precision", "--storage", storage, "--tracking-uri", tracking])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert code == 0
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("mixed").experiment_id], "tags.`harness.role` = 'trial'")
+    assert {r.data.params["precision"] for r in runs} == {"mixed_float16"}
