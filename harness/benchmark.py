@@ -1,26 +1,47 @@
-"""Benchmarks: a fixed set of configurations, each trained with several seeds.
+"""Seeded runs of fixed configurations, judged on the test set: benchmarks, and a search's confirmation.
 
-The runs go through the same study machinery as a search: each (configuration,
-seed) is an enqueued Optuna trial whose user attributes carry its params, so
-it is logged to MLflow and read by `harness report` like any trial. The
-baseline (insertion none) is always among the configurations.
+Each (configuration, seed) is an enqueued Optuna trial whose user attributes
+carry its params, so it is logged to MLflow, read by `harness report` like any
+trial, and a killed run resumes where it stopped. Every configuration comes
+with its matched baseline: the plain CNN with the same width, learning rate,
+batch size, epochs and seeds, so `report.paired_comparisons` compares like with like.
+
+Confirmation answers the winner's curse. A search ranks its trials on a small
+validation set with one seed each, so its best figures are biased upward; the
+top K distinct configurations are re-trained with seeds the search did not
+use, in a study of their own (`<study>-confirm`) under the same MLflow
+experiment and parent run.
 """
 
+import dataclasses
 import itertools
 import math
 
 import optuna
 
-from harness.model import EXPANSION_KEYS
-from harness.search import BENCHMARK_RUN, Search, counted_trials
-from harness.space import PARAM_KEYS
+from harness.search import BENCHMARK_RUN, Search, counted_trials, trial_params
+from harness.space import BASELINE_DEFAULTS, PARAM_KEYS
 from harness.storage import open_storage
 
 MAX_GRID = 100
 
 
+def matched_baseline(configuration):
+    """The plain CNN trained like `configuration`: the same width, learning rate and batch size."""
+    return {"insertion": "none", **{k: configuration[k] for k in BASELINE_DEFAULTS if k in configuration}}
+
+
+def with_baselines(configurations):
+    """The configurations' matched baselines, then the configurations, without seeds or duplicates."""
+    unique = {}
+    for configuration in [*map(matched_baseline, configurations), *configurations]:
+        params = {k: v for k, v in configuration.items() if k != "seed"}
+        unique.setdefault(tuple(sorted(params.items())), params)
+    return list(unique.values())
+
+
 def configurations(space, from_study=None, storage=None, top=5):
-    """The configurations to benchmark, baseline first.
+    """The configurations to benchmark, with their matched baselines.
 
     From `from_study`'s top `top` completed trials if given, else the space's
     `configurations` list, else every point of its grid. The space's fixed
@@ -28,8 +49,7 @@ def configurations(space, from_study=None, storage=None, top=5):
     """
     if from_study:
         study = optuna.load_study(study_name=from_study, storage=open_storage(storage))
-        best = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.values[0])
-        chosen = [t.params for t in best[:top]]
+        chosen = top_configurations(study, space, top)
     elif space.configurations:
         chosen = space.configurations
     else:
@@ -39,36 +59,65 @@ def configurations(space, from_study=None, storage=None, top=5):
             raise ValueError(f"{space.source}: its grid holds {size} configurations (more than {MAX_GRID}); "
                              "list them under `configurations:` or use --from-study")
         chosen = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    baseline = {"insertion": "none"}
-    unique = {}
-    for configuration in [baseline, *chosen]:
-        params = {**space.fixed_params, **configuration}
-        params.pop("seed", None)  # seeds are the benchmark's own
-        if params.get("insertion", "none") == "none":
-            params = {k: v for k, v in params.items() if k not in EXPANSION_KEYS}
-        unique.setdefault(tuple(sorted(params.items())), params)
-    return list(unique.values())
+    return with_baselines([space.complete(c) for c in chosen])
+
+
+def top_configurations(study, space, k):
+    """The `k` best distinct expanded configurations of a search study, by validation accuracy, without seeds."""
+    ranked = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                    key=lambda t: t.values[0], reverse=True)
+    chosen = {}
+    for trial in ranked:
+        params = {k: v for k, v in trial_params(trial, space).items() if k != "seed"}
+        if params.get("insertion", "none") != "none":
+            chosen.setdefault(tuple(sorted(params.items())), params)
+        if len(chosen) == k:
+            break
+    return list(chosen.values())
 
 
 def enqueue(study, configurations, seeds):
-    """Queue every (configuration, seed) the study has not run yet; return how many runs the benchmark holds."""
+    """Queue every (configuration, seed) the study has not run yet; return how many runs the study then holds."""
     counted = {t.number for t in counted_trials(study)}
-    done = {
+    held = {
         tuple(sorted((k, v) for k, v in t.user_attrs.items() if k in PARAM_KEYS))
         for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get(BENCHMARK_RUN) and (t.state == optuna.trial.TrialState.WAITING or t.number in counted)
     }
     for configuration, seed in itertools.product(configurations, seeds):
         attrs = {**configuration, "seed": seed}
-        if tuple(sorted(attrs.items())) not in done:
+        key = tuple(sorted(attrs.items()))
+        if key not in held:
             study.enqueue_trial({}, user_attrs={**attrs, BENCHMARK_RUN: True})
-    return len(configurations) * len(seeds)
+            held.add(key)
+    return len(held)
 
 
 def run_benchmark(space, settings, seeds, from_study=None, top=5, console=None):
     """Run (or resume) the benchmark study; return it."""
     chosen = configurations(space, from_study, settings.storage, top)
+    settings = dataclasses.replace(settings, stage="benchmark")
     search = Search(space, settings, console=console)
     settings.n_trials = enqueue(search.study, chosen, seeds)
-    search.study.set_user_attr("benchmark_seeds", list(seeds))
-    return search.run()
+    search.study.set_user_attr("seeds", list(seeds))
+    with search.parent_run():
+        return search.run()
+
+
+def confirmation_seeds(space, count):
+    """`count` seeds the search did not train with, so a winner's lucky seed does not carry over."""
+    return [space.training.seed + 1 + i for i in range(count)]
+
+
+def confirmation(search, top, seeds):
+    """The confirm stage of `search`: a `Search` of `<study>-confirm` with its runs queued, or None if no
+    expanded configuration completed. Its trials nest under `search`'s parent run."""
+    chosen = top_configurations(search.study, search.space, top)
+    if not chosen:
+        return None
+    settings = dataclasses.replace(search.settings, stage="confirm", sampler="random", pruner="none", timeout=None,
+                                   epoch_budget=None, parent_run_id=search.parent_run_id)
+    confirm = Search(search.space, settings, search.console, search.dataset)
+    settings.n_trials = enqueue(confirm.study, with_baselines(chosen), seeds)
+    confirm.study.set_user_attr("seeds", list(seeds))
+    return confirm

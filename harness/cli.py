@@ -109,11 +109,16 @@ def _print_outcomes(label, study):
 
 
 def cmd_search(args):
+    from harness.benchmark import confirmation, confirmation_seeds
     from harness.search import Search, SearchSettings
     from harness.space import load_space
 
     _quiet_libraries()
     space = load_space(_space_path(args.space))
+    if args.confirm < 0:
+        raise ValueError(f"--confirm must be 0 (no confirmation) or more, got {args.confirm}")
+    if args.seeds < 2:
+        raise ValueError(f"--seeds must be at least 2 to give a confidence interval, got {args.seeds}")
     gpus = _gpu_ids(args.gpus) if args.gpus else None
     workers = len(gpus) if gpus else args.workers
     settings = SearchSettings(
@@ -129,6 +134,7 @@ def cmd_search(args):
         workers=workers,
         parent_run_id=args.parent_run_id,
         mixed_precision=args.mixed_precision,
+        stage=args.stage,
     )
     if args.engine == "keras-tuner" and workers > 1:
         raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
@@ -137,22 +143,38 @@ def cmd_search(args):
     search = Search(space, settings)
     if args.engine == "keras-tuner":
         return _run_keras_tuner(args, search)
-    if workers > 1:
-        code = _launch_workers(args, search, gpus)
-        study = search.study
-    else:
-        code = 0
-        try:
-            study = search.run()
-        except KeyboardInterrupt:
-            print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
-            return 130
-    if args.worker_index:
-        return code
-    _print_outcomes(f"study {settings.study_name!r}", study)
+    confirm = None
+    try:
+        with search.parent_run():
+            if args.worker_index:  # a worker started by _launch_workers: trials only
+                search.run()
+                return 0
+            search.queue_baseline()
+            code = _run_stage(args, search, gpus)
+            if args.confirm:
+                confirm = confirmation(search, args.confirm, confirmation_seeds(space, args.seeds))
+                if confirm is None:
+                    print("nothing to confirm: no expanded configuration completed")
+                else:
+                    code = max(code, _run_stage(args, confirm, gpus))
+    except KeyboardInterrupt:
+        print("interrupted: the trial in flight is marked FAIL and the MLflow runs KILLED", file=sys.stderr)
+        return 130
+    _print_outcomes(f"study {settings.study_name!r}", search.study)
+    if confirm is not None:
+        _print_outcomes(f"confirmation {confirm.settings.optuna_study!r} (the {args.confirm} best x {args.seeds} seeds, "
+                        "with matched baselines)", confirm.study)
     for line in search.where():
         print(line)
     return code
+
+
+def _run_stage(args, search, gpus):
+    """Run a stage's trials in this process, or in worker processes; return the exit code."""
+    if search.settings.workers > 1:
+        return _launch_workers(args, search, gpus)
+    search.run()
+    return 0
 
 
 def _run_keras_tuner(args, search):
@@ -173,16 +195,16 @@ def _run_keras_tuner(args, search):
 def _launch_workers(args, search, gpus):
     """Start one `harness search` process per worker on the same study and parent run; wait for them."""
     settings = search.settings
-    parent_run_id = settings.parent_run_id or search.start_parent()
     threads = args.threads or max(1, (os.cpu_count() or 1) // settings.workers)
     common = [
         sys.executable, "-m", "harness.cli", "search", "--space", str(_space_path(args.space)),
         "--study", settings.study_name, "--trials", str(settings.n_trials), "--storage", settings.storage,
         "--tracking-uri", settings.tracking_uri, "--sampler", settings.sampler, "--pruner", settings.pruner,
-        "--heartbeat", str(settings.heartbeat_interval), "--parent-run-id", parent_run_id, "--threads", str(threads),
+        "--heartbeat", str(settings.heartbeat_interval), "--parent-run-id", search.parent_run_id,
+        "--threads", str(threads), "--stage", settings.stage,
     ]
-    if args.timeout:
-        common += ["--timeout", str(args.timeout)]
+    if settings.timeout:
+        common += ["--timeout", str(settings.timeout)]
     if args.seed is not None:
         common += ["--seed", str(args.seed)]
     if args.mixed_precision:
@@ -194,8 +216,9 @@ def _launch_workers(args, search, gpus):
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[index])
         placement = f"GPU {gpus[index]}" if gpus else f"{threads} CPU thread(s)"
         processes.append(subprocess.Popen(common + ["--worker-index", str(index + 1)], env=env))
-        print(f"worker {index + 1}: pid {processes[-1].pid}, {placement}", flush=True)
-    print(f"join from other machines with the same --storage, --tracking-uri, --study and --parent-run-id {parent_run_id}")
+        print(f"{settings.stage} worker {index + 1}: pid {processes[-1].pid}, {placement}", flush=True)
+    if settings.stage == "search":
+        print(f"join from other machines with the same --storage, --tracking-uri, --study and --parent-run-id {search.parent_run_id}")
     try:
         codes = [p.wait() for p in processes]
     except KeyboardInterrupt:
@@ -206,13 +229,13 @@ def _launch_workers(args, search, gpus):
         if code:
             print(f"worker {index} exited with code {code}; the other workers carried on", file=sys.stderr)
     if 130 in codes:
-        search.tracker.end_parent(parent_run_id, "KILLED")
-        return 130
+        raise KeyboardInterrupt
     from harness.search import counted_trials
 
-    done = len(counted_trials(search.study)) >= settings.n_trials
-    search.tracker.end_parent(parent_run_id, "FINISHED" if done else "FAILED")
-    return 0 if done else 1
+    if len(counted_trials(search.study)) >= settings.n_trials:
+        return 0
+    search.parent_status = "FAILED"
+    return 1
 
 
 def cmd_benchmark(args):
@@ -259,7 +282,7 @@ def cmd_compare_engines(args):
 
 
 def cmd_report(args):
-    from harness.report import write_report
+    from harness.report_pages import write_report
     from harness.search import default_stores
 
     storage, tracking_uri = default_stores()
@@ -316,7 +339,12 @@ def build_parser():
     search.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
     search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
+    search.add_argument("--confirm", type=int, default=2, metavar="K",
+                        help="after the search, re-train its K best configurations and their matched baselines "
+                             "with --seeds fresh seeds, judged on the test set (default 2; 0 skips)")
+    search.add_argument("--seeds", type=int, default=5, help="seeds per confirmed configuration (default 5)")
     search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    search.add_argument("--stage", default="search", choices=("search", "confirm"), help=argparse.SUPPRESS)
     search.set_defaults(run=cmd_search)
 
     benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")

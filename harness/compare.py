@@ -39,7 +39,8 @@ def run_strategy(space, settings, strategy, budget, seed):
                                    pruner=pruner or "none", seed=seed, epoch_budget=budget, n_trials=10_000)
     search = Search(space, settings)
     if engine == "optuna":
-        search.run()
+        with search.parent_run():
+            search.run()
     else:
         run_tuner(search, method, max_trials=10_000, seed=seed, epoch_budget=budget)
 

@@ -55,6 +55,29 @@ def check_params(params):
     return expansion
 
 
+def describe(params):
+    """A configuration in a few words, e.g. 'dense softplus p3 weighted trainable per-unit tanh'.
+
+    Only the keys present are described; training params (width, learning
+    rate, batch size, seed) are left out.
+    """
+    if params.get("insertion", "none") == "none":
+        return "baseline"
+    words = [params["insertion"], params.get("function"), params.get("order"), params.get("mode")]
+    words[2] = None if words[2] is None else f"p{words[2]}"
+    if params.get("center"):
+        words.append(f"x0={params['center']:g}")
+    if params.get("expand_outputs") not in (None, "terms"):
+        words.append(params["expand_outputs"])
+    if params.get("coefficients") == "trainable":
+        words.append("trainable")
+    if params.get("per_unit"):
+        words.append("per-unit")
+    if params.get("conditioning") not in (None, "none"):
+        words.append(params["conditioning"])
+    return " ".join(str(w) for w in words if w is not None)
+
+
 def build_model(params, input_shape, num_classes):
     """Build the CNN described by `params`, a flat dict of `MODEL_KEYS`.
 

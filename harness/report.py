@@ -1,14 +1,14 @@
 """Reports: does a Taylor expansion pay for its cost, and which one?
 
 Every table is a pandas DataFrame from a small function, so the report can be
-rebuilt, or taken apart, from Python. `write_report` assembles them, with
-plots, into `index.md` and `index.html`.
+rebuilt, or taken apart, from Python; `report_pages` lays them out. Two kinds
+of rows feed them, told apart by the `stage` column:
+- `search`: sampled trials, one seed each, ranked on validation accuracy. The
+  best of many is biased upward, so these tables are labelled as selected.
+- `confirm` and `benchmark`: fixed configurations re-trained with several seeds
+  beside their matched baselines and judged on the test set. The verdict
+  (`paired_comparisons`, `verdict`) comes from these alone.
 """
-
-import shutil
-import tempfile
-import warnings
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -16,21 +16,23 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from harness.model import MODEL_KEYS
-from harness.space import PARAM_KEYS
+from harness.model import MODEL_KEYS, describe
+from harness.search import CONFIRM_SUFFIX
+from harness.space import BASELINE_DEFAULTS, PARAM_KEYS
 from harness.storage import open_storage
 from harness.train import TRAINING_DEFAULTS
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
-COSTS = {"flops": "FLOPs per sample", "total_params": "parameters", "latency_ms": "latency (ms per sample)", "train_seconds": "train time (s)"}
+COSTS = {"flops": "FLOPs", "total_params": "parameters", "latency_ms": "latency", "train_seconds": "train time"}
 CONFIG_COLUMNS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
 # What makes a configuration: everything but the seed, which repeats it.
 CONFIGURATION_KEYS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
 ACCURACY = "val_accuracy"
+SEEDED_STAGES = ("confirm", "benchmark")
 
 
 def load_trials(study_name, storage, tracking_uri=None):
-    """One row per trial of `study_name`: Optuna's record joined with its MLflow run.
+    """One row per trial of `study_name` and of its confirmation study: Optuna's record joined with its MLflow run.
 
     Raises ValueError if the study does not exist or has no completed trial.
     """
@@ -46,21 +48,37 @@ def load_trials(study_name, storage, tracking_uri=None):
         return frame
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise ValueError(f"study {study_name!r} has no completed trial to report on")
+    frames = [_study_frame(study, study_name, tracking_uri)]
+    try:
+        confirm = optuna.load_study(study_name=study_name + CONFIRM_SUFFIX, storage=open_storage(storage))
+        if confirm.trials:
+            frames.append(_study_frame(confirm, study_name, tracking_uri))
+    except KeyError:
+        pass  # never confirmed
+    frame = pd.concat(frames, ignore_index=True)
+    for column in ("failure_reason", "seed", "run_url"):
+        if column not in frame:
+            frame[column] = np.nan
+    return frame
+
+
+def _study_frame(study, study_name, tracking_uri):
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
     frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, "latency_seconds": "latency_ms"})
+    # A sampled trial keeps its params as params, an enqueued one (the baseline) as user attrs: one column each.
+    frame = frame.T.groupby(level=0, sort=False).first().T.infer_objects()
     if "latency_ms" in frame:
         frame["latency_ms"] = frame["latency_ms"] * 1000
     frame["duration_s"] = frame.pop("duration").dt.total_seconds()
+    frame.insert(0, "stage", study.user_attrs.get("stage", "search"))
     frame.insert(0, "study", study_name)
     if "insertion" in frame:
         frame["insertion"] = frame["insertion"].fillna("none")
     if tracking_uri is not None and "mlflow_run_id" in frame:
         frame = _join_mlflow(frame, study_name, tracking_uri)
-    for column in ("failure_reason", "seed", "run_url"):
-        if column not in frame:
-            frame[column] = np.nan
-    return frame.drop(columns=[c for c in frame.columns if c.startswith("values_") or c == "outcome"])
+    drop = [c for c in frame.columns if c.startswith("values_") or c in ("outcome", "benchmark", "baseline")]
+    return frame.drop(columns=drop)
 
 
 def _trial_runs(study_name, tracking_uri):
@@ -90,6 +108,7 @@ def _trials_from_mlflow(study_name, tracking_uri):
         tags, params = run.data.tags, run.data.params
         rows.append({
             "study": study_name,
+            "stage": tags.get("harness.stage", "search"),
             "trial": int(tags["optuna.trial_number"]),
             "state": tags.get("state"),
             **{column: run.data.metrics.get(metric) for metric, column in metrics.items()},
@@ -134,6 +153,16 @@ def completed(trials):
     return trials[trials["state"] == "COMPLETE"]
 
 
+def search_stage(trials):
+    """The sampled search trials (all rows of a frame without stages)."""
+    return trials[trials["stage"] == "search"] if "stage" in trials else trials
+
+
+def seeded_stage(trials):
+    """The confirmation and benchmark runs: fixed configurations with seeds, judged on the test set."""
+    return trials[trials["stage"].isin(SEEDED_STAGES)] if "stage" in trials else trials.iloc[:0]
+
+
 def best_trials(trials, n=10, metric=ACCURACY):
     columns = [c for c in ("study", "trial", metric, "test_accuracy", *COSTS, *CONFIG_COLUMNS) if c in trials]
     return completed(trials).sort_values(metric, ascending=False).head(n)[columns].reset_index(drop=True)
@@ -158,20 +187,35 @@ def pivot_best(trials, index, columns="function", metric=ACCURACY):
     return done.pivot_table(index=index, columns=columns, values=metric, aggfunc="max")
 
 
+def _with_matched_keys(frame):
+    """`frame` with width, learning rate and batch size filled with their defaults where a run left them out."""
+    frame = frame.copy()
+    for key, default in BASELINE_DEFAULTS.items():
+        frame[key] = frame[key].fillna(default) if key in frame else default
+    return frame
+
+
 def baseline_deltas(trials, metric=ACCURACY):
-    """Each expanded (insertion, function) against the baseline's mean: accuracy points and cost ratios."""
-    done = completed(trials)
-    baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-    expanded = done[done["insertion"] != "none"] if "insertion" in done else done.iloc[:0]
+    """Each expanded (insertion, function, width) against the baselines of the same width: accuracy points and cost ratios.
+
+    Matching the width keeps the ratios about the expansion, not the network's
+    size; groups with no baseline of their width are left out.
+    """
+    done = _with_matched_keys(completed(trials))
+    if "insertion" not in done:
+        return pd.DataFrame()
+    baseline = done[done["insertion"] == "none"]
+    expanded = done[(done["insertion"] != "none") & done["width"].isin(baseline["width"])]
     if baseline.empty or expanded.empty:
         return pd.DataFrame()
-    keys = [k for k in ("insertion", "function") if k in expanded]
-    groups = expanded.groupby(keys)
+    costs = [c for c in COSTS if c in done and baseline[c].notna().any()]
+    reference = baseline.groupby("width")[[metric, *costs]].mean()
+    groups = expanded.groupby([k for k in ("insertion", "function", "width") if k in expanded])
     table = pd.DataFrame({"trials": groups.size(), metric: groups[metric].mean()})
-    table["delta (points)"] = (table[metric] - baseline[metric].mean()) * 100
-    for cost in COSTS:
-        if cost in done and baseline[cost].notna().any():
-            table[f"{cost} ratio"] = groups[cost].mean() / baseline[cost].mean()
+    widths = table.index.get_level_values("width")
+    table["delta (points)"] = (table[metric] - reference.loc[widths, metric].to_numpy()) * 100
+    for cost in costs:
+        table[f"{cost} ratio"] = groups[cost].mean() / reference.loc[widths, cost].to_numpy()
     return table.sort_values("delta (points)", ascending=False)
 
 
@@ -195,24 +239,87 @@ def _configuration_keys(trials):
     return [c for c in CONFIGURATION_KEYS if c in trials and trials[c].notna().any()]
 
 
-def significance_vs_baseline(trials, metric="test_accuracy"):
-    """Each configuration's seeds against the baseline's: difference in points and Welch's t-test."""
-    done = completed(trials)
+def holm(p_values):
+    """Holm's step-down adjustment of `p_values` for multiple comparisons (NaN stays NaN, out of the count)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid])]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
+
+
+def _paired_test(values, reference, confidence):
+    """(mean difference, CI low, CI high, p-value) of paired samples; a constant difference has a zero-width CI."""
+    differences = values - reference
+    mean = differences.mean()
+    if len(differences) < 2:
+        return mean, np.nan, np.nan, np.nan
+    if np.ptp(differences) == 0:
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    test = stats.ttest_rel(values, reference)
+    interval = test.confidence_interval(confidence)
+    return mean, interval.low, interval.high, test.pvalue
+
+
+def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
+    """Each seeded configuration against its matched baseline, paired by seed.
+
+    The matched baseline is the plain CNN run with the same width, learning
+    rate, batch size and seeds. Per configuration: the difference in `metric`
+    in points with its t-based CI over the seeds both completed, the paired
+    t-test's p-value, Holm-adjusted over the configurations, the cost ratios
+    against the same baseline, and a finding: pays off (CI above 0), costs
+    accuracy (CI below 0), or no difference detected (CI spans 0).
+    """
+    done = _with_matched_keys(completed(seeded_stage(trials)))
     keys = _configuration_keys(done)
-    if metric not in done or "insertion" not in keys:
+    if done.empty or metric not in done or "insertion" not in keys:
         return pd.DataFrame()
     done = done.fillna({k: "-" for k in keys})
-    baseline = done.loc[done["insertion"] == "none", metric].to_numpy()
+    matched = list(BASELINE_DEFAULTS)
+    baselines = done[done["insertion"] == "none"]
+    failed = _with_matched_keys(seeded_stage(trials)[seeded_stage(trials)["state"] != "COMPLETE"])
     rows = []
-    for configuration, group in done[done["insertion"] != "none"].groupby(keys):
-        values = group[metric].to_numpy()
-        if len(values) < 2 or len(baseline) < 2:
+    for values, group in done[done["insertion"] != "none"].groupby(keys):
+        configuration = dict(zip(keys, values))
+        baseline = baselines[(baselines[matched] == group[matched].iloc[0]).all(axis=1)]
+        pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
+        if pairs.empty:
             continue
-        test = stats.ttest_ind(values, baseline, equal_var=False)
-        rows.append({**dict(zip(keys, configuration)), "seeds": len(values), "mean": values.mean(),
-                     "baseline mean": baseline.mean(), "delta (points)": (values.mean() - baseline.mean()) * 100,
-                     "welch t": test.statistic, "p-value": test.pvalue})
-    return pd.DataFrame(rows)
+        delta, low, high, p_value = _paired_test(pairs[metric].to_numpy() * 100, pairs[f"{metric} baseline"].to_numpy() * 100,
+                                                 confidence)
+        rows.append({
+            "configuration": describe({k: _plain(v) for k, v in configuration.items() if v != "-"}),
+            **{k: _plain(configuration[k]) for k in matched},
+            "seeds": len(pairs),
+            "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0,
+            "accuracy": pairs[metric].mean(),
+            "baseline accuracy": pairs[f"{metric} baseline"].mean(),
+            "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
+            **{f"{cost} ratio": pairs[cost].mean() / pairs[f"{cost} baseline"].mean()
+               for cost in COSTS if cost in pairs and pairs[f"{cost} baseline"].notna().any()},
+        })
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
+    table["finding"] = [_finding(low, high) for low, high in zip(table["ci low"], table["ci high"])]
+    return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
+
+
+def _matches(frame, configuration):
+    frame = frame.fillna({k: "-" for k in configuration if k in frame})
+    return np.logical_and.reduce([frame[k] == v for k, v in configuration.items() if k in frame])
+
+
+def _finding(low, high):
+    if low > 0:
+        return "pays off"
+    if high < 0:
+        return "costs accuracy"
+    return "no difference detected"
 
 
 def pareto_front(trials, cost, metric=ACCURACY):
@@ -231,50 +338,53 @@ def counts(trials):
     return {state: int(states.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
 
-def verdict(trials, metric=ACCURACY):
-    """A short statement of the best configuration against the baseline, in words."""
-    done = completed(trials)
+def verdict(trials, confirm_command=None, metric=ACCURACY):
+    """The answer in words: one sentence per confirmed configuration, else the search's best, flagged as optimistic.
+
+    `confirm_command` is shown to a study that has no confirmation runs.
+    """
+    comparisons = paired_comparisons(trials)
+    if not comparisons.empty:
+        seeded = seeded_stage(trials)
+        intro = (f"From {len(seeded)} seeded runs judged on the test set: {len(comparisons)} configuration(s), each "
+                 f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline, the plain ReLU CNN with "
+                 "the same width, learning rate, batch size, epochs and seeds.")
+        return [intro, *(_confirmed_sentence(row) for _, row in comparisons.iterrows())]
+    done = completed(search_stage(trials))
     best = done.loc[done[metric].idxmax()]
-    described = ", ".join(f"{k}={_plain(best[k])}" for k in CONFIG_COLUMNS if k in best and pd.notna(best[k]))
-    text = f"The best trial (#{int(best['trial'])}: {described}) reaches {best[metric]:.1%} validation accuracy"
+    described = describe({k: _plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
+    text = (f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
+            f"(#{int(best['trial'])}, {described}) reaches {best[metric]:.1%} validation accuracy")
     if pd.notna(best.get("test_accuracy")):
         text += f" ({best['test_accuracy']:.1%} on the test set)"
-    baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-    if best.get("insertion") == "none":
-        return text + ": it is the plain ReLU baseline, so no expansion beat it in this study."
-    if baseline.empty:
-        return text + ". The study ran no baseline (insertion none) to compare with."
-    reference = baseline.loc[baseline[metric].idxmax()]
-    delta = (best[metric] - reference[metric]) * 100
-    ratio = best["flops"] / reference["flops"] if "flops" in best and reference.get("flops") else float("nan")
-    direction = "above" if delta >= 0 else "below"
-    return (
-        text + f", {abs(delta):.1f} points {direction} the best baseline ({reference[metric]:.1%}) "
-        f"at {ratio:.2f}x its FLOPs."
-    )
+    text += ". Picked as the best of many on a small validation set with one seed each, it is biased upward (the winner's curse)."
+    lines = [text]
+    if confirm_command:
+        lines.append(f"No configuration was confirmed with seeds on held-out data. Confirm the best: {confirm_command}")
+    return lines
+
+
+def _confirmed_sentence(row):
+    ci = f"95% CI {row['ci low']:+.1f} to {row['ci high']:+.1f}" if pd.notna(row["ci low"]) else "no CI"
+    statement = {
+        "pays off": "pays off",
+        "costs accuracy": "costs accuracy",
+        "no difference detected": "makes no difference detectable at this budget",
+    }[row["finding"]]
+    costs = ", ".join(f"{row[f'{c} ratio']:.2f}x its {name}" for c, name in COSTS.items() if pd.notna(row.get(f"{c} ratio")))
+    return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
+            f"baseline ({ci}, paired over {row['seeds']} seeds; Holm-adjusted p = {row['p (Holm)']:.3g}), "
+            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: width {row['width']:g}, "
+            f"learning rate {row['learning_rate']:.3g}, batch size {row['batch_size']:g}.")
 
 
 def _plain(value):
     """6.0 -> 6 and 0.00246091 -> 0.00246: params read back from a table with gaps are floats."""
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
         return int(value) if value.is_integer() else float(f"{value:.3g}")
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     return value
-
-
-def write_report(studies, storage, tracking_uri=None, out=None):
-    """Write the report of one or more studies to `out` (default reports/<names>); return its path."""
-    frames = [load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
-    out = Path(out or Path("reports") / "-vs-".join(studies))
-    from harness import report_pages
-
-    with tempfile.TemporaryDirectory() as scratch:
-        staging = Path(scratch) / "report"
-        staging.mkdir()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            report_pages.render(staging, studies, frames, storage, tracking_uri)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(out))
-    return out

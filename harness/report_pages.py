@@ -1,6 +1,15 @@
-"""The report's files: trials.csv, PNG plots, index.md and index.html."""
+"""The report's files: index.md, index.html, trials.csv and PNG plots, laid out from `report`'s tables.
+
+The page opens with the answer: the verdict from the confirmation runs and
+a figure of accuracy difference against cost ratio. The search's own tables
+follow, labelled as selected on validation.
+"""
 
 import html
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -9,18 +18,71 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness import report  # noqa: E402
+from harness.model import EXPANSION_KEYS, describe  # noqa: E402
 from harness.storage import open_storage  # noqa: E402
 
 TOP_CURVES = 5
 MIN_TRIALS_FOR_IMPORTANCE = 8
+MANIFEST = ".harness-report"  # the files a report wrote, so a later report replaces only those
+# Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
+DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration",
+               *report.CONFIG_COLUMNS}
+SHORT_NAMES = {
+    "val_accuracy": "val acc", "test_accuracy": "test acc", "total_params": "params", "latency_ms": "latency ms",
+    "train_seconds": "train s", "learning_rate": "lr", "batch_size": "batch", "baseline accuracy": "baseline acc",
+    "accuracy": "test acc", "delta (points)": "delta (points)", "flops ratio": "FLOPs x", "total_params ratio": "params x",
+    "latency_ms ratio": "latency x", "train_seconds ratio": "train time x", "mean flops": "mean FLOPs",
+    "mean total_params": "mean params", "failure_reason": "reason",
+}
+
+
+def write_report(studies, storage, tracking_uri=None, out=None):
+    """Write the report of one or more studies to `out` (default reports/<names>); return its path.
+
+    `out` must be new, empty, or an earlier report, which is replaced whole;
+    a folder holding anything else is refused before any work is done.
+    """
+    out = Path(out or Path("reports") / "-vs-".join(studies))
+    _check_out(out)
+    frames = [report.load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
+    with tempfile.TemporaryDirectory() as scratch:
+        staging = Path(scratch) / "report"
+        staging.mkdir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            render(staging, studies, frames, storage, tracking_uri)
+        written = sorted(p.name for p in staging.iterdir())
+        (staging / MANIFEST).write_text("\n".join(written) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(out))
+    return out
+
+
+def _check_out(out):
+    """Refuse an output folder that holds files an earlier report of this tool did not write."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out}: a file of that name exists; choose a folder")
+    present = {p.name for p in out.iterdir()}
+    manifest = out / MANIFEST
+    ours = set(manifest.read_text().split()) | {MANIFEST} if manifest.is_file() else set()
+    foreign = sorted(present - ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"--out {out}: the folder holds files this tool did not write ({shown}); "
+                         "choose a new or empty folder, or an earlier report's")
 
 
 def render(folder, studies, frames, storage, tracking_uri):
     trials = pd.concat(frames, ignore_index=True)
     trials.to_csv(folder / "trials.csv", index=False)
-    blocks = [("h1", "Taylor-expansion search report: " + ", ".join(studies))]
+    blocks = [("h1", "Does the Taylor expansion pay off? " + ", ".join(studies))]
     if len(studies) > 1:
         blocks += [("h2", "Studies side by side"), ("table", _comparison(frames))]
     for name, frame in zip(studies, frames):
@@ -30,7 +92,8 @@ def render(folder, studies, frames, storage, tracking_uri):
         except KeyError:
             study = None  # searched by keras-tuner: known from its MLflow runs only
         blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri)
-    blocks += [("p", "All trials, with their params, states, failure reasons, costs and MLflow run links: trials.csv.")]
+    blocks += [("p", "All trials and runs, with their stage, params, states, failure reasons, costs and MLflow run "
+                     "links: trials.csv.")]
     (folder / "index.md").write_text(_markdown(blocks))
     (folder / "index.html").write_text(_html(blocks, ", ".join(studies)))
 
@@ -38,16 +101,30 @@ def render(folder, studies, frames, storage, tracking_uri):
 def _comparison(frames):
     rows = []
     for frame in frames:
-        done = report.completed(frame)
+        done = report.completed(report.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
+        confirmed = report.paired_comparisons(frame)
         rows.append({
             "study": frame["study"].iloc[0],
-            **{state.lower(): n for state, n in report.counts(frame).items()},
-            "best val accuracy": done[report.ACCURACY].max(),
-            "best baseline": baseline[report.ACCURACY].max() if not baseline.empty else np.nan,
-            "median FLOPs": done["flops"].median() if "flops" in done else np.nan,
+            **{state.lower(): n for state, n in report.counts(report.search_stage(frame)).items()},
+            "best val accuracy (selected)": done[report.ACCURACY].max(),
+            "baseline val accuracy": baseline[report.ACCURACY].max() if not baseline.empty else np.nan,
+            "median flops": done["flops"].median() if "flops" in done else np.nan,
+            "confirmed": len(confirmed),
+            "paying off": int((confirmed["finding"] == "pays off").sum()) if not confirmed.empty else 0,
         })
-    return pd.DataFrame(rows).set_index("study")
+    return pd.DataFrame(rows)
+
+
+def _confirm_command(name, study):
+    if study is None:
+        return None
+    space = Path(study.user_attrs.get("space", "search_spaces/quick.yaml"))
+    try:
+        space = space.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass  # outside the working folder: keep it as it is
+    return f"harness search --space {space} --study {name} --confirm 3 --seeds 5"
 
 
 def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
@@ -55,86 +132,125 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
         "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
         "epochs": trials["epochs"].max() if "epochs" in trials else "?",
     }
-    tally = report.counts(trials)
-    blocks = [
-        ("h2", f"Study {name}"),
-        ("p", report.verdict(trials)),
-        ("p", f"{len(trials)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
+    blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
+    blocks += [("p", line) for line in report.verdict(trials, _confirm_command(name, study))]
+    comparisons = report.paired_comparisons(trials)
+    seeded = report.seeded_stage(trials)
+    if not comparisons.empty:
+        seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
+        blocks += [
+            ("img", _answer_plot(folder, prefix, comparisons)),
+            ("h3", "Confirmed configurations against their matched baselines"),
+            ("p", f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}); differences in points with 95% "
+                  "t-based CIs; p-values from the paired t-test, Holm-adjusted over the configurations; cost ratios "
+                  "against the same baseline."),
+            ("table", comparisons),
+        ]
+        summary = report.config_summary(seeded)
+        if not summary.empty:
+            blocks += [("h3", "Every seeded configuration: test accuracy, mean and 95% CI"), ("table", summary)]
+    searched = report.search_stage(trials)
+    if searched.empty or not (searched["state"] == "COMPLETE").any():
+        return blocks
+    tally = report.counts(searched)
+    blocks += [
+        ("h2", f"Search stage of {name}: selected on validation, optimistic"),
+        ("p", f"{len(searched)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
               f"Data: {attrs.get('dataset', 'unknown')}; budget: {attrs.get('epochs', '?')} epochs per trial; "
-              f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy "
-              f"(the search's objective) unless a column says test."),
-        ("h3", "Best trials"), ("table", report.best_trials(trials)),
+              f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy of one "
+              "seed, the search's objective; the best of many such figures overstates what a configuration delivers."),
+        ("h3", "Best trials"), ("table", report.best_trials(searched)),
     ]
-    deltas = report.baseline_deltas(trials)
+    deltas = report.baseline_deltas(searched)
     if not deltas.empty:
-        blocks += [("h3", "Against the baseline (insertion none)"), ("table", deltas)]
-    seeds = report.config_summary(trials)
-    if not seeds.empty:
-        blocks += [("h3", "Configurations run with several seeds: test accuracy, mean and 95% CI"), ("table", seeds)]
-    significance = report.significance_vs_baseline(trials)
-    if not significance.empty:
-        blocks += [("h3", "Against the baseline over seeds: test accuracy, Welch's t-test"), ("table", significance)]
-    for cost in ("flops", "total_params", "latency_ms", "train_seconds"):
-        if cost in trials and trials[cost].notna().any():
-            blocks += [("h3", f"Pareto front: accuracy against {report.COSTS[cost]}"), ("table", report.pareto_front(trials, cost))]
+        blocks += [("h3", "Against the search's baseline of the same width (validation, selected)"), ("table", deltas)]
+    for cost in report.COSTS:
+        if cost in searched and searched[cost].notna().any():
+            blocks += [("h3", f"Pareto front: accuracy against {report.COSTS[cost]}"), ("table", report.pareto_front(searched, cost))]
     for dimension in report.DIMENSIONS:
-        table = report.by_dimension(trials, dimension)
+        table = report.by_dimension(searched, dimension)
         if not table.empty:
             blocks += [("h3", f"By {dimension}"), ("table", table)]
     for index in ("order", "insertion"):
-        table = report.pivot_best(trials, index)
+        table = report.pivot_best(searched, index)
         if not table.empty:
-            blocks += [("h3", f"Best accuracy, {index} x function"), ("table", table)]
-    blocks.append(("h3", "Plots"))
-    for file, title in _plots(folder, prefix, trials, study, tracking_uri):
-        blocks.append(("img", (file, title)))
+            blocks += [("h3", f"Best validation accuracy, {index} x function"), ("table", table)]
+    blocks.append(("h3", "Plots of the search"))
+    blocks += [("img", made) for made in _plots(folder, prefix, searched, study, tracking_uri)]
     failures = trials[trials["state"] != "COMPLETE"]
     if not failures.empty:
-        columns = [c for c in ("trial", "state", "failure_reason") if c in failures]
-        blocks += [("h3", "Failed and pruned trials"), ("table", failures[columns].set_index("trial"))]
+        columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
+        blocks += [("h3", "Failed and pruned trials"), ("table", failures[columns])]
     return blocks
+
+
+def _save(figure, folder, file, title):
+    figure.tight_layout()
+    figure.savefig(folder / file, dpi=72)
+    plt.close(figure)
+    return file, title
+
+
+def _answer_plot(folder, prefix, comparisons):
+    """Accuracy difference against FLOPs ratio per confirmed configuration, CI bars, the baseline at (1, 0)."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    ratio = comparisons["flops ratio"] if "flops ratio" in comparisons else pd.Series(1.0, index=comparisons.index)
+    delta = comparisons["delta (points)"]
+    errors = np.array([delta - comparisons["ci low"], comparisons["ci high"] - delta])
+    colours = comparisons["finding"].map({"pays off": "tab:green", "costs accuracy": "tab:red"}).fillna("tab:grey")
+    for finding, rows in comparisons.groupby("finding"):
+        axis.errorbar(ratio[rows.index], delta[rows.index], yerr=errors[:, rows.index], fmt="o", capsize=4,
+                      color=colours[rows.index[0]], label=finding)
+    for index, row in comparisons.iterrows():
+        axis.annotate(row["configuration"], (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="matched baseline", zorder=3)
+    axis.margins(x=0.3, y=0.15)  # room for the labels
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.axvline(1, color="black", linewidth=0.8, linestyle=":")
+    _label(axis, "FLOPs per sample, ratio to the matched baseline", "test accuracy difference (points), 95% CI",
+           "Does the expansion pay off? Confirmed configurations")
+    return _save(figure, folder, f"{prefix}answer.png",
+                 "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
+                 "baseline over the same seeds, with 95% CIs")
 
 
 def _plots(folder, prefix, trials, study, tracking_uri):
     made = []
-
-    def save(figure, stem, title):
-        file = f"{prefix}{stem}.png"
-        figure.tight_layout()
-        figure.savefig(folder / file, dpi=72)
-        plt.close(figure)
-        made.append((file, title))
-
     done = report.completed(trials)
     for cost, unit in (("flops", "forward FLOPs per sample"), ("total_params", "parameters")):
         if cost in done and done[cost].notna().any():
-            save(_accuracy_against_cost(done, trials, cost, unit), f"accuracy_vs_{cost}",
-                 f"Validation accuracy against {unit}, Pareto front drawn")
+            made.append(_save(_accuracy_against_cost(done, trials, cost, unit), folder, f"{prefix}accuracy_vs_{cost}.png",
+                              f"Validation accuracy against {unit}, Pareto front drawn"))
     if {"order", "function"} <= set(done) and done["order"].notna().any():
         figure, axis = plt.subplots(figsize=(6, 4))
         for function, group in done.dropna(subset=["order"]).groupby("function"):
             best = group.groupby("order")[report.ACCURACY].max()
             axis.plot(best.index, best.values, "-o", label=function)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         _label(axis, "series order p", "best validation accuracy (fraction)", "Accuracy against order, per function")
-        save(figure, "accuracy_vs_order", "Best validation accuracy at each order, one line per function")
+        made.append(_save(figure, folder, f"{prefix}accuracy_vs_order.png",
+                          "Best validation accuracy at each order, one line per function"))
     if "insertion" in done:
         figure, axis = plt.subplots(figsize=(6, 4))
         points = [p for p in ("none", "input", "conv1", "conv2", "dense", "all") if p in set(done["insertion"])]
-        axis.boxplot([done.loc[done["insertion"] == p, report.ACCURACY] for p in points], tick_labels=points)
-        _label(axis, "insertion point", "validation accuracy (fraction)", "Effect of the insertion point")
-        save(figure, "insertion_effect", "Validation accuracy by insertion point")
+        groups = [done.loc[done["insertion"] == p, report.ACCURACY] for p in points]
+        axis.boxplot(groups, tick_labels=[f"{p}\nn={len(g)}" for p, g in zip(points, groups)])
+        _label(axis, "insertion point (n = completed trials)", "validation accuracy (fraction)", "Effect of the insertion point")
+        made.append(_save(figure, folder, f"{prefix}insertion_effect.png", "Validation accuracy by insertion point"))
     curves = _learning_curves(report.best_trials(trials, TOP_CURVES), trials, tracking_uri)
     if curves is not None:
-        save(curves, "learning_curves", f"Validation accuracy per epoch of the top {TOP_CURVES} trials")
+        made.append(_save(curves, folder, f"{prefix}learning_curves.png",
+                          f"Validation accuracy per epoch of the top {TOP_CURVES} search trials"))
     if study is None:
         return made
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     axis = optuna.visualization.matplotlib.plot_optimization_history(study, target=target, target_name="validation accuracy")
-    save(axis.figure, "optimization_history", "Optuna's optimisation history")
+    made.append(_save(axis.figure, folder, f"{prefix}optimization_history.png", "Optuna's optimisation history"))
     if len(done) >= MIN_TRIALS_FOR_IMPORTANCE:
         try:
             axis = optuna.visualization.matplotlib.plot_param_importances(study, target=target, target_name="validation accuracy")
-            save(axis.figure, "param_importances", "Parameter importances (fANOVA, over the completed trials)")
+            made.append(_save(axis.figure, folder, f"{prefix}param_importances.png",
+                              "Parameter importances (fANOVA, over the completed trials)"))
         except (ValueError, RuntimeError):
             pass  # too few trials share the same params for importances
     return made
@@ -142,14 +258,15 @@ def _plots(folder, prefix, trials, study, tracking_uri):
 
 def _accuracy_against_cost(done, trials, cost, unit):
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    expanded = done[done.get("insertion", "none") != "none"] if "insertion" in done else done
+    expanded = done[done["insertion"] != "none"] if "insertion" in done else done
     for function, group in expanded.groupby("function") if "function" in expanded else [("all", expanded)]:
         axis.scatter(group[cost], group[report.ACCURACY], label=function, alpha=0.8)
-    if "insertion" in done:
-        baseline = done[done["insertion"] == "none"]
+    baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
+    if not baseline.empty:
         axis.scatter(baseline[cost], baseline[report.ACCURACY], marker="X", s=80, color="black", label="baseline (none)")
     front = report.pareto_front(trials, cost)
-    axis.step(front[cost], front[report.ACCURACY], where="post", color="red", linewidth=1.2, label="Pareto front")
+    if not front.empty:
+        axis.step(front[cost], front[report.ACCURACY], where="post", color="red", linewidth=1.2, label="Pareto front")
     axis.set_xscale("log")
     _label(axis, unit + " (log scale)", "validation accuracy (fraction)", f"Accuracy against {unit}")
     return figure
@@ -167,6 +284,7 @@ def _learning_curves(top, trials, tracking_uri):
         history = client.get_metric_history(ids[trial], "val_accuracy")
         if history:
             axis.plot([m.step + 1 for m in history], [m.value for m in history], "-o", label=f"trial {trial}")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     _label(axis, "epoch", "validation accuracy (fraction)", "Learning curves of the top trials")
     return figure
 
@@ -180,8 +298,48 @@ def _label(axis, xlabel, ylabel, title):
         axis.legend(fontsize=8)
 
 
-def _format(table):
-    return table.round(4).astype(object).where(table.notna(), "-")
+def _display(table):
+    """(table as shown, note): no index, integers as integers, FLOPs in M or G, 4 significant digits, a
+    configuration in words rather than one column per expansion param, short headers, and descriptive columns
+    that hold one value for every row moved into the note."""
+    named = any(name is not None for name in table.index.names)  # group keys are columns; row numbers are dropped
+    table = table.reset_index(drop=not named)
+    table.columns = [str(c) for c in table.columns]
+    expansion = [c for c in EXPANSION_KEYS if c in table]
+    if "insertion" in table and expansion:
+        described = [describe({k: report._plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
+                     for row in table[["insertion", *expansion]].to_dict("records")]
+        table.insert(table.columns.get_loc("insertion"), "configuration", described)
+        table = table.drop(columns=["insertion", *expansion])
+    for low, high in (("ci low", "ci high"), ("ci_low", "ci_high")):
+        if low in table and high in table:
+            table.insert(table.columns.get_loc(low), "95% CI",
+                         [f"{a:+.3g}\u00a0to\u00a0{b:+.3g}" if pd.notna(a) else "-" for a, b in zip(table[low], table[high])])
+            table = table.drop(columns=[low, high])
+    shared = {}
+    if len(table) > 1:
+        for column in [c for c in table.columns if c in DESCRIPTIVE]:
+            if table[column].nunique(dropna=False) == 1:
+                shared[column] = _cell(column, table.pop(column).iloc[0])
+    for column in table.columns:
+        table[column] = [_cell(column, value) for value in table[column]]
+    table = table.rename(columns=lambda c: SHORT_NAMES.get(c, c))
+    note = "Every row: " + ", ".join(f"{SHORT_NAMES.get(k, k)} {v}" for k, v in shared.items()) + "." if shared else ""
+    return table, note
+
+
+def _cell(column, value):
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if "flops" in column.lower() and "ratio" not in column:
+            return f"{value / 1e9:.3g} G" if value >= 1e9 else f"{value / 1e6:.3g} M"
+        if float(value).is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _markdown(blocks):
@@ -192,7 +350,8 @@ def _markdown(blocks):
         elif kind == "p":
             parts.append(content)
         elif kind == "table":
-            parts.append(_format(content).to_markdown())
+            table, note = _display(content)
+            parts += ([note] if note else []) + [table.to_markdown(index=False)]
         elif kind == "img":
             parts.append(f"![{content[1]}]({content[0]})")
     return "\n\n".join(parts) + "\n"
@@ -206,12 +365,18 @@ def _html(blocks, title):
         elif kind == "p":
             parts.append(f"<p>{html.escape(content)}</p>")
         elif kind == "table":
-            parts.append(_format(content).to_html(border=0, classes="table"))
+            table, note = _display(content)
+            if note:
+                parts.append(f"<p class='note'>{html.escape(note)}</p>")
+            parts.append(f"<div class='scroll'>{table.to_html(border=0, classes='table', index=False)}</div>")
         elif kind == "img":
             parts.append(f'<figure><img src="{html.escape(content[0])}" alt="{html.escape(content[1])}">'
                          f"<figcaption>{html.escape(content[1])}</figcaption></figure>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+    style = ("body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             ".scroll{max-width:100%;overflow-x:auto}"
+             "table{border-collapse:collapse;font-size:12px;margin:.3em 0}"
+             "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
+             "th{background:#f4f4f4}.note{color:#555;font-size:13px;margin-bottom:0}"
              "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:13px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

@@ -31,7 +31,11 @@ from harness.train import run_trial, split_params
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 PRUNERS = ("median", "hyperband", "none")
 OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
-BENCHMARK_RUN = "benchmark"  # user attr of an enqueued benchmark run, whose other attrs are its params
+BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
+BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
+# search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
+STAGES = ("search", "confirm", "benchmark")
+CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation runs
 
 
 def default_home():
@@ -54,6 +58,17 @@ def default_stores(workers=1):
 
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
+
+
+class ReportEpochs(keras.callbacks.Callback):
+    """Report each epoch's validation accuracy to an Optuna trial, which is never pruned (the baseline's)."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float((logs or {}).get("val_accuracy", float("nan"))), step=epoch)
 
 
 class StopOnRequest(keras.callbacks.Callback):
@@ -106,6 +121,7 @@ class SearchSettings:
     parent_run_id: str | None = None
     mixed_precision: bool = False
     epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
+    stage: str = "search"
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -116,12 +132,19 @@ class SearchSettings:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
         default_storage, default_tracking_uri = default_stores(self.workers)
         if self.storage is None or self.tracking_uri is None:
             default_home().mkdir(parents=True, exist_ok=True)
         self.storage = self.storage or default_storage
         self.tracking_uri = self.tracking_uri or default_tracking_uri
         self.artifact_root = (default_home() / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
+
+    @property
+    def optuna_study(self):
+        """The Optuna study of this stage; its MLflow experiment is always `study_name`."""
+        return self.study_name + CONFIRM_SUFFIX if self.stage == "confirm" else self.study_name
 
 
 def make_sampler(name, space, seed):
@@ -147,6 +170,13 @@ def make_pruner(name, space):
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
 
 
+def trial_params(trial, space):
+    """The configuration a trial trained: its enqueued params, or its sampled ones with the space's fixed values."""
+    if trial.user_attrs.get(BENCHMARK_RUN):
+        return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
+    return {**space.complete(trial.params), "seed": space.training.seed}
+
+
 def counted_trials(study):
     """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason."""
     return [t for t in study.get_trials(deepcopy=False) if OUTCOME in t.user_attrs and t.state.is_finished()]
@@ -155,11 +185,11 @@ def counted_trials(study):
 class Search:
     """One `harness search` invocation: a study, its MLflow experiment and parent run."""
 
-    def __init__(self, space, settings, console=None):
+    def __init__(self, space, settings, console=None, dataset=None):
         self.space = space
         self.settings = settings
         self.console = console or Console()
-        self.dataset = data.load(
+        self.dataset = dataset or data.load(
             space.dataset.name,
             data_dir=space.dataset.data_dir,
             train_size=space.dataset.train_size,
@@ -168,7 +198,8 @@ class Search:
             seed=space.training.seed,
         )
         self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
-        self.parent_run_id = None
+        self.parent_run_id = settings.parent_run_id
+        self.parent_status = "FINISHED"  # how the parent run ends if nothing goes wrong
         self.interrupted = False
 
     @functools.cached_property
@@ -177,7 +208,7 @@ class Search:
         settings, space = self.settings, self.space
         storage = open_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
         study = optuna.create_study(
-            study_name=settings.study_name,
+            study_name=settings.optuna_study,
             storage=storage,
             sampler=make_sampler(settings.sampler, space, settings.seed),
             pruner=make_pruner(settings.pruner, space),
@@ -188,27 +219,60 @@ class Search:
         study.set_user_attr("dataset", space.dataset.name)
         study.set_user_attr("epochs", space.training.epochs)
         study.set_user_attr("objectives", space.objectives)
+        study.set_user_attr("stage", settings.stage)
         return study
 
+    def queue_baseline(self):
+        """Queue the plain CNN as the next trial unless the study holds a baseline that waits, runs or completed.
+
+        It trains with the space's fixed training params and is never pruned,
+        so every search has its reference, and a resumed search does not train it twice.
+        """
+        kept = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)
+        if any(t.user_attrs.get(BASELINE) and t.state in kept for t in self.study.get_trials(deepcopy=False)):
+            return
+        params = {**self.space.baseline_params(), "seed": self.space.training.seed}
+        self.study.enqueue_trial({}, user_attrs={**params, BENCHMARK_RUN: True, BASELINE: True})
+
+    @contextlib.contextmanager
+    def parent_run(self):
+        """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
+        if self.parent_run_id is not None:
+            yield self.parent_run_id
+            return
+        self.parent_run_id = self.start_parent()
+        status = "KILLED"
+        try:
+            yield self.parent_run_id
+            status = self.parent_status
+        except Exception:
+            status = "FAILED"
+            raise
+        finally:
+            self.tracker.end_parent(self.parent_run_id, status)
+
     def run(self):
-        """Run trials until the study holds `n_trials` counted trials; return the study."""
+        """Run trials until the study holds `n_trials` counted trials; return the study.
+
+        Trials nest under `parent_run_id` (see `parent_run`).
+        """
         closed = self.tracker.close_dead_runs()
         if closed:
             self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
         if self.space.is_multi_objective and self.settings.pruner != "none":
             self.console.print("pruning is off: Optuna cannot prune multi-objective trials")
+        if self.settings.stage == "confirm":
+            self.console.print("confirmation: the search's best configurations and their matched baselines, "
+                               "re-trained with fresh seeds and judged on the test set")
         remaining = self.settings.n_trials - self.trials_taken()
         if remaining <= 0:
-            self.console.print(f"study {self.settings.study_name!r} already holds or runs {self.settings.n_trials} trials")
+            self.console.print(f"study {self.settings.optuna_study!r} already holds or runs {self.settings.n_trials} trials")
             return self.study
-        owns_parent = self.settings.parent_run_id is None
-        self.parent_run_id = self.settings.parent_run_id or self.start_parent()
-        status = "KILLED"
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self.console, transient=True,
         ) as progress:
-            task = progress.add_task(self.settings.study_name, total=self.settings.n_trials,
+            task = progress.add_task(self.settings.optuna_study, total=self.settings.n_trials,
                                      completed=self.settings.n_trials - remaining)
 
             def report(study, trial):
@@ -222,18 +286,13 @@ class Search:
                 self.interrupted = True
                 progress.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
 
-            try:
-                with deferred_interrupts(interrupt):
-                    self.study.optimize(
-                        self._objective, n_trials=remaining, timeout=self.settings.timeout,
-                        catch=(Exception,), callbacks=[report],
-                    )
-                if self.interrupted:
-                    raise KeyboardInterrupt
-                status = "FINISHED"
-            finally:
-                if owns_parent:
-                    self.tracker.end_parent(self.parent_run_id, status)
+            with deferred_interrupts(interrupt):
+                self.study.optimize(
+                    self._objective, n_trials=remaining, timeout=self.settings.timeout,
+                    catch=(Exception,), callbacks=[report],
+                )
+            if self.interrupted:
+                raise KeyboardInterrupt
         return self.study
 
     def start_parent(self):
@@ -277,7 +336,12 @@ class Search:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = {"seed": self.space.training.seed, **self._params(trial)}
-        pruning = [] if self.space.is_multi_objective else [KerasPruningCallback(trial, "val_accuracy")]
+        if self.space.is_multi_objective:
+            pruning = []  # Optuna takes no intermediate values from multi-objective trials
+        elif self.settings.stage == "search" and not trial.user_attrs.get(BENCHMARK_RUN):
+            pruning = [KerasPruningCallback(trial, "val_accuracy")]
+        else:
+            pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
         result = self.train_logged(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
 
@@ -291,7 +355,8 @@ class Search:
         """
         run_params = {"dataset": self.space.dataset.name, "epochs": epochs, **split_params(params)[1],
                       "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
-        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, number, params, run_params)
+        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, number, params, run_params,
+                                          self.settings.stage)
         remember("mlflow_run_id", run_id)
 
         def end(state, reason=None):
@@ -327,21 +392,27 @@ class Search:
         return result
 
     def _params(self, trial):
-        """An enqueued benchmark run's params, else a sample from the space."""
+        """An enqueued run's params, else a sample from the space (search stage only)."""
         if trial.user_attrs.get(BENCHMARK_RUN):
             return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
+        if self.settings.stage != "search":
+            raise RuntimeError("no queued run left: another worker took the last one")
         return self.space.sample(trial)
 
     def _trial_line(self, study, trial):
         state = trial.user_attrs.get(OUTCOME) or trial.state.name
-        accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
         flops = trial.user_attrs.get("flops")
         cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
-        try:
-            best = f"best {max(t.values[0] for t in study.best_trials):.3f}"
-        except ValueError:
-            best = "best   -  "
-        shown = trial.params or {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}  # benchmark runs
+        if self.settings.stage != "search":  # seeded runs are judged on the test set
+            test = trial.user_attrs.get("test_accuracy")
+            accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
+        else:
+            accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
+            try:
+                best = f"best {max(t.values[0] for t in study.best_trials):.3f}"
+            except ValueError:
+                best = "best   -  "
+        shown = trial.params or {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}  # enqueued runs
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
         return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"

@@ -26,6 +26,8 @@ from harness.model import EXPANSION_KEYS, INSERTION_POINTS, MODEL_KEYS
 from harness.train import TRAINING_DEFAULTS
 
 PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
+# What a baseline shares with the configurations it is compared to, and its values when the space searches them.
+BASELINE_DEFAULTS = {"width": 1.0, "learning_rate": TRAINING_DEFAULTS["learning_rate"], "batch_size": TRAINING_DEFAULTS["batch_size"]}
 COST_OBJECTIVES = {"flops": "flops", "params": "total_params", "latency": "latency_seconds", "train_seconds": "train_seconds"}
 ALLOWED_VALUES = {
     "insertion": INSERTION_POINTS,
@@ -150,11 +152,34 @@ class Space(_Strict):
         """Suggest this trial's params from `trial`, skipping those that do not apply."""
         params = {}
         for name in sorted(self.params, key=PARAM_KEYS.index):
-            if name in EXPANSION_KEYS and params.get("insertion", "none") == "none":
-                continue
-            if name == "expand_outputs" and params.get("mode") != "expand":
-                continue
-            params[name] = self._suggest(trial, name)
+            if _applies(name, params):
+                params[name] = self._suggest(trial, name)
+        return params
+
+    def complete(self, params):
+        """`params` with the space's fixed values filled in where they apply (a sampled trial's full configuration)."""
+        merged = {**self.fixed_params, **params}
+        full = {}
+        for name in sorted(merged, key=PARAM_KEYS.index):
+            if _applies(name, full):
+                full[name] = merged[name]
+        return full
+
+    def baseline_params(self):
+        """The plain CNN under this space's training: fixed values as given, searched ones at their defaults.
+
+        A searched width, learning rate or batch size takes its default where
+        the space allows it, else the nearest value it does allow.
+        """
+        params = {"insertion": "none"}
+        for name, default in BASELINE_DEFAULTS.items():
+            dimension = self.params.get(name, default)
+            if isinstance(dimension, list):
+                params[name] = default if default in dimension else dimension[0]
+            elif isinstance(dimension, Range):
+                params[name] = type(dimension.low)(min(max(default, dimension.low), dimension.high))
+            else:
+                params[name] = dimension
         return params
 
     def _suggest(self, trial, name):
@@ -178,6 +203,13 @@ class Space(_Strict):
                 values = [dimension.low + i * (dimension.step or 1) for i in range(count)]
                 grid[name] = [int(v) for v in values] if dimension.is_int else values
         return grid
+
+
+def _applies(name, chosen):
+    """Whether param `name` applies given the params `chosen` so far (in PARAM_KEYS order)."""
+    if name in EXPANSION_KEYS and chosen.get("insertion", "none") == "none":
+        return False
+    return name != "expand_outputs" or chosen.get("mode") == "expand"
 
 
 def _check_value(name, value):

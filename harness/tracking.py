@@ -113,17 +113,18 @@ class Tracker:
     def end_parent(self, run_id, status):
         self.client.set_terminated(run_id, status)
 
-    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params):
+    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search"):
         tags = {
             "mlflow.parentRunId": parent_run_id,
             "harness.role": "trial",
             "harness.study": study_name,
+            "harness.stage": stage,
             "optuna.trial_number": str(trial_number),
             "state": "RUNNING",
             **_process_tags(),
             **environment_tags(),
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_number}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=f"{stage} {trial_number}", tags=tags)
         logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
         self.client.log_batch(run.info.run_id, params=logged)
         return run.info.run_id

@@ -90,17 +90,13 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
 
 def run_tuner(search, kind, max_trials, seed=None, epoch_budget=None):
     """Run a keras-tuner search under one MLflow parent run; return {trial id: outcome}."""
-    search.parent_run_id = search.start_parent()
-    tuner = make_tuner(kind, search, max_trials, seed, epoch_budget)
-    status = "KILLED"
-    try:
+    with search.parent_run():
+        tuner = make_tuner(kind, search, max_trials, seed, epoch_budget)
         try:
             tuner.search(verbose=0)
         except kt.errors.FatalError as error:
             if str(error) != BUDGET_SPENT:
                 raise
-        status = "FINISHED"
-    finally:
-        search.tracker.end_parent(search.parent_run_id, status)
-        shutil.rmtree(tuner.scratch, ignore_errors=True)
+        finally:
+            shutil.rmtree(tuner.scratch, ignore_errors=True)
     return tuner.outcomes

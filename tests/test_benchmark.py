@@ -25,9 +25,9 @@ def test_two_configurations_with_two_seeds(tmp_path):
     out = tmp_path / "report"
     assert main(["report", "--study", "bench", *args, "--out", str(out)]) == 0
     page = (out / "index.md").read_text()
-    assert "95% CI" in page and "Welch" in page
+    assert "95% CI" in page and "matched baseline" in page
 
-    table = pd.read_csv(out / "trials.csv")
+    table = pd.read_csv(out / "trials.csv").sort_values("seed")
     dense = table.loc[table["insertion"] == "dense", "test_accuracy"].to_numpy()
     baseline = table.loc[table["insertion"] == "none", "test_accuracy"].to_numpy()
     from harness import report
@@ -38,10 +38,13 @@ def test_two_configurations_with_two_seeds(tmp_path):
     assert summary.loc["dense", "mean"] == pytest.approx(dense.mean())
     if np.isfinite(low):
         assert (summary.loc["dense", "ci_low"], summary.loc["dense", "ci_high"]) == pytest.approx((low, high))
-    significance = report.significance_vs_baseline(trials).iloc[0]
-    welch = stats.ttest_ind(dense, baseline, equal_var=False)
-    assert significance["delta (points)"] == pytest.approx((dense.mean() - baseline.mean()) * 100)
-    assert significance["welch t"] == pytest.approx(welch.statistic, nan_ok=True)
+    comparison = report.paired_comparisons(trials).iloc[0]
+    assert comparison["seeds"] == 2
+    assert comparison["delta (points)"] == pytest.approx((dense - baseline).mean() * 100)
+    if np.ptp(dense - baseline) > 0:
+        paired = stats.ttest_rel(dense, baseline)
+        assert comparison["p-value"] == pytest.approx(paired.pvalue)
+        assert comparison["ci low"] == pytest.approx(paired.confidence_interval().low * 100)
 
     # Running it again resumes: nothing is trained twice.
     assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args]) == 0

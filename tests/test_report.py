@@ -91,7 +91,7 @@ def test_group_means_and_baseline_deltas_match_pandas(storage):
         assert by_function.loc[function, "count"] == len(group)
     baseline = done[done["insertion"] == "none"]
     deltas = report.baseline_deltas(trials)
-    for (insertion, function), row in deltas.iterrows():
+    for (insertion, function, width), row in deltas.iterrows():
         group = done[(done["insertion"] == insertion) & (done["function"] == function)]
         assert row["delta (points)"] == pytest.approx((group["val_accuracy"].mean() - baseline["val_accuracy"].mean()) * 100)
         assert row["flops ratio"] == pytest.approx(group["flops"].mean() / baseline["flops"].mean())
@@ -143,3 +143,152 @@ def test_report_of_a_real_search(tmp_path):
     table = pd.read_csv(files["trials.csv"])
     assert set(table["study"]) == {"real", "again"} and table["run_url"].str.contains("/runs/").all()
     assert {"val_accuracy", "test_accuracy", "flops", "total_params", "latency_ms", "mlflow_run_id"} <= set(table.columns)
+
+
+def test_holm_matches_a_hand_made_table():
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (monotone).
+    assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert report.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    adjusted = report.holm([0.02, np.nan, 0.01])
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2]] == pytest.approx([0.02, 0.02])  # NaN is out of the count
+
+
+def seeded_runs():
+    """Confirmation runs by hand: two configurations, their matched baselines, and a decoy baseline."""
+    accuracy = {
+        ("dense", 1.0, 1e-3): [0.91, 0.93, 0.92, 0.95],
+        ("none", 1.0, 1e-3): [0.90, 0.90, 0.91, 0.92],
+        ("none", 1.0, 3e-3): [0.10, 0.10, 0.10, 0.10],  # another learning rate: never the dense run's baseline
+        ("input", 0.5, 1e-3): [0.80, 0.78, 0.79, 0.77],
+        ("none", 0.5, 1e-3): [0.85, 0.86, 0.84, 0.88],
+    }
+    rows = []
+    for (insertion, width, rate), values in accuracy.items():
+        for seed, value in zip((1, 2, 3, 4), values):
+            rows.append({
+                "study": "hand", "stage": "confirm", "state": "COMPLETE", "insertion": insertion, "width": width,
+                "learning_rate": rate, "batch_size": 64, "seed": seed, "test_accuracy": value,
+                "function": None if insertion == "none" else "softplus", "order": None if insertion == "none" else 3,
+                "flops": 1e6 * width * (1.5 if insertion == "input" else 1.1 if insertion == "dense" else 1.0),
+                "total_params": 1e5 * width, "latency_ms": 0.01, "train_seconds": 2.0,
+            })
+    return pd.DataFrame(rows), accuracy
+
+
+def test_paired_comparisons_match_scipy_against_the_matched_baseline():
+    trials, accuracy = seeded_runs()
+    table = report.paired_comparisons(trials).set_index("configuration")
+    assert set(table.index) == {"dense softplus p3", "input softplus p3"}
+    for name, key, baseline_key in (("dense softplus p3", ("dense", 1.0, 1e-3), ("none", 1.0, 1e-3)),
+                                    ("input softplus p3", ("input", 0.5, 1e-3), ("none", 0.5, 1e-3))):
+        values, reference = np.array(accuracy[key]), np.array(accuracy[baseline_key])
+        expected = stats.ttest_rel(values, reference)
+        row = table.loc[name]
+        assert row["seeds"] == 4
+        assert row["delta (points)"] == pytest.approx((values - reference).mean() * 100)
+        assert (row["ci low"], row["ci high"]) == pytest.approx(tuple(np.array(expected.confidence_interval(0.95)) * 100))
+        assert row["p-value"] == pytest.approx(expected.pvalue)
+        assert row["baseline accuracy"] == pytest.approx(reference.mean())
+    assert table.loc["dense softplus p3", "flops ratio"] == pytest.approx(1.1)
+    assert table.loc["input softplus p3", "flops ratio"] == pytest.approx(1.5)  # width cancels out
+    assert table["p (Holm)"].to_numpy() == pytest.approx(report.holm(table["p-value"].to_numpy()))
+    assert table.loc["dense softplus p3", "finding"] == "pays off"
+    assert table.loc["input softplus p3", "finding"] == "costs accuracy"
+    sentences = report.verdict(trials)
+    assert any(s.startswith("dense softplus p3 pays off: +2.0 points") and "95% CI" in s for s in sentences)
+
+
+def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
+    hand_made_study(storage)
+    lines = report.verdict(report.load_trials("hand", storage), confirm_command="harness search --study hand --confirm 3")
+    assert "Selected on validation, so optimistic" in lines[0] and "best of 14" in lines[0]
+    assert lines[-1].endswith("harness search --study hand --confirm 3")
+
+
+def test_tables_show_integers_flops_and_no_repeated_columns():
+    from harness.report_pages import _display
+
+    table = pd.DataFrame({"study": ["a", "a"], "order": [6.0, 3.0], "flops": [1.01094e6, 266492.0],
+                          "total_params": [162672.0, 1000.0], "val_accuracy": [0.91234, 0.5]}, index=[4, 7])
+    shown, note = _display(table)
+    assert list(shown.columns) == ["order", "flops", "params", "val acc"] and note == "Every row: study a."
+    assert shown.to_dict("list") == {"order": ["6", "3"], "flops": ["1.01 M", "0.266 M"],
+                                     "params": ["162672", "1000"], "val acc": ["0.9123", "0.5"]}
+    assert "<th></th>" not in shown.to_html(index=False)
+
+
+def test_out_never_deletes_what_it_did_not_write(storage, tmp_path, capsys):
+    hand_made_study(storage)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.txt").write_text("two years of work")
+    args = ["report", "--study", "hand", "--storage", storage, "--out", str(out)]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "thesis.txt" in error[0] and "did not write" in error[0]
+    assert (out / "thesis.txt").read_text() == "two years of work"
+
+    fresh = tmp_path / "fresh"
+    assert main([*args[:-1], str(fresh)]) == 0
+    assert main([*args[:-1], str(fresh)]) == 0  # an earlier report is replaced whole
+    (fresh / "notes.md").write_text("mine")
+    assert main([*args[:-1], str(fresh)]) == 2 and (fresh / "notes.md").exists()
+
+
+def test_the_baseline_is_trained_even_where_the_pruner_would_cut_it(tmp_path):
+    """A study whose trials all reached 0.99 at every epoch: the median pruner would prune any newcomer."""
+    from tests.test_search import TINY, search_args, stores, write_space
+
+    storage, tracking = stores(tmp_path)
+    study = optuna.create_study(study_name="strong", storage=storage, direction="maximize")
+    for _ in range(4):
+        study.add_trial(optuna.trial.create_trial(
+            params={"insertion": "dense"}, distributions={"insertion": DISTRIBUTIONS["insertion"]}, value=0.99,
+            intermediate_values={0: 0.99, 1: 0.99}, user_attrs={"outcome": "COMPLETE"}))
+    space = write_space(tmp_path, {**TINY, "params": {"insertion": ["none", "input", "dense"], "width": 0.25}})
+    assert main(search_args(tmp_path, space, "--study", "strong", "--trials", "5", "--pruner", "median")) == 0
+    assert main(search_args(tmp_path, space, "--study", "strong", "--trials", "6", "--pruner", "median")) == 0
+    trials = optuna.load_study(study_name="strong", storage=storage).trials
+    baselines = [t for t in trials if t.user_attrs.get("baseline")]
+    assert len(baselines) == 1, "a resumed study trains its baseline once"
+    (baseline,) = baselines
+    assert baseline.state == optuna.trial.TrialState.COMPLETE and len(baseline.intermediate_values) == 2
+    assert max(baseline.intermediate_values.values()) < 0.99  # the median pruner would have cut it
+
+
+def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_search import TINY, search_args, stores, write_space
+
+    storage, tracking = stores(tmp_path)
+    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "width": [0.25, 0.5]}})
+    args = search_args(tmp_path, space, "--study", "judged", "--trials", "4", "--pruner", "none",
+                       "--confirm", "1", "--seeds", "2")
+    assert main(args) == 0
+    confirm = optuna.load_study(study_name="judged-confirm", storage=storage)
+    runs = [{k: t.user_attrs.get(k) for k in ("insertion", "width", "learning_rate", "batch_size", "seed")} for t in confirm.trials]
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {1, 2}  # fresh seeds: the search trained with 0
+    configuration = next(r for r in runs if r["insertion"] != "none")
+    baseline = next(r for r in runs if r["insertion"] == "none")
+    assert {k: baseline[k] for k in ("width", "learning_rate", "batch_size")} == \
+        {k: configuration[k] for k in ("width", "learning_rate", "batch_size")}
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("judged").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`harness.role` = 'search'")
+    confirm_runs = client.search_runs([experiment], "tags.`harness.stage` = 'confirm'")
+    assert len(confirm_runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
+
+    assert main(args) == 0  # resumes: nothing is trained twice
+    assert len(optuna.load_study(study_name="judged-confirm", storage=storage).trials) == 4
+
+    out = tmp_path / "report"
+    assert main(["report", "--study", "judged", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
+    page = (out / "index.md").read_text()
+    verdict = page.split("### Verdict")[1].split("![")[0]
+    assert "95% CI" in verdict and "matched baseline" in verdict and "Holm" in verdict
+    assert page.index("answer.png") < page.index("Search stage of judged")
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(trials["stage"]) == {"search", "confirm"}

@@ -42,8 +42,9 @@ def stores(folder):
 
 
 def search_args(folder, space_path, *extra):
+    """`harness search` on stores in `folder`, without confirmation unless `extra` asks for it (the last --confirm counts)."""
     storage, tracking = stores(folder)
-    return ["search", "--space", str(space_path), "--storage", storage, "--tracking-uri", tracking, *extra]
+    return ["search", "--space", str(space_path), "--storage", storage, "--tracking-uri", tracking, "--confirm", "0", *extra]
 
 
 def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
@@ -62,11 +63,13 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     assert len(parents) == 1 and len(children) == 3
     assert all(r.info.status == "FINISHED" for r in runs)
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert study.trials[0].user_attrs["baseline"] and by_number[0].data.params["insertion"] == "none"
     for trial in study.trials:
         run = by_number[trial.number]
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
-        for name, value in trial.params.items():
+        params = trial.params or {k: v for k, v in trial.user_attrs.items() if k in ("insertion", "width", "learning_rate")}
+        for name, value in params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["dataset"] == "digits" and run.data.params["epochs"] == "2"
         for tag in ("optuna.trial_number", "harness.study", "state", "tf_version", "device", "git_commit"):
@@ -80,7 +83,7 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
         assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"model_summary.txt", "learning_curves.png", "model.keras"} <= artifacts
-        assert ("series_fit.png" in artifacts) == (trial.params["insertion"] != "none")
+        assert ("series_fit.png" in artifacts) == (run.data.params["insertion"] != "none")
 
 
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
@@ -88,10 +91,10 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
         **TINY,
         "params": {"insertion": "dense", "function": "exp", "order": 12, "learning_rate": [50.0, 1.0e-3], "width": 0.25},
     }
-    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "wild", "--trials", "2", "--sampler", "grid")
+    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "wild", "--trials", "3", "--sampler", "grid")
     assert main(args) == 0
     study = optuna.load_study(study_name="wild", storage=stores(tmp_path)[0])
-    by_rate = {t.params["learning_rate"]: t for t in study.trials}
+    by_rate = {t.params["learning_rate"]: t for t in study.trials if t.params}
     assert by_rate[50.0].state == optuna.trial.TrialState.FAIL
     assert by_rate[50.0].user_attrs["failure_reason"].startswith("diverged: loss became nan")
     assert by_rate[1.0e-3].state == optuna.trial.TrialState.COMPLETE

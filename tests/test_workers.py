@@ -22,20 +22,21 @@ GRID_OF_9 = {
 def harness_search(tmp_path, space, *args, env=None):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
-    command = [sys.executable, "-m", "harness.cli", "search", "--space", str(path), "--study", "shared", *args]
+    command = [sys.executable, "-m", "harness.cli", "search", "--space", str(path), "--study", "shared", "--confirm", "0", *args]
     return command, {**os.environ, **(env or {})}
 
 
 def check_shared_study(storage, tracking_uri, n_trials):
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     assert len(study.trials) == n_trials and len(counted_trials(study)) == n_trials
+    assert study.trials[0].user_attrs["baseline"] and study.trials[0].state == optuna.trial.TrialState.COMPLETE
     param_sets = [tuple(sorted(t.params.items())) for t in study.trials]
-    assert len(set(param_sets)) == n_trials  # the grid ran each point once
+    assert len(set(param_sets)) == n_trials  # the grid ran each point once, beside the baseline
     assert len({t.user_attrs["pid"] for t in study.trials}) > 1  # several workers took part
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
     parents = [r for r in runs if r.data.tags.get("harness.role") == "search"]
-    children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
+    children = [r for r in runs if r.data.tags.get("harness.stage") == "search"]
     assert len(parents) == 1 and len(children) == n_trials
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in study.trials}
@@ -47,30 +48,38 @@ def check_shared_study(storage, tracking_uri, n_trials):
 
 def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, postgres_database, mlflow_server):
     command, env = harness_search(
-        tmp_path, GRID_OF_9, "--workers", "3", "--trials", "9", "--sampler", "grid", "--pruner", "none",
+        tmp_path, GRID_OF_9, "--workers", "3", "--trials", "10", "--sampler", "grid", "--pruner", "none",
         "--storage", postgres_database, "--tracking-uri", mlflow_server,
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "s3cret-pw" not in run.stdout + run.stderr
-    _, parent = check_shared_study(postgres_database, mlflow_server, 9)
+    _, parent = check_shared_study(postgres_database, mlflow_server, 10)
     assert "***" in parent.data.tags["optuna_storage"] and "s3cret-pw" not in str(parent.data)
 
 
 def test_three_workers_on_the_journal_default(tmp_path):
-    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "3", "--trials", "9", "--sampler", "grid",
-                                  "--pruner", "none", env={"HARNESS_HOME": str(tmp_path / "home")})
+    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "3", "--trials", "10", "--sampler", "grid",
+                                  "--pruner", "none", "--confirm", "1", "--seeds", "2",
+                                  env={"HARNESS_HOME": str(tmp_path / "home")})
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     journal = tmp_path / "home" / "optuna-journal.log"
     assert journal.exists() and not (tmp_path / "home" / "optuna.db").exists()
-    check_shared_study(f"journal:{journal}", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}", 9)
+    tracking = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    _, parent = check_shared_study(f"journal:{journal}", tracking, 10)
+    # The confirmation ran on the workers too: the best configuration and its baseline, 2 seeds each.
+    confirm = optuna.load_study(study_name="shared-confirm", storage=open_storage(f"journal:{journal}"))
+    assert len(counted_trials(confirm)) == 4 and "confirm worker 3" in run.stdout
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'")
+    assert len(runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
 
 
 def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_database):
     space = {**GRID_OF_9, "training": {"epochs": 8, "seed": 0}, "dataset": {**GRID_OF_9["dataset"], "train_size": 600}}
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command, env = harness_search(tmp_path, space, "--workers", "3", "--trials", "9", "--sampler", "grid",
+    command, env = harness_search(tmp_path, space, "--workers", "3", "--trials", "10", "--sampler", "grid",
                                   "--pruner", "none", "--storage", postgres_database, "--tracking-uri", tracking,
                                   "--heartbeat", "2")
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -84,7 +93,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
             continue
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and "pid" in t.user_attrs]
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and running:
-            victim = running[0]
+            victim = running[-1]  # the newest: the furthest from finishing before the kill lands
     assert victim is not None, "no trial was running"
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     _, errors = launcher.communicate(timeout=600)
@@ -93,7 +102,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
 
     study = optuna.load_study(study_name="shared", storage=postgres_database)
     assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
-    assert len(counted_trials(study)) == 9
+    assert len(counted_trials(study)) == 10
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     client = MlflowClient(tracking)
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
