@@ -20,7 +20,7 @@ import math
 import optuna
 
 from harness.search import BENCHMARK_RUN, Search, counted_trials, trial_params
-from harness.space import BASELINE_DEFAULTS, PARAM_KEYS
+from harness.params import BASELINE_DEFAULTS, PARAM_KEYS
 from harness.storage import open_storage
 
 MAX_GRID = 100

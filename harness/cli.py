@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 DEFAULT_SPACE = "search_spaces/quick.yaml"
+# Where `harness search` also reads its storage and tracking URLs, so passwords need not appear on a command line.
+STORAGE_VARIABLE, TRACKING_VARIABLE = "HARNESS_STORAGE", "HARNESS_TRACKING_URI"
 
 
 def _param(text):
@@ -43,12 +45,29 @@ def _load_dataset(args):
     )
 
 
+def _check_params(params):
+    """Every param known and of an allowed value, and the series defined, before TensorFlow loads."""
+    from harness import series
+    from harness.params import PARAM_KEYS, check_value
+
+    for name, value in params.items():
+        if name not in PARAM_KEYS:
+            raise ValueError(f"--param {name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+        check_value(name, value)
+    if params.get("insertion", "none") != "none":
+        series.coefficients(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
+
+
 def cmd_train(args):
+    params = {"seed": args.seed, **dict(args.param)}
+    _check_params(params)
     from harness.train import run_trial
 
-    params = {"seed": args.seed, **dict(args.param)}
     result = run_trial(params, _load_dataset(args), epochs=args.epochs, verbose=args.verbose)
-    print(json.dumps(result.summary(), indent=2))
+    summary = {"dataset": args.dataset, "epochs": args.epochs, **result.summary()}
+    latency = summary.pop("latency_seconds")
+    summary["latency_ms"] = None if latency is None else latency * 1000
+    print(json.dumps(summary, indent=2))
     if args.save:
         result.model.save(args.save)
         print(f"model saved to {args.save}")
@@ -108,25 +127,41 @@ def _print_outcomes(label, study):
     print(f"{label}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
 
 
-def cmd_search(args):
-    from harness.benchmark import confirmation, confirmation_seeds
-    from harness.search import Search, SearchSettings
+def _load_space(args):
+    """The space file with --data-dir applied; checked before TensorFlow loads, so a bad one answers at once."""
     from harness.space import load_space
 
-    _quiet_libraries()
     space = load_space(_space_path(args.space))
+    if args.data_dir:
+        if not Path(args.data_dir).expanduser().is_dir():
+            raise ValueError(f"--data-dir {args.data_dir}: no such folder")
+        space.dataset.data_dir = args.data_dir
+    return space
+
+
+def cmd_search(args):
+    space = _load_space(args)
+    if args.trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {args.trials}")
     if args.confirm < 0:
         raise ValueError(f"--confirm must be 0 (no confirmation) or more, got {args.confirm}")
     if args.seeds < 2:
         raise ValueError(f"--seeds must be at least 2 to give a confidence interval, got {args.seeds}")
-    gpus = _gpu_ids(args.gpus) if args.gpus else None
+    if args.workers_per_gpu < 1 or (args.workers_per_gpu > 1 and not args.gpus):
+        raise ValueError(f"--workers-per-gpu must be at least 1 and comes with --gpus; got {args.workers_per_gpu}")
+    from harness.benchmark import confirmation, confirmation_seeds
+    from harness.search import Search, SearchSettings
+
+    _quiet_libraries()
+    # Small CNNs leave a GPU idle between steps: several workers can share one, each pinned to it.
+    gpus = [g for g in _gpu_ids(args.gpus) for _ in range(args.workers_per_gpu)] if args.gpus else None
     workers = len(gpus) if gpus else args.workers
     settings = SearchSettings(
         study_name=args.study or Path(args.space).stem,
         n_trials=args.trials,
         timeout=args.timeout,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
+        storage=args.storage or os.environ.get(STORAGE_VARIABLE),
+        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_VARIABLE),
         sampler=args.sampler,
         pruner=args.pruner,
         seed=None if args.seed is None else args.seed + args.worker_index,
@@ -135,6 +170,7 @@ def cmd_search(args):
         parent_run_id=args.parent_run_id,
         mixed_precision=args.mixed_precision,
         stage=args.stage,
+        save_models=args.save_models,
     )
     if args.engine == "keras-tuner" and workers > 1:
         raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
@@ -198,10 +234,10 @@ def _launch_workers(args, search, gpus):
     threads = args.threads or max(1, (os.cpu_count() or 1) // settings.workers)
     common = [
         sys.executable, "-m", "harness.cli", "search", "--space", str(_space_path(args.space)),
-        "--study", settings.study_name, "--trials", str(settings.n_trials), "--storage", settings.storage,
-        "--tracking-uri", settings.tracking_uri, "--sampler", settings.sampler, "--pruner", settings.pruner,
+        "--study", settings.study_name, "--trials", str(settings.n_trials),
+        "--sampler", settings.sampler, "--pruner", settings.pruner,
         "--heartbeat", str(settings.heartbeat_interval), "--parent-run-id", search.parent_run_id,
-        "--threads", str(threads), "--stage", settings.stage,
+        "--threads", str(threads), "--stage", settings.stage, "--save-models", settings.save_models,
     ]
     if settings.timeout:
         common += ["--timeout", str(settings.timeout)]
@@ -211,7 +247,8 @@ def _launch_workers(args, search, gpus):
         common.append("--mixed-precision")
     processes = []
     for index in range(settings.workers):
-        env = dict(os.environ)
+        # URLs can hold passwords: the environment keeps them out of `ps`, where argv would show them.
+        env = {**os.environ, STORAGE_VARIABLE: settings.storage, TRACKING_VARIABLE: settings.tracking_uri}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[index])
         placement = f"GPU {gpus[index]}" if gpus else f"{threads} CPU thread(s)"
@@ -239,14 +276,13 @@ def _launch_workers(args, search, gpus):
 
 
 def cmd_benchmark(args):
-    from harness.benchmark import run_benchmark
-    from harness.search import SearchSettings
-    from harness.space import load_space
-
-    _quiet_libraries()
+    space = _load_space(args)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    space = load_space(_space_path(args.space))
+    from harness.benchmark import run_benchmark
+    from harness.search import SearchSettings
+
+    _quiet_libraries()
     settings = SearchSettings(
         study_name=args.study or f"{Path(args.space).stem}-benchmark", storage=args.storage,
         tracking_uri=args.tracking_uri, sampler="random", pruner="none", mixed_precision=args.mixed_precision,
@@ -263,14 +299,13 @@ def cmd_benchmark(args):
 
 
 def cmd_compare_engines(args):
-    from harness.compare import STRATEGIES, compare_engines
-    from harness.search import SearchSettings
-    from harness.space import load_space
-
-    _quiet_libraries()
-    space = load_space(_space_path(args.space))
+    space = _load_space(args)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    from harness.compare import STRATEGIES, compare_engines
+    from harness.search import SearchSettings
+
+    _quiet_libraries()
     settings = SearchSettings(study_name=args.study or f"{Path(args.space).stem}-compare", storage=args.storage,
                               tracking_uri=args.tracking_uri, mixed_precision=args.mixed_precision)
     _configure_tensorflow(mixed_precision=args.mixed_precision)
@@ -293,15 +328,23 @@ def cmd_report(args):
 
 def cmd_ui(args):
     from harness.search import default_stores
+    from harness.servers import mlflow_ui
 
-    uri = args.tracking_uri or default_stores()[1]
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-    print(" ".join(command))
-    print(f"MLflow UI at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    return mlflow_ui(args.tracking_uri or default_stores()[1], args.host, args.port, say=_say)
+
+
+def cmd_dashboard(args):
+    from harness.search import default_stores, name_objectives
+    from harness.servers import optuna_dashboard
+    from harness.storage import open_storage
+
+    storage = open_storage(args.storage or default_stores()[0])
+    name_objectives(storage)
+    return optuna_dashboard(storage, args.host, args.port, say=_say)
+
+
+def _say(line):
+    print(line, flush=True)
 
 
 def build_parser():
@@ -323,19 +366,28 @@ def build_parser():
     search.add_argument("--study", help="study name (default: the space file's name); the same name resumes it")
     search.add_argument("--trials", type=int, default=12, help="trials the study should hold when done (default 12)")
     search.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    search.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
-    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
+    search.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else SQLite in $HARNESS_HOME "
+                                           "or ./harness-runs)")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside "
+                                                "the Optuna storage)")
     search.add_argument("--engine", default="optuna", choices=("optuna", "keras-tuner"),
                         help="who searches the space: Optuna (default) or keras-tuner")
     search.add_argument("--tuner", default="bayesian", choices=("random", "bayesian", "hyperband"),
                         help="keras-tuner's tuner, with --engine keras-tuner (default bayesian)")
-    search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"))
-    search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"),
+                        help="Optuna's sampler: tpe (default), random, grid (the space's choices), nsga2 (several "
+                             "objectives) or gp (needs PyTorch)")
+    search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+                        help="stops trials whose validation accuracy lags: median (default), hyperband or none")
+    search.add_argument("--data-dir", help="folder holding downloaded datasets (default: the space's, $HARNESS_DATA_DIR, "
+                                           "then Keras's cache)")
     search.add_argument("--seed", type=int, help="the sampler's seed")
     search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
     search.add_argument("--workers", type=int, default=1,
                         help="worker processes on this machine (default 1); the storage then defaults to a journal file")
     search.add_argument("--gpus", help="'all' or ids such as 0,1: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES")
+    search.add_argument("--workers-per-gpu", type=int, default=1, metavar="N",
+                        help="with --gpus: N workers share each GPU (default 1)")
     search.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
     search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
@@ -343,6 +395,9 @@ def build_parser():
                         help="after the search, re-train its K best configurations and their matched baselines "
                              "with --seeds fresh seeds, judged on the test set (default 2; 0 skips)")
     search.add_argument("--seeds", type=int, default=5, help="seeds per confirmed configuration (default 5)")
+    search.add_argument("--save-models", default="best", choices=("best", "all", "none"),
+                        help="which search trials save model.keras: each that beats the best saved so far (default), "
+                             "all, or none; confirmation runs always save theirs")
     search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     search.add_argument("--stage", default="search", choices=("search", "confirm"), help=argparse.SUPPRESS)
     search.set_defaults(run=cmd_search)
@@ -357,6 +412,7 @@ def build_parser():
     benchmark.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
     benchmark.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
     benchmark.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
+    benchmark.add_argument("--data-dir", help="folder holding downloaded datasets")
     benchmark.set_defaults(run=cmd_benchmark)
 
     compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")
@@ -370,6 +426,7 @@ def build_parser():
     compare.add_argument("--storage", help="Optuna storage URL (default: SQLite in $HARNESS_HOME or ./harness-runs)")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite beside the Optuna storage)")
     compare.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
+    compare.add_argument("--data-dir", help="folder holding downloaded datasets")
     compare.set_defaults(run=cmd_compare_engines)
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
@@ -381,8 +438,15 @@ def build_parser():
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the harness's store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's default store)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(run=cmd_ui)
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 over the studies' storage")
+    dashboard.add_argument("--storage", help="Optuna storage URL (default: the search's SQLite default)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(run=cmd_dashboard)
     return parser
 
 

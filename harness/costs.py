@@ -1,4 +1,8 @@
-"""What a model costs: parameters, forward FLOPs per sample, and inference latency."""
+"""What a model costs: parameters, forward FLOPs per sample, and inference latency.
+
+FLOPs and latency depend on the architecture alone, not on the weights, so a
+process measures them once per architecture (`per_architecture`).
+"""
 
 import time
 
@@ -47,3 +51,23 @@ def latency_per_sample(model, images, batch_size=256, repeats=7):
         infer(batch).numpy()
         timings.append(time.perf_counter() - start)
     return float(np.median(timings)) / len(batch)
+
+
+_MEASURED = {}
+# Params that set the values a model computes with, not its ops or shapes: they change no FLOP count or latency.
+VALUE_ONLY_PARAMS = ("function", "center", "coefficients", "limit")
+
+
+def architecture_key(model_params, input_shape, num_classes):
+    """What a model's structure depends on: its params (not the training's), input shape, classes and precision."""
+    policy = keras.mixed_precision.global_policy().name
+    return tuple(sorted(model_params.items())), tuple(input_shape), int(num_classes), policy
+
+
+def per_architecture(key, name, measure):
+    """`measure()` the first time cost `name` is asked for an architecture like `key`; its value after that."""
+    params, *rest = key
+    cost_key = (tuple(item for item in params if item[0] not in VALUE_ONLY_PARAMS), *rest, name)
+    if cost_key not in _MEASURED:
+        _MEASURED[cost_key] = measure()
+    return _MEASURED[cost_key]

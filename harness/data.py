@@ -8,6 +8,7 @@ then does Keras try to download them.
 import dataclasses
 import functools
 import gzip
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -44,6 +45,14 @@ class Dataset:
     def input_shape(self):
         return self.x_train.shape[1:]
 
+    @functools.cached_property
+    def digest(self):
+        """A short content hash of every split, so a run records exactly which data it saw."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()[:16]
+
 
 def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, val_fraction=0.1, seed=0, download=True):
     """Load `name` as a `Dataset` of float32 images in [0, 1] and integer labels.
@@ -54,6 +63,8 @@ def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, va
     All draws are seeded. Names: see `DATASETS`. With `download=False`, data
     missing from disk raises `DatasetNotFoundError` without going online.
     """
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DatasetNotFoundError(f"the data folder {data_dir} does not exist")
     x_train, y_train, x_test, y_test, scale = _read(name, _as_path(data_dir), download)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_train))
@@ -174,9 +185,41 @@ def _read_cifar_batches(folder):
 
 
 def _read_image_folder(root):
-    """Read root/train/<class>/* and root/test/<class>/*; classes in sorted order."""
+    """Read root/train/<class>/* and root/test/<class>/*; classes in sorted order.
+
+    Decoding tens of thousands of images takes minutes, so the arrays are
+    cached under `$HARNESS_CACHE` (default ~/.cache/harness), keyed by the
+    folder's path and every file's name, size and modification time: a changed
+    folder is decoded again.
+    """
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DatasetNotFoundError(f"imagefolder needs {root}/train/<class>/ and {root}/test/<class>/ folders of images")
+    cache = _cache_dir() / f"imagefolder-{_folder_fingerprint(root)}.npz"
+    if cache.is_file():
+        with np.load(cache) as arrays:
+            return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], 255.0
+    x_train, y_train, x_test, y_test, scale = _decode_image_folder(root)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(f".{os.getpid()}.partial.npz")
+    np.savez(partial, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    partial.replace(cache)  # atomic: another process never reads half a file
+    return x_train, y_train, x_test, y_test, scale
+
+
+def _cache_dir():
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+def _folder_fingerprint(root):
+    digest = hashlib.sha256(str(root.resolve()).encode())
+    for part in ("train", "test"):
+        for file in sorted((root / part).rglob("*")):
+            info = file.stat()
+            digest.update(f"{file.relative_to(root)}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _decode_image_folder(root):
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     first = next(f for f in sorted((root / "train" / classes[0]).iterdir()) if f.is_file())
     probe = keras.utils.load_img(first)

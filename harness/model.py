@@ -16,21 +16,7 @@ Insertion points:
 import keras
 
 from harness.layers import TaylorExpansion
-
-INSERTION_POINTS = ("none", "input", "conv1", "conv2", "dense", "all")
-EXPANSION_KEYS = (
-    "function",
-    "order",
-    "center",
-    "mode",
-    "coefficients",
-    "per_unit",
-    "conditioning",
-    "expand_outputs",
-    "limit",
-)
-MODEL_KEYS = ("insertion", "width") + EXPANSION_KEYS
-
+from harness.params import EXPANSION_KEYS, INSERTION_POINTS, MODEL_KEYS
 
 def check_params(params):
     """Raise ValueError if `params` cannot describe a model; return the expansion arguments."""
@@ -53,29 +39,6 @@ def check_params(params):
     if insertion != "none":
         TaylorExpansion(**expansion)  # validates function, order, center and the choices
     return expansion
-
-
-def describe(params):
-    """A configuration in a few words, e.g. 'dense softplus p3 weighted trainable per-unit tanh'.
-
-    Only the keys present are described; training params (width, learning
-    rate, batch size, seed) are left out.
-    """
-    if params.get("insertion", "none") == "none":
-        return "baseline"
-    words = [params["insertion"], params.get("function"), params.get("order"), params.get("mode")]
-    words[2] = None if words[2] is None else f"p{words[2]}"
-    if params.get("center"):
-        words.append(f"x0={params['center']:g}")
-    if params.get("expand_outputs") not in (None, "terms"):
-        words.append(params["expand_outputs"])
-    if params.get("coefficients") == "trainable":
-        words.append("trainable")
-    if params.get("per_unit"):
-        words.append("per-unit")
-    if params.get("conditioning") not in (None, "none"):
-        words.append(params["conditioning"])
-    return " ".join(str(w) for w in words if w is not None)
 
 
 def build_model(params, input_shape, num_classes):

@@ -1,4 +1,8 @@
-"""Matplotlib figures for one trial: its learning curves and its series against the function."""
+"""The matplotlib figure a trial logs: its series against the function. Learning curves are drawn at report
+time from the logged metrics."""
+
+import functools
+import io
 
 import matplotlib
 
@@ -7,24 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from harness import series  # noqa: E402
-
-
-def learning_curves(history, path, title="Learning curves"):
-    """Loss and accuracy per epoch, training and validation, side by side."""
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
-        for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
-            if key in history:
-                epochs = np.arange(1, len(history[key]) + 1)
-                axis.plot(epochs, history[key], style, label=key.replace("_", " "))
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("cross-entropy" if metric == "loss" else "accuracy (fraction)")
-        axis.legend()
-        axis.grid(alpha=0.3)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
 
 
 def series_fit(function, order, path, center=0.0):
@@ -50,3 +36,11 @@ def series_fit(function, order, path, center=0.0):
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+@functools.lru_cache(maxsize=128)
+def series_fit_png(function, order, center=0.0):
+    """`series_fit` as PNG bytes, drawn once per process for each (function, order, center)."""
+    buffer = io.BytesIO()
+    series_fit(function, order, buffer, center)
+    return buffer.getvalue()

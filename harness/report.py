@@ -16,11 +16,9 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from harness.model import MODEL_KEYS, describe
+from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
 from harness.search import CONFIRM_SUFFIX
-from harness.space import BASELINE_DEFAULTS, PARAM_KEYS
 from harness.storage import open_storage
-from harness.train import TRAINING_DEFAULTS
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
 COSTS = {"flops": "FLOPs", "total_params": "parameters", "latency_ms": "latency", "train_seconds": "train time"}
@@ -129,20 +127,21 @@ def _join_mlflow(frame, study_name, tracking_uri):
     if found is None:
         return frame
     runs, link = found
+    # Optuna keeps a trial's accuracy and FLOPs; its other costs live in its MLflow run.
+    logged = ("test_accuracy", "total_params", "trainable_params", "latency_ms", "train_seconds")
     records = pd.DataFrame(
         {
             "mlflow_run_id": run.info.run_id,
             "run_url": link + run.info.run_id,
             "seed_logged": pd.to_numeric(run.data.params.get("seed"), errors="coerce"),
-            "trainable_params": run.data.metrics.get("trainable_params"),
-            "test_accuracy_logged": run.data.metrics.get("test_accuracy"),
+            **{f"{metric}_logged": run.data.metrics.get(metric) for metric in logged},
         }
         for run in runs
     )
     if records.empty:
         return frame
     frame = frame.merge(records, on="mlflow_run_id", how="left")
-    for column in ("test_accuracy", "seed"):
+    for column in ("seed", *logged):
         if column not in frame:
             frame[column] = np.nan
         frame[column] = frame[column].fillna(frame.pop(f"{column}_logged"))

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness import report  # noqa: E402
-from harness.model import EXPANSION_KEYS, describe  # noqa: E402
+from harness.params import EXPANSION_KEYS, describe  # noqa: E402
 from harness.storage import open_storage  # noqa: E402
 
 TOP_CURVES = 5
@@ -60,7 +60,24 @@ def write_report(studies, storage, tracking_uri=None, out=None):
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staging), str(out))
+    if tracking_uri is not None:
+        for name in studies:
+            _attach_to_parent_run(name, tracking_uri, out)
     return out
+
+
+def _attach_to_parent_run(study_name, tracking_uri, folder):
+    """Log the report under `report/` of the study's latest search run, so the MLflow UI shows the verdict too."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study_name)
+    if experiment is None:
+        return
+    parents = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'search'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if parents:
+        client.log_artifacts(parents[0].info.run_id, str(folder), artifact_path="report")
 
 
 def _check_out(out):

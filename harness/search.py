@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -23,12 +24,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import data
 from harness.model import check_params
-from harness.storage import JOURNAL_PREFIX, open_storage
-from harness.space import COST_OBJECTIVES, PARAM_KEYS
-from harness.tracking import Tracker, process_alive, redact
+from harness.params import PARAM_KEYS
+from harness.storage import JOURNAL_PREFIX, open_storage, redact
+from harness.space import COST_OBJECTIVES
+from harness.tracking import Tracker, process_alive
 from harness.train import run_trial, split_params
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
+SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
 PRUNERS = ("median", "hyperband", "none")
 OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
 BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
@@ -71,8 +74,51 @@ class ReportEpochs(keras.callbacks.Callback):
         self.trial.report(float((logs or {}).get("val_accuracy", float("nan"))), step=epoch)
 
 
+class TrialProgress(keras.callbacks.Callback):
+    """The trial in flight: epoch x/y, validation accuracy and time left.
+
+    On a terminal, a transient bar under the study's (advanced every batch,
+    described every epoch); elsewhere, one line per epoch, so logs stay short.
+    """
+
+    async_safe = True  # Keras runs batch hooks off the training loop's thread
+
+    def __init__(self, console, label, epochs, progress=None):
+        super().__init__()
+        self.console, self.label, self.epochs = console, label, epochs
+        self.progress = progress if progress is not None and console.is_terminal else None
+        self.task = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"{self.label} epoch 1/{self.epochs}",
+                                               total=self.epochs * (self.params.get("steps") or 1))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, elapsed = epoch + 1, time.perf_counter() - self.start
+        accuracy = (logs or {}).get("val_accuracy")
+        text = (f"{self.label} epoch {done}/{self.epochs}"
+                + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
+                + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left")
+        if self.task is not None:
+            self.progress.update(self.task, description=text)
+        else:
+            self.console.print(text, highlight=False, markup=False)
+
+    def on_train_end(self, logs=None):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+
+
 class StopOnRequest(keras.callbacks.Callback):
     """End training at the next batch once `requested()` is true."""
+
+    async_safe = True  # Keras runs batch hooks off the training loop's thread
 
     def __init__(self, requested):
         super().__init__()
@@ -122,6 +168,7 @@ class SearchSettings:
     mixed_precision: bool = False
     epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
     stage: str = "search"
+    save_models: str = "best"
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -132,6 +179,8 @@ class SearchSettings:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.save_models not in SAVE_MODELS:
+            raise ValueError(f"save_models must be one of {', '.join(SAVE_MODELS)}; got {self.save_models!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
         default_storage, default_tracking_uri = default_stores(self.workers)
@@ -177,9 +226,34 @@ def trial_params(trial, space):
     return {**space.complete(trial.params), "seed": space.training.seed}
 
 
-def counted_trials(study):
-    """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason."""
-    return [t for t in study.get_trials(deepcopy=False) if OUTCOME in t.user_attrs and t.state.is_finished()]
+def _set_metric_names(study, objectives):
+    names = ["val_accuracy", *objectives[1:]]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
+def name_objectives(storage):
+    """Name the objectives of every study in `storage` (for dashboards), from each study's recorded objectives."""
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        _set_metric_names(study, study.user_attrs.get("objectives", ["accuracy"])[:len(study.directions)])
+
+
+def best_value(trials):
+    """The best first objective (validation accuracy) among complete `trials`, or None."""
+    values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return max(values) if values else None
+
+
+def counted_trials(study, trials=None):
+    """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason.
+
+    `trials` is the study's trials when the caller has just read them.
+    """
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return [t for t in trials if OUTCOME in t.user_attrs and t.state.is_finished()]
 
 
 class Search:
@@ -197,19 +271,23 @@ class Search:
             test_size=space.dataset.test_size,
             seed=space.training.seed,
         )
+        # The storage first: if it cannot be opened, nothing has been written anywhere.
+        self.storage = open_storage(settings.storage, settings.heartbeat_interval,
+                                    lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial))
         self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
         self.parent_run_id = settings.parent_run_id
         self.parent_status = "FINISHED"  # how the parent run ends if nothing goes wrong
         self.interrupted = False
+        self.best_saved = float("-inf")  # the best validation accuracy whose model this process saved
+        self.progress = None  # the study's progress bar while `run` runs
 
     @functools.cached_property
     def study(self):
         """The Optuna study, created or loaded on first use (the keras-tuner engine never uses it)."""
         settings, space = self.settings, self.space
-        storage = open_storage(settings.storage, settings.heartbeat_interval, self.tracker.close_run_of_stale_trial)
         study = optuna.create_study(
             study_name=settings.optuna_study,
-            storage=storage,
+            storage=self.storage,
             sampler=make_sampler(settings.sampler, space, settings.seed),
             pruner=make_pruner(settings.pruner, space),
             directions=space.directions,
@@ -220,6 +298,7 @@ class Search:
         study.set_user_attr("epochs", space.training.epochs)
         study.set_user_attr("objectives", space.objectives)
         study.set_user_attr("stage", settings.stage)
+        _set_metric_names(study, space.objectives)
         return study
 
     def queue_baseline(self):
@@ -264,9 +343,15 @@ class Search:
         if self.settings.stage == "confirm":
             self.console.print("confirmation: the search's best configurations and their matched baselines, "
                                "re-trained with fresh seeds and judged on the test set")
-        remaining = self.settings.n_trials - self.trials_taken()
+        trials = self.current_trials()
+        remaining = self.settings.n_trials - self.trials_taken(trials)
         if remaining <= 0:
-            self.console.print(f"study {self.settings.optuna_study!r} already holds or runs {self.settings.n_trials} trials")
+            states = [t.user_attrs[OUTCOME] for t in counted_trials(self.study, trials)]
+            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+            self.console.print(
+                f"study {self.settings.optuna_study!r} already holds {len(states) + running} trials "
+                f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, {states.count('FAIL')} failed, "
+                f"{running} running), as many as --trials {self.settings.n_trials}: nothing new to run")
             return self.study
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -274,12 +359,18 @@ class Search:
         ) as progress:
             task = progress.add_task(self.settings.optuna_study, total=self.settings.n_trials,
                                      completed=self.settings.n_trials - remaining)
+            self.progress = progress
 
             def report(study, trial):
-                progress.update(task, completed=len(counted_trials(study)))
-                progress.console.print(self._trial_line(study, trial), soft_wrap=True, highlight=False, markup=False)
+                trials = self.current_trials()  # one read of the study per trial
+                counted = counted_trials(study, trials)
+                progress.update(task, completed=len(counted))
+                progress.console.print(self._trial_line(trials, trial), soft_wrap=True, highlight=False, markup=False)
+                best = best_value(trials)
+                if best is not None and self.settings.stage == "search":
+                    self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
                 # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
-                if self.trials_taken() >= self.settings.n_trials or self.interrupted or self.budget_spent():
+                if self.trials_taken(trials) >= self.settings.n_trials or self.interrupted or self.budget_spent(counted):
                     study.stop()
 
             def interrupt():
@@ -291,6 +382,7 @@ class Search:
                     self._objective, n_trials=remaining, timeout=self.settings.timeout,
                     catch=(Exception,), callbacks=[report],
                 )
+            self.progress = None
             if self.interrupted:
                 raise KeyboardInterrupt
         return self.study
@@ -309,16 +401,21 @@ class Search:
             },
         )
 
-    def budget_spent(self):
-        """Whether finished trials have trained the epoch budget (each epoch reports one intermediate value)."""
+    def budget_spent(self, counted):
+        """Whether the `counted` trials have trained the epoch budget (each epoch reports one intermediate value)."""
         budget = self.settings.epoch_budget
-        return budget is not None and sum(len(t.intermediate_values) for t in counted_trials(self.study)) >= budget
+        return budget is not None and sum(len(t.intermediate_values) for t in counted) >= budget
 
-    def trials_taken(self):
-        """Trials that count toward n_trials: finished ones and those still running."""
+    def current_trials(self):
+        """The study's trials, read after failing those whose worker died."""
         self.fail_dead_trials()
-        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        return len(counted_trials(self.study)) + len(running)
+        return self.study.get_trials(deepcopy=False)
+
+    def trials_taken(self, trials=None):
+        """Trials that count toward n_trials: finished ones and those still running."""
+        trials = self.current_trials() if trials is None else trials
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        return len(counted_trials(self.study, trials)) + len(running)
 
     def fail_dead_trials(self):
         """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
@@ -356,7 +453,7 @@ class Search:
         run_params = {"dataset": self.space.dataset.name, "epochs": epochs, **split_params(params)[1],
                       "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
         run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, number, params, run_params,
-                                          self.settings.stage)
+                                          self.settings.stage, self.dataset)
         remember("mlflow_run_id", run_id)
 
         def end(state, reason=None):
@@ -370,13 +467,15 @@ class Search:
                 check_params(split_params(params)[0])
             except ValueError as error:
                 raise optuna.TrialPruned(f"invalid combination: {error}") from None
-            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), *callbacks]
+            in_flight = TrialProgress(self.console, f"{self.settings.stage} #{number}", epochs, self.progress)
+            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
             result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
             if self.interrupted:
                 raise KeyboardInterrupt
-            for name in ("test_accuracy", "flops", "total_params", "latency_seconds", "train_seconds", "evaluate_seconds"):
+            # The rest of the result lives in the MLflow run; each Optuna attribute is a storage write.
+            for name in ("test_accuracy", "flops"):
                 remember(name, getattr(result, name))
-            self.tracker.log_result(run_id, result)
+            self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
             if result.diverged:
                 raise TrialDiverged(result.failure_reason)
         except optuna.TrialPruned as pruned:
@@ -391,6 +490,17 @@ class Search:
         end("COMPLETE")
         return result
 
+    def _keeps_model(self, result):
+        """Whether a trial saves its model: every seeded run does; a search trial as `save_models` says,
+        by default when it beats every trial this process has saved."""
+        if self.settings.stage != "search" or self.settings.save_models == "all":
+            return True
+        accuracy = result.best_val_accuracy
+        if self.settings.save_models == "none" or accuracy is None or accuracy <= self.best_saved:
+            return False
+        self.best_saved = accuracy
+        return True
+
     def _params(self, trial):
         """An enqueued run's params, else a sample from the space (search stage only)."""
         if trial.user_attrs.get(BENCHMARK_RUN):
@@ -399,7 +509,7 @@ class Search:
             raise RuntimeError("no queued run left: another worker took the last one")
         return self.space.sample(trial)
 
-    def _trial_line(self, study, trial):
+    def _trial_line(self, trials, trial):
         state = trial.user_attrs.get(OUTCOME) or trial.state.name
         flops = trial.user_attrs.get("flops")
         cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
@@ -408,10 +518,8 @@ class Search:
             accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
         else:
             accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
-            try:
-                best = f"best {max(t.values[0] for t in study.best_trials):.3f}"
-            except ValueError:
-                best = "best   -  "
+            best = best_value(trials)
+            best = "best   -  " if best is None else f"best {best:.3f}"
         shown = trial.params or {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}  # enqueued runs
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""

@@ -11,7 +11,9 @@ import math
 import numpy as np
 import sympy as sp
 
-MAX_ORDER = 20
+from harness.params import FUNCTIONS as FUNCTION_NAMES
+from harness.params import MAX_ORDER
+
 _x = sp.Symbol("x", real=True)
 
 
@@ -71,6 +73,7 @@ FUNCTIONS = {
     "gelu": SeriesFunction(_x * (1 + sp.erf(_x / sp.sqrt(2))) / 2),
     "swish": SeriesFunction(_x * Sigmoid(_x), (math.pi * 1j,)),
 }
+assert tuple(FUNCTIONS) == FUNCTION_NAMES, "harness.params.FUNCTIONS names the series defined here"
 
 
 def _lookup(function, center):

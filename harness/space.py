@@ -14,30 +14,15 @@ Expansion parameters are sampled only when `insertion` is not "none", and
 `expand_outputs` only in mode "expand".
 """
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 import yaml
 
-from harness import layers, series
-from harness.model import EXPANSION_KEYS, INSERTION_POINTS, MODEL_KEYS
-from harness.train import TRAINING_DEFAULTS
+from harness.params import BASELINE_DEFAULTS, EXPANSION_KEYS, PARAM_KEYS, check_value
 
-PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
-# What a baseline shares with the configurations it is compared to, and its values when the space searches them.
-BASELINE_DEFAULTS = {"width": 1.0, "learning_rate": TRAINING_DEFAULTS["learning_rate"], "batch_size": TRAINING_DEFAULTS["batch_size"]}
 COST_OBJECTIVES = {"flops": "flops", "params": "total_params", "latency": "latency_seconds", "train_seconds": "train_seconds"}
-ALLOWED_VALUES = {
-    "insertion": INSERTION_POINTS,
-    "function": tuple(series.FUNCTIONS),
-    "mode": layers.MODES,
-    "coefficients": layers.COEFFICIENTS,
-    "conditioning": layers.CONDITIONINGS,
-    "expand_outputs": layers.EXPAND_OUTPUTS,
-    "per_unit": (True, False),
-}
 
 
 class SpaceError(ValueError):
@@ -106,8 +91,10 @@ class Space(_Strict):
     @pydantic.field_validator("params", mode="before")
     @classmethod
     def _known_params(cls, params):
-        if not isinstance(params, dict) or not params:
+        if not isinstance(params, dict):
             raise ValueError("must map parameter names to a list, a range or a fixed value")
+        if not params:
+            raise ValueError("is empty; it must name at least one parameter, such as insertion")
         for name, dimension in params.items():
             if name not in PARAM_KEYS:
                 raise ValueError(f"{name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
@@ -127,12 +114,12 @@ class Space(_Strict):
         for name, dimension in self.params.items():
             values = dimension if isinstance(dimension, list) else dimension.values() if isinstance(dimension, Range) else [dimension]
             for value in values:
-                _check_value(name, value)
+                check_value(name, value)
         for configuration in self.configurations:
             for name, value in configuration.items():
                 if name not in PARAM_KEYS:
                     raise ValueError(f"configurations: unknown parameter {name!r}; expected one of {', '.join(PARAM_KEYS)}")
-                _check_value(name, value)
+                check_value(name, value)
         return self
 
     @property
@@ -212,17 +199,6 @@ def _applies(name, chosen):
     return name != "expand_outputs" or chosen.get("mode") == "expand"
 
 
-def _check_value(name, value):
-    allowed = ALLOWED_VALUES.get(name)
-    if allowed is not None and value not in allowed:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
-    if name == "order" and not (isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= series.MAX_ORDER):
-        raise ValueError(f"order: {value!r} is out of range; orders are integers from 0 to {series.MAX_ORDER}")
-    numeric_positive = ("width", "learning_rate", "batch_size", "limit")
-    if name in numeric_positive and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: {value!r} must be a positive number")
-
-
 def load_space(path):
     """Read and validate a search space YAML file; raise SpaceError with one clear line."""
     path = Path(path)
@@ -231,7 +207,10 @@ def load_space(path):
     except FileNotFoundError:
         raise SpaceError(f"{path}: no such search space file") from None
     except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpaceError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: a search space is a mapping with dataset, training, objectives and params")
     return parse_space(raw, source=str(path))

@@ -2,27 +2,77 @@
 
 RDB storages get trial heartbeats, so a trial whose worker died on any machine
 ends FAIL. A journal file is Optuna's advice for many processes on one machine,
-where SQLite would lock.
+where SQLite would lock. A storage that cannot be opened is a `StorageError`:
+one line, password redacted, naming the missing driver's extra or the
+unreachable server, after at most `CONNECT_TIMEOUT` seconds.
 """
 
+import contextlib
 import warnings
+from urllib.parse import urlsplit, urlunsplit
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend
 
+
 JOURNAL_PREFIX = "journal:"
+CONNECT_TIMEOUT = 10  # seconds a database server may take to answer
+
+
+class StorageError(ValueError):
+    """The study's storage cannot be opened."""
 
 
 def open_storage(url, heartbeat_interval=None, stale_trial_callback=None):
     if url.startswith(JOURNAL_PREFIX):
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX)))
-    if heartbeat_interval is None:
-        return optuna.storages.RDBStorage(url)
-    with warnings.catch_warnings():
+    options = {"engine_kwargs": _engine_options(url)}
+    if heartbeat_interval is not None:
+        options.update(heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
+                       heartbeat_stale_trial_callback=stale_trial_callback)
+    with _clear_errors("storage", url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=stale_trial_callback,
-        )
+        return optuna.storages.RDBStorage(url, **options)
+
+
+def check_database(url, role):
+    """Connect once to a database URL (an MLflow backend, say), so a bad one fails fast and in one line."""
+    if url.startswith(("postgresql", "mysql")):
+        with _clear_errors(role, url):
+            sqlalchemy.create_engine(url, **_engine_options(url)).connect().close()
+
+
+def _engine_options(url):
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if url.startswith(("postgresql", "mysql")) else {}
+
+
+@contextlib.contextmanager
+def _clear_errors(role, url):
+    """Turn a missing driver or an unreachable server into one `StorageError` line."""
+    try:
+        yield
+    except ImportError as error:
+        extra = "pip install 'taylor-harness[postgres]'" if url.startswith("postgresql") else "pip install its driver"
+        raise StorageError(f"{role} {redact(url)}: its database driver is missing ({error.name or error}); "
+                           f"install it with: {extra}") from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(f"{role} {redact(url)}: cannot connect ({redact_text(reason, url)})") from None
+
+
+def redact(url):
+    """`url` with any password replaced by ***, safe to log or print."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text, url):
+    """`text` without the password of `url`."""
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text

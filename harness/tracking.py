@@ -12,29 +12,23 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import keras
-from mlflow.entities import Metric, Param, RunTag
+import requests
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness import plots
+from harness.params import describe
+from harness.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
 
+# The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+RUN_NAME_PREFIX = {"search": "t", "confirm": "c", "benchmark": "b"}
 RESULT_METRICS = ("test_accuracy", "best_val_accuracy", "total_params", "trainable_params", "flops", "train_seconds")
 # MLflow run status for each way a trial can end.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
-
-
-def redact(url):
-    """`url` with any password replaced by ***, safe to log or print."""
-    if not url or "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @functools.cache
@@ -70,6 +64,33 @@ def process_alive(pid):
     return True
 
 
+def check_tracking_uri(uri):
+    """Fail fast, in one line, on a tracking server that does not answer or a backend database that cannot be reached.
+
+    The MLflow client would otherwise retry for minutes before its own traceback.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT).raise_for_status()
+        except requests.RequestException as error:
+            reason = type(error).__name__ if isinstance(error, requests.ConnectionError) else error
+            raise StorageError(f"MLflow tracking server {redact(uri)} does not answer ({redact_text(str(reason), uri)})") from None
+    else:
+        check_database(uri, "MLflow store")
+
+
+_SUMMARIES = {}
+
+
+def _model_summary(result):
+    """Keras's summary of the trial's model, written once per architecture."""
+    if result.architecture not in _SUMMARIES:
+        lines = []
+        result.model.summary(print_fn=lambda line, **_: lines.append(line))
+        _SUMMARIES[result.architecture] = "\n".join(lines) + "\n"
+    return _SUMMARIES[result.architecture]
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Log each epoch's loss, accuracy, val_loss and val_accuracy to a run, with the epoch as step."""
 
@@ -89,18 +110,20 @@ class Tracker:
 
     def __init__(self, tracking_uri, experiment_name, artifact_root=None):
         self.tracking_uri = tracking_uri
+        check_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = self._experiment(experiment_name, artifact_root)
 
     def _experiment(self, name, artifact_root):
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=artifact_root)
-        except MlflowException:
-            # Another worker created it first.
-            return self.client.get_experiment_by_name(name).experiment_id
+        if experiment is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+            except MlflowException:
+                experiment = self.client.get_experiment_by_name(name)  # another worker created it first
+        if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+            self.client.set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        return experiment.experiment_id
 
     def start_parent(self, study_name, tags):
         run = self.client.create_run(
@@ -113,7 +136,8 @@ class Tracker:
     def end_parent(self, run_id, status):
         self.client.set_terminated(run_id, status)
 
-    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search"):
+    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search", dataset=None):
+        """A child run named for what it trains, e.g. 't12 dense softplus p3 weighted', with its dataset as input."""
         tags = {
             "mlflow.parentRunId": parent_run_id,
             "harness.role": "trial",
@@ -124,16 +148,28 @@ class Tracker:
             **_process_tags(),
             **environment_tags(),
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"{stage} {trial_number}", tags=tags)
+        name = f"{RUN_NAME_PREFIX[stage]}{trial_number} {describe(params)}"
+        if stage != "search":
+            name += f" seed {params.get('seed', 0)}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
         self.client.log_batch(run.info.run_id, params=logged)
+        if dataset is not None:
+            source = Dataset(dataset.name, dataset.digest, "local", dataset.name)
+            self.client.log_inputs(run.info.run_id, [DatasetInput(source, [InputTag("mlflow.data.context", "training")])])
         return run.info.run_id
+
+    def log_best_so_far(self, parent_run_id, best_val_accuracy, trials, step):
+        """The search's best validation accuracy and trial count so far, on its parent run."""
+        now = int(time.time() * 1000)
+        metrics = [Metric("best_val_accuracy", float(best_val_accuracy), now, step), Metric("trials", float(trials), now, step)]
+        self.client.log_batch(parent_run_id, metrics=metrics)
 
     def epoch_logger(self, run_id):
         return EpochLogger(self.client, run_id)
 
-    def log_result(self, run_id, result):
-        """Final metrics and artifacts of a trial that trained."""
+    def log_result(self, run_id, result, save_model=True):
+        """Final metrics and artifacts of a trial that trained: its model summary, series plot and (if asked) model."""
         now = int(time.time() * 1000)
         values = {name: getattr(result, name) for name in RESULT_METRICS}
         if result.latency_seconds is not None:
@@ -142,16 +178,12 @@ class Tracker:
         self.client.log_batch(run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as folder:
             folder = Path(folder)
-            lines = []
-            result.model.summary(print_fn=lambda line, **_: lines.append(line))
-            (folder / "model_summary.txt").write_text("\n".join(lines) + "\n")
-            plots.learning_curves(result.history, folder / "learning_curves.png", title=f"Learning curves, {run_id[:8]}")
+            (folder / "model_summary.txt").write_text(_model_summary(result))
             params = result.params
             if params.get("insertion", "none") != "none":
-                plots.series_fit(
-                    params.get("function", "softplus"), params.get("order", 3), folder / "series_fit.png", params.get("center", 0.0)
-                )
-            if not result.diverged:
+                png = plots.series_fit_png(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
+                (folder / "series_fit.png").write_bytes(png)
+            if save_model and not result.diverged:
                 result.model.save(folder / "model.keras")
             self.client.log_artifacts(run_id, str(folder))
 

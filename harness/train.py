@@ -9,9 +9,7 @@ import tensorflow as tf
 
 from harness import costs
 from harness.model import build_model
-
-TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "seed": 0}
-
+from harness.params import TRAINING_DEFAULTS
 
 @dataclasses.dataclass
 class TrialResult:
@@ -28,14 +26,18 @@ class TrialResult:
     failure_reason: str | None
     history: dict
     model: keras.Model = dataclasses.field(repr=False)
+    architecture: tuple = dataclasses.field(repr=False, default=())  # `costs.architecture_key`, for caches
 
     def summary(self):
         """The scalar fields, for printing and logging."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "model")}
+        hidden = ("history", "model", "architecture")
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
 
 
 class StopOnDivergence(keras.callbacks.Callback):
     """Stop training at the first non-finite loss and remember why."""
+
+    async_safe = True  # Keras runs batch hooks off the training loop's thread
 
     def __init__(self):
         super().__init__()
@@ -103,8 +105,9 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
     if not diverged:
         test_accuracy = float(model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)["accuracy"])
     evaluate_seconds = time.perf_counter() - start
+    architecture = costs.architecture_key(model_params, dataset.input_shape, dataset.num_classes)
     if not diverged:
-        latency = costs.latency_per_sample(model, dataset.x_test)
+        latency = costs.per_architecture(architecture, "latency", lambda: costs.latency_per_sample(model, dataset.x_test))
     val_accuracies = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
     return TrialResult(
         params=dict(params),
@@ -112,7 +115,7 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
         best_val_accuracy=max(val_accuracies) if val_accuracies else None,
         total_params=total_params,
         trainable_params=trainable_params,
-        flops=costs.count_flops(model),
+        flops=costs.per_architecture(architecture, "flops", lambda: costs.count_flops(model)),
         train_seconds=train_seconds,
         evaluate_seconds=evaluate_seconds,
         latency_seconds=latency,
@@ -120,4 +123,5 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
         failure_reason=divergence.reason,
         history=history,
         model=model,
+        architecture=architecture,
     )

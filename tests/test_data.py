@@ -83,16 +83,40 @@ def test_cifar10_python_batches(tmp_path):
     assert any(np.array_equal(image, first / np.float32(255)) for image in dataset.x_test)
 
 
-def test_image_folder(tmp_path):
+def image_folder(root):
     rng = np.random.default_rng(0)
     for part in ("train", "test"):
         for cls in ("cat", "dog"):
-            (tmp_path / part / cls).mkdir(parents=True)
+            (root / part / cls).mkdir(parents=True)
             for i in range(6):
-                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
-    dataset = data.load(f"imagefolder:{tmp_path}", val_size=2)
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / part / cls / f"{i}.png")
+    return root
+
+
+def test_image_folder(tmp_path):
+    dataset = data.load(f"imagefolder:{image_folder(tmp_path)}", val_size=2)
     check_normalised(dataset, (12, 12, 3))
     assert dataset.num_classes == 2 and len(dataset.x_test) == 12
+
+
+def test_an_image_folder_is_decoded_once_until_it_changes(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    root = image_folder(tmp_path / "images")
+    first = data._read_image_folder(root)
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.npz"))) == 1
+
+    def no_decoding(root):
+        raise AssertionError("decoded again although the folder did not change")
+
+    monkeypatch.setattr(data, "_decode_image_folder", no_decoding)
+    second = data._read_image_folder(root)  # another process: the cache file, not the images
+    for a, b in zip(first[:4], second[:4]):
+        assert np.array_equal(a, b)
+    os.utime(root / "test" / "dog" / "0.png", ns=(1, 1))  # a changed file changes the key
+    with pytest.raises(AssertionError, match="decoded again"):
+        data._read_image_folder(root)
 
 
 def test_cifar10_jpeg_subset(shared_data):

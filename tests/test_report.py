@@ -280,6 +280,8 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     confirm_runs = client.search_runs([experiment], "tags.`harness.stage` = 'confirm'")
     assert len(confirm_runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
+    for run in confirm_runs:  # every confirmation run keeps its final model
+        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
     assert main(args) == 0  # resumes: nothing is trained twice
     assert len(optuna.load_study(study_name="judged-confirm", storage=storage).trials) == 4

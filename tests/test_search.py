@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -49,7 +50,10 @@ def search_args(folder, space_path, *extra):
 
 def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "tiny", "--trials", "3", "--seed", "0", "--pruner", "none")) == 0
-    assert "Browse runs:    harness ui" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Browse runs:    harness ui" in printed
+    # Not a terminal: one progress line per epoch of the trial in flight.
+    assert "search #1 epoch 1/2, val acc" in printed and "search #1 epoch 2/2, val acc" in printed
     storage, tracking = stores(tmp_path)
 
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -62,10 +66,19 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
     assert len(parents) == 1 and len(children) == 3
     assert all(r.info.status == "FINISHED" for r in runs)
+    # What the MLflow UI shows: the training view, runs named by what they train, their data, the best so far.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    best = client.get_metric_history(parents[0].info.run_id, "best_val_accuracy")
+    assert [m.step for m in best] == [0, 1, 2] and best[-1].value == pytest.approx(study.best_value)
+    for run in children:
+        (dataset_input,) = run.inputs.dataset_inputs
+        assert dataset_input.dataset.name == "digits" and len(dataset_input.dataset.digest) == 16
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
     assert study.trials[0].user_attrs["baseline"] and by_number[0].data.params["insertion"] == "none"
+    assert by_number[0].info.run_name == "t0 baseline"
     for trial in study.trials:
         run = by_number[trial.number]
+        assert run.info.run_name.startswith(f"t{trial.number} ")
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
         params = trial.params or {k: v for k, v in trial.user_attrs.items() if k in ("insertion", "width", "learning_rate")}
@@ -82,8 +95,11 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
             assert metric in run.data.metrics
         assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model_summary.txt", "learning_curves.png", "model.keras"} <= artifacts
+        assert "model_summary.txt" in artifacts
         assert ("series_fit.png" in artifacts) == (run.data.params["insertion"] != "none")
+        # Best-only by default: a trial saves its model when it beats every earlier one.
+        earlier = [t.value for t in study.trials[:trial.number]]
+        assert ("model.keras" in artifacts) == (not earlier or trial.value > max(earlier))
 
 
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
@@ -171,29 +187,65 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ui_serves_the_study_over_rest(tmp_path):
+def listening(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def read_until(process, text, timeout=240):
+    """Lines of `process`'s output up to the first holding `text`."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    pytest.fail(f"never printed {text!r}: {lines}")
+
+
+def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
     assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "shown", "--trials", "1")) == 0
-    port = free_port()
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", stores(tmp_path)[1], "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    port, tracking = free_port(), stores(tmp_path)[1]
+    ui = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking, "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        printed = read_until(ui, f"MLflow UI at http://127.0.0.1:{port}")
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-        for _ in range(120):
-            try:
-                experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
-                break
-            except requests.RequestException:  # not listening yet, or busy starting up
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow UI did not start")
+        experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
         experiment_id = experiment.json()["experiment"]["experiment_id"]
         runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
         assert len(runs) == 2  # the search's parent run and one trial
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in os.listdir("/proc")
+                    if pid.isdigit() and int(pid) != ui.pid and Path(f"/proc/{pid}/cmdline").exists()]
+        assert not [c for c in commands if tracking.encode() in c]  # MLflow gets the store's URI in its environment
+        assert not [line for line in printed if "mlflow ui --" in line]
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
+        ui.send_signal(signal.SIGTERM)  # to the harness process alone
         ui.wait(timeout=30)
+    deadline = time.time() + 10
+    while listening(port) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not listening(port), "MLflow kept serving after harness ui was stopped"
+
+
+def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
+    space = {**TINY, "objectives": ["accuracy", "flops"]}
+    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "seen", "--trials", "1", "--sampler", "nsga2")) == 0
+    port = free_port()
+    dashboard = subprocess.Popen([sys.executable, "-m", "harness.cli", "dashboard", "--storage", stores(tmp_path)[0],
+                                  "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        read_until(dashboard, f"Optuna dashboard at http://127.0.0.1:{port}")
+        (summary,) = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=10).json()["study_summaries"]
+        assert summary["study_name"] == "seen"
+        detail = requests.get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10).json()
+        assert detail["objective_names"] == ["val_accuracy", "flops"]
+    finally:
+        dashboard.send_signal(signal.SIGTERM)
+        dashboard.wait(timeout=30)
+    assert not listening(port)
 
 
 def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):

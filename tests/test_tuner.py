@@ -26,7 +26,7 @@ def test_keras_tuner_trials_are_logged_like_optuna_trials_and_reported(tmp_path)
         for name in ("seed", "dataset", "epochs", "learning_rate", "insertion"):
             assert name in kt_run.data.params
         artifacts = {a.path for a in client.list_artifacts(kt_run.info.run_id)}
-        assert {"model_summary.txt", "learning_curves.png", "model.keras"} <= artifacts
+        assert "model_summary.txt" in artifacts
     parents = client.search_runs([client.get_experiment_by_name("by-kt").experiment_id], "tags.`harness.role` = 'search'")
     assert len(parents) == 1 and {r.data.tags["mlflow.parentRunId"] for r in kt_runs} == {parents[0].info.run_id}
 

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -95,6 +96,8 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and running:
             victim = running[-1]  # the newest: the furthest from finishing before the kill lands
     assert victim is not None, "no trial was running"
+    worker_command = Path(f"/proc/{victim.user_attrs['pid']}/cmdline").read_bytes()
+    assert b"search" in worker_command and b"s3cret-pw" not in worker_command  # URLs travel in the environment
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     _, errors = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, errors[-3000:]
@@ -119,3 +122,11 @@ def test_gpus_on_a_machine_without_one_is_a_clear_error(tmp_path):
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "harness: error: --gpus: TensorFlow sees no GPU on this machine" in run.stderr
+
+
+def test_workers_per_gpu_needs_gpus(tmp_path):
+    command, env = harness_search(tmp_path, GRID_OF_9, "--workers-per-gpu", "2", env={"HARNESS_HOME": str(tmp_path)})
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        "harness: error: --workers-per-gpu must be at least 1 and comes with --gpus; got 2")

@@ -1,0 +1,88 @@
+"""The browser views of a study: the MLflow UI over its runs and the Optuna dashboard over its trials.
+
+Each binds 127.0.0.1 unless told otherwise, keeps passwords off command lines
+and screens, says when it answers, and stops whole on one SIGTERM or Ctrl-C.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+from harness.storage import redact
+
+class ServerError(ValueError):
+    """A browser view that could not start or stopped on its own."""
+
+
+START_TIMEOUT = 180  # seconds the MLflow UI may take to answer (about 25 s on 2 cores)
+
+
+def _wait_until_answering(url, alive, timeout):
+    """Poll `url` until it answers; False if `alive()` turns false or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            requests.get(url, timeout=5)
+            return True
+        except requests.RequestException:
+            time.sleep(0.5)
+    return False
+
+
+def mlflow_ui(tracking_uri, host="127.0.0.1", port=5000, say=print):
+    """Run `mlflow ui` over `tracking_uri` until it exits or this process is told to stop; return its exit code.
+
+    MLflow runs in a process group of its own, so its uvicorn workers stop
+    with it. The store's URI reaches it through the environment, where `ps`
+    does not show it.
+    """
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri}
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        ui = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def stop(signum=None, frame=None):
+            if ui.poll() is None:
+                os.killpg(ui.pid, signal.SIGTERM)
+
+        previous = {s: signal.signal(s, lambda signum, frame: stop()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            say(f"starting the MLflow UI over {redact(tracking_uri)} ...")
+            url = f"http://{host}:{port}"
+            if _wait_until_answering(f"{url}/health", lambda: ui.poll() is None, START_TIMEOUT):
+                say(f"MLflow UI at {url} (Ctrl-C stops it)")
+            code = ui.wait()
+        finally:
+            stop()
+            ui.wait()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if code not in (0, -signal.SIGTERM):
+            log.seek(0)
+            lines = log.read().decode(errors="replace").strip().splitlines() or ["no output"]
+            raise ServerError(f"the MLflow UI exited with code {code}: {lines[-1].replace(tracking_uri, redact(tracking_uri))}")
+    return 0
+
+
+def optuna_dashboard(storage, host="127.0.0.1", port=8080, say=print):
+    """Serve optuna-dashboard over `storage` (an Optuna storage object) in this process until it is stopped."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ValueError("the Optuna dashboard is an optional extra: pip install 'taylor-harness[dashboard]'") from None
+    server = threading.Thread(target=run_server, args=(storage,), kwargs={"host": host, "port": port}, daemon=True)
+    server.start()
+    url = f"http://{host}:{port}"
+    if _wait_until_answering(f"{url}/api/meta", server.is_alive, START_TIMEOUT):
+        say(f"Optuna dashboard at {url} (Ctrl-C stops it)")
+    try:
+        server.join()
+    except KeyboardInterrupt:
+        pass
+    return 0
