@@ -152,6 +152,33 @@ def test_gradients_match_finite_differences(mode, per_unit, fused):
         np.testing.assert_allclose(gradient.numpy(), numeric_gradient(loss, variable), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("per_unit", [False, True])
+@pytest.mark.parametrize("shape", [(37, 5), (3, 7, 300)])
+def test_fused_gradients_match_plain_ops(per_unit, shape):
+    """Row counts that leave a partial block, and a layer wide enough for shorter blocks."""
+    fused, plain = (
+        TaylorExpansion("softplus", ORDER, mode="weighted", per_unit=per_unit, coefficients="trainable", fused=f)
+        for f in (True, False)
+    )
+    fused.build(shape)
+    plain.build(shape)
+    randomise(fused)
+    for source, copy in zip(fused.weights, plain.weights):
+        copy.assign(source)
+    x = tf.constant(inputs_inside_radius("softplus", shape))
+    target = rng.normal(size=shape).astype(np.float32)
+
+    def gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * target)
+        return tape.gradient(loss, [x, *layer.trainable_weights])
+
+    for got, expected in zip(gradients(fused), gradients(plain)):
+        scale = np.abs(expected.numpy()).max()
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_fixed_coefficients_are_not_trained():
     layer = TaylorExpansion("softplus", 3, coefficients="fixed", mode="weighted")
     layer.build((None, 8))
