@@ -63,8 +63,6 @@ def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, va
     All draws are seeded. Names: see `DATASETS`. With `download=False`, data
     missing from disk raises `DatasetNotFoundError` without going online.
     """
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise DatasetNotFoundError(f"the data folder {data_dir} does not exist")
     x_train, y_train, x_test, y_test, scale = _read(name, _as_path(data_dir), download)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_train))
@@ -146,8 +144,10 @@ def _read_downloadable(name, data_dir, download):
             raise RuntimeError("downloads are off")
         (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as error:
+        missing = f"the data folder {data_dir} does not exist, and " if data_dir and not Path(data_dir).is_dir() else ""
         raise DatasetNotFoundError(
-            f"{name} is not on disk and could not be downloaded ({error}). Looked in: {', '.join(dict.fromkeys(looked))}. "
+            f"{missing}{name} is not on disk and could not be downloaded ({error}). "
+            f"Looked in: {', '.join(dict.fromkeys(looked))}. "
             f"Get it from {source} and put it in <DIR>/{folder}/, then pass --data-dir DIR or set HARNESS_DATA_DIR=DIR."
         ) from None
     return x_train, y_train.ravel(), x_test, y_test.ravel(), 255.0

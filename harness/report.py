@@ -63,7 +63,9 @@ def load_trials(study_name, storage, tracking_uri=None):
 def _study_frame(study, study_name, tracking_uri):
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
-    frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, "latency_seconds": "latency_ms"})
+    # The first objective is `value`, `values_0`, or `values_val_accuracy` once the study names its metrics.
+    frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, f"values_{ACCURACY}": ACCURACY,
+                                  "latency_seconds": "latency_ms"})
     # A sampled trial keeps its params as params, an enqueued one (the baseline) as user attrs: one column each.
     frame = frame.T.groupby(level=0, sort=False).first().T.infer_objects()
     if "latency_ms" in frame:

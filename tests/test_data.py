@@ -132,6 +132,7 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
         data.load("fashion_mnist", data_dir=tmp_path / "nowhere", download=False)
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message and "HARNESS_DATA_DIR" in message and "zalandoresearch" in message
+    assert message.startswith(f"the data folder {tmp_path / 'nowhere'} does not exist")
 
 
 def test_unknown_dataset():
