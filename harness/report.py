@@ -272,7 +272,8 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     in points with its t-based CI over the seeds both completed, the paired
     t-test's p-value, Holm-adjusted over the configurations, the cost ratios
     against the same baseline, and a finding: pays off (CI above 0), costs
-    accuracy (CI below 0), or no difference detected (CI spans 0).
+    accuracy (CI below 0), or no difference detected (CI spans 0, or the
+    Holm-adjusted p-value is 0.05 or more).
     """
     done = _with_matched_keys(completed(seeded_stage(trials)))
     keys = _configuration_keys(done)
@@ -306,7 +307,7 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
         return pd.DataFrame()
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
-    table["finding"] = [_finding(low, high) for low, high in zip(table["ci low"], table["ci high"])]
+    table["finding"] = [_finding(low, high, p) for low, high, p in zip(table["ci low"], table["ci high"], table["p (Holm)"])]
     return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
 
 
@@ -315,10 +316,11 @@ def _matches(frame, configuration):
     return np.logical_and.reduce([frame[k] == v for k, v in configuration.items() if k in frame])
 
 
-def _finding(low, high):
-    if low > 0:
+def _finding(low, high, p_holm, alpha=0.05):
+    """What a configuration's CI says, once the Holm correction agrees, so K comparisons cannot manufacture a finding."""
+    if low > 0 and p_holm < alpha:
         return "pays off"
-    if high < 0:
+    if high < 0 and p_holm < alpha:
         return "costs accuracy"
     return "no difference detected"
 
@@ -373,6 +375,8 @@ def _confirmed_sentence(row):
         "no difference detected": "makes no difference detectable at this budget",
     }[row["finding"]]
     costs = ", ".join(f"{row[f'{c} ratio']:.2f}x its {name}" for c, name in COSTS.items() if pd.notna(row.get(f"{c} ratio")))
+    if row["finding"] == "no difference detected" and (row["ci low"] > 0 or row["ci high"] < 0):
+        statement += " once corrected for the comparisons made (Holm)"
     return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
             f"baseline ({ci}, paired over {row['seeds']} seeds; Holm-adjusted p = {row['p (Holm)']:.3g}), "
             f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: width {row['width']:g}, "

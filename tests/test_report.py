@@ -294,3 +294,22 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     assert page.index("answer.png") < page.index("Search stage of judged")
     trials = pd.read_csv(out / "trials.csv")
     assert set(trials["stage"]) == {"search", "confirm"}
+
+
+def test_a_finding_needs_the_holm_correction_to_agree():
+    trials, _ = seeded_runs()
+    # Seven more configurations whose differences are pure noise: eight comparisons in all.
+    noise = np.random.default_rng(1)
+    extra = []
+    for order in range(4, 11):
+        for seed in (1, 2, 3, 4):
+            extra.append({**trials.iloc[0].to_dict(), "order": order, "seed": seed,
+                          "test_accuracy": 0.90 + noise.normal(0, 0.02)})
+    table = report.paired_comparisons(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
+    for _, row in table.iterrows():
+        excludes_zero = row["ci low"] > 0 or row["ci high"] < 0
+        assert (row["finding"] != "no difference detected") == (excludes_zero and row["p (Holm)"] < 0.05)
+    dense = table.set_index("configuration").loc["dense softplus p3"]
+    assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "no difference detected"
+    assert any("once corrected for the comparisons made" in sentence for sentence in report.verdict(
+        pd.concat([trials, pd.DataFrame(extra)], ignore_index=True)))
