@@ -19,8 +19,8 @@ import math
 
 import optuna
 
-from harness.search import BENCHMARK_RUN, Search, counted_trials, trial_params
-from harness.params import BASELINE_DEFAULTS, PARAM_KEYS
+from harness.params import BASELINE_DEFAULTS
+from harness.search import BENCHMARK_RUN, Search, counted_trials, enqueued_params, trial_params
 from harness.storage import open_storage
 
 MAX_GRID = 100
@@ -80,7 +80,7 @@ def enqueue(study, configurations, seeds):
     """Queue every (configuration, seed) the study has not run yet; return how many runs the study then holds."""
     counted = {t.number for t in counted_trials(study)}
     held = {
-        tuple(sorted((k, v) for k, v in t.user_attrs.items() if k in PARAM_KEYS))
+        tuple(sorted(enqueued_params(t).items()))
         for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get(BENCHMARK_RUN) and (t.state == optuna.trial.TrialState.WAITING or t.number in counted)
     }

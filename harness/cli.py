@@ -121,10 +121,9 @@ def _quiet_libraries():
 
 
 def _print_outcomes(label, study):
-    from harness.search import counted_trials
+    from harness.search import outcome_counts
 
-    states = [t.user_attrs["outcome"] for t in counted_trials(study)]
-    print(f"{label}: " + ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
+    print(f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items()))
 
 
 def _load_space(args):

@@ -34,8 +34,9 @@ def load_trials(study_name, storage, tracking_uri=None):
 
     Raises ValueError if the study does not exist or has no completed trial.
     """
+    opened = open_storage(storage)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
         frame = _trials_from_mlflow(study_name, tracking_uri) if tracking_uri else None
         if frame is None:
@@ -46,11 +47,13 @@ def load_trials(study_name, storage, tracking_uri=None):
         return frame
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise ValueError(f"study {study_name!r} has no completed trial to report on")
-    frames = [_study_frame(study, study_name, tracking_uri)]
+    # Both stages log to the study's one experiment: its runs are read once.
+    runs = _trial_runs(study_name, tracking_uri) if tracking_uri is not None else None
+    frames = [_study_frame(study, study_name, runs)]
     try:
-        confirm = optuna.load_study(study_name=study_name + CONFIRM_SUFFIX, storage=open_storage(storage))
+        confirm = optuna.load_study(study_name=study_name + CONFIRM_SUFFIX, storage=opened)
         if confirm.trials:
-            frames.append(_study_frame(confirm, study_name, tracking_uri))
+            frames.append(_study_frame(confirm, study_name, runs))
     except KeyError:
         pass  # never confirmed
     frame = pd.concat(frames, ignore_index=True)
@@ -60,7 +63,8 @@ def load_trials(study_name, storage, tracking_uri=None):
     return frame
 
 
-def _study_frame(study, study_name, tracking_uri):
+def _study_frame(study, study_name, runs):
+    """`study`'s trials as rows, joined with `runs` (`_trial_runs`' answer, or None)."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
     # The first objective is `value`, `values_0`, or `values_val_accuracy` once the study names its metrics.
@@ -75,8 +79,8 @@ def _study_frame(study, study_name, tracking_uri):
     frame.insert(0, "study", study_name)
     if "insertion" in frame:
         frame["insertion"] = frame["insertion"].fillna("none")
-    if tracking_uri is not None and "mlflow_run_id" in frame:
-        frame = _join_mlflow(frame, study_name, tracking_uri)
+    if runs is not None and "mlflow_run_id" in frame:
+        frame = _join_mlflow(frame, runs)
     drop = [c for c in frame.columns if c.startswith("values_") or c in ("outcome", "benchmark", "baseline")]
     return frame.drop(columns=drop)
 
@@ -124,10 +128,7 @@ def _trials_from_mlflow(study_name, tracking_uri):
     return frame
 
 
-def _join_mlflow(frame, study_name, tracking_uri):
-    found = _trial_runs(study_name, tracking_uri)
-    if found is None:
-        return frame
+def _join_mlflow(frame, found):
     runs, link = found
     # Optuna keeps a trial's accuracy and FLOPs; its other costs live in its MLflow run.
     logged = ("test_accuracy", "total_params", "trainable_params", "latency_ms", "train_seconds")
@@ -275,14 +276,15 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     accuracy (CI below 0), or no difference detected (CI spans 0, or the
     Holm-adjusted p-value is 0.05 or more).
     """
-    done = _with_matched_keys(completed(seeded_stage(trials)))
+    seeded = seeded_stage(trials)
+    done = _with_matched_keys(completed(seeded))
     keys = _configuration_keys(done)
     if done.empty or metric not in done or "insertion" not in keys:
         return pd.DataFrame()
     done = done.fillna({k: "-" for k in keys})
     matched = list(BASELINE_DEFAULTS)
     baselines = done[done["insertion"] == "none"]
-    failed = _with_matched_keys(seeded_stage(trials)[seeded_stage(trials)["state"] != "COMPLETE"])
+    failed = _with_matched_keys(seeded[seeded["state"] != "COMPLETE"])
     rows = []
     for values, group in done[done["insertion"] != "none"].groupby(keys):
         configuration = dict(zip(keys, values))

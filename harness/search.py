@@ -219,10 +219,17 @@ def make_pruner(name, space):
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
 
 
+def enqueued_params(trial):
+    """The params an enqueued run (baseline, confirmation, benchmark) carries in its user attributes; {} otherwise."""
+    if not trial.user_attrs.get(BENCHMARK_RUN):
+        return {}
+    return {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}
+
+
 def trial_params(trial, space):
     """The configuration a trial trained: its enqueued params, or its sampled ones with the space's fixed values."""
     if trial.user_attrs.get(BENCHMARK_RUN):
-        return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
+        return enqueued_params(trial)
     return {**space.complete(trial.params), "seed": space.training.seed}
 
 
@@ -245,6 +252,12 @@ def best_value(trials):
     """The best first objective (validation accuracy) among complete `trials`, or None."""
     values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return max(values) if values else None
+
+
+def outcome_counts(study, trials=None):
+    """How many counted trials ended COMPLETE, PRUNED and FAIL."""
+    states = [t.user_attrs[OUTCOME] for t in counted_trials(study, trials)]
+    return {state: states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
 
 def counted_trials(study, trials=None):
@@ -346,11 +359,11 @@ class Search:
         trials = self.current_trials()
         remaining = self.settings.n_trials - self.trials_taken(trials)
         if remaining <= 0:
-            states = [t.user_attrs[OUTCOME] for t in counted_trials(self.study, trials)]
+            counts = outcome_counts(self.study, trials)
             running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
             self.console.print(
-                f"study {self.settings.optuna_study!r} already holds {len(states) + running} trials "
-                f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, {states.count('FAIL')} failed, "
+                f"study {self.settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
+                f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
                 f"{running} running), as many as --trials {self.settings.n_trials}: nothing new to run")
             return self.study
         with Progress(
@@ -365,8 +378,8 @@ class Search:
                 trials = self.current_trials()  # one read of the study per trial
                 counted = counted_trials(study, trials)
                 progress.update(task, completed=len(counted))
-                progress.console.print(self._trial_line(trials, trial), soft_wrap=True, highlight=False, markup=False)
                 best = best_value(trials)
+                progress.console.print(self._trial_line(trial, best), soft_wrap=True, highlight=False, markup=False)
                 if best is not None and self.settings.stage == "search":
                     self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
                 # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
@@ -411,9 +424,8 @@ class Search:
         self.fail_dead_trials()
         return self.study.get_trials(deepcopy=False)
 
-    def trials_taken(self, trials=None):
-        """Trials that count toward n_trials: finished ones and those still running."""
-        trials = self.current_trials() if trials is None else trials
+    def trials_taken(self, trials):
+        """Of `trials` (the study's, just read), those that count toward n_trials: finished ones and those still running."""
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         return len(counted_trials(self.study, trials)) + len(running)
 
@@ -504,12 +516,13 @@ class Search:
     def _params(self, trial):
         """An enqueued run's params, else a sample from the space (search stage only)."""
         if trial.user_attrs.get(BENCHMARK_RUN):
-            return {k: v for k, v in trial.user_attrs.items() if k in PARAM_KEYS}
+            return enqueued_params(trial)
         if self.settings.stage != "search":
             raise RuntimeError("no queued run left: another worker took the last one")
         return self.space.sample(trial)
 
-    def _trial_line(self, trials, trial):
+    def _trial_line(self, trial, best):
+        """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
         state = trial.user_attrs.get(OUTCOME) or trial.state.name
         flops = trial.user_attrs.get("flops")
         cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
@@ -518,9 +531,8 @@ class Search:
             accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
         else:
             accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
-            best = best_value(trials)
             best = "best   -  " if best is None else f"best {best:.3f}"
-        shown = trial.params or {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}  # enqueued runs
+        shown = trial.params or enqueued_params(trial)
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
         return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"

@@ -24,7 +24,7 @@ from harness.params import describe
 from harness.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 RUN_NAME_PREFIX = {"search": "t", "confirm": "c", "benchmark": "b"}
 RESULT_METRICS = ("test_accuracy", "best_val_accuracy", "total_params", "trainable_params", "flops", "train_seconds")
 # MLflow run status for each way a trial can end.
@@ -118,11 +118,12 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+                return self.client.create_experiment(name, artifact_location=artifact_root,
+                                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
             except MlflowException:
                 experiment = self.client.get_experiment_by_name(name)  # another worker created it first
-        if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-            self.client.set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
 
     def start_parent(self, study_name, tags):
