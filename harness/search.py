@@ -36,6 +36,7 @@ PRUNERS = ("median", "hyperband", "none")
 OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
 BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
 BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
+SURPLUS = "surplus"  # user attr of a trial asked for once the study was full (workers asking at once); it never trains
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
 STAGES = ("search", "confirm", "benchmark")
 CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation runs
@@ -61,6 +62,10 @@ def default_stores(workers=1):
 
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
+
+
+class StudyFull(RuntimeError):
+    """A worker asked for a trial the study no longer needs."""
 
 
 class ReportEpochs(keras.callbacks.Callback):
@@ -375,6 +380,8 @@ class Search:
             self.progress = progress
 
             def report(study, trial):
+                if trial.user_attrs.get(SURPLUS):
+                    return
                 trials = self.current_trials()  # one read of the study per trial
                 counted = counted_trials(study, trials)
                 progress.update(task, completed=len(counted))
@@ -442,6 +449,10 @@ class Search:
             optuna.storages.fail_stale_trials(self.study)
 
     def _objective(self, trial):
+        if self._is_surplus(trial):
+            trial.set_user_attr(SURPLUS, True)
+            self.study.stop()
+            raise StudyFull(f"the study already had its {self.settings.n_trials} trials when this one was asked for")
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = {"seed": self.space.training.seed, **self._params(trial)}
@@ -513,12 +524,21 @@ class Search:
         self.best_saved = accuracy
         return True
 
+    def _is_surplus(self, trial):
+        """Whether `trial` comes after the study was full: seeded stages run only their queued runs, and
+        workers sharing a study can each pass the stop check before any of them asks (the earliest numbers win)."""
+        if self.settings.stage != "search":
+            return not trial.user_attrs.get(BENCHMARK_RUN)
+        if self.settings.parent_run_id is None:  # this process alone asks for the study's trials
+            return False
+        before = [t for t in self.study.get_trials(deepcopy=False)
+                  if t.number < trial.number and not t.user_attrs.get(SURPLUS)]
+        return self.trials_taken(before) >= self.settings.n_trials
+
     def _params(self, trial):
-        """An enqueued run's params, else a sample from the space (search stage only)."""
+        """An enqueued run's params, else a sample from the space."""
         if trial.user_attrs.get(BENCHMARK_RUN):
             return enqueued_params(trial)
-        if self.settings.stage != "search":
-            raise RuntimeError("no queued run left: another worker took the last one")
         return self.space.sample(trial)
 
     def _trial_line(self, trial, best):

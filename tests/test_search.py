@@ -14,7 +14,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.search import counted_trials
+from harness import report
+from harness.search import SURPLUS, Search, SearchSettings, StudyFull, counted_trials
+from harness.space import load_space
 
 TINY = {
     "dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},
@@ -116,6 +118,24 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
     assert by_rate[1.0e-3].state == optuna.trial.TrialState.COMPLETE
     run = MlflowClient(stores(tmp_path)[1]).get_run(by_rate[50.0].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"].startswith("diverged")
+
+
+def test_a_trial_asked_for_once_the_study_is_full_never_trains(tmp_path):
+    # Workers sharing a study can each pass the stop check before any of them asks: the later number stands down.
+    space_path = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense"}})
+    assert main(search_args(tmp_path, space_path, "--study", "full", "--trials", "2", "--pruner", "none")) == 0
+    storage, tracking = stores(tmp_path)
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("full").experiment_id
+    parent = client.search_runs([experiment], "tags.`harness.role` = 'search'")[0].info.run_id
+    joiner = Search(load_space(space_path), SearchSettings("full", n_trials=2, storage=storage, tracking_uri=tracking,
+                                                          parent_run_id=parent))
+    joiner.study.optimize(joiner._objective, n_trials=3, catch=(StudyFull,))  # as if it had passed the stop check
+    late = joiner.study.trials[-1]
+    assert len(joiner.study.trials) == 3 and late.state == optuna.trial.TrialState.FAIL and late.user_attrs[SURPLUS]
+    assert len(counted_trials(joiner.study)) == 2
+    assert len(client.search_runs([experiment], "tags.`harness.role` = 'trial'")) == 2  # no run for it
+    assert len(report.load_trials("full", storage, tracking)) == 2
 
 
 def test_a_killed_search_resumes_without_losing_trials(tmp_path):
@@ -262,7 +282,6 @@ def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):
 def test_shipped_spaces_are_valid():
     from pathlib import Path
 
-    from harness.space import load_space
 
     spaces = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
     assert {p.stem for p in spaces} >= {"quick", "origins", "cifar10", "fashion_mnist"}
