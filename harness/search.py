@@ -382,7 +382,8 @@ class Search:
             def report(study, trial):
                 if trial.user_attrs.get(SURPLUS):
                     return
-                trials = self.current_trials()  # one read of the study per trial
+                # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
+                trials = self.current_trials() if self.shares_study else study.get_trials(deepcopy=False)
                 counted = counted_trials(study, trials)
                 progress.update(task, completed=len(counted))
                 best = best_value(trials)
@@ -420,6 +421,11 @@ class Search:
                 "optuna_storage": redact(self.settings.storage),
             },
         )
+
+    @property
+    def shares_study(self):
+        """Whether other processes ask for this study's trials too: workers join a parent run started elsewhere."""
+        return self.settings.parent_run_id is not None
 
     def budget_spent(self, counted):
         """Whether the `counted` trials have trained the epoch budget (each epoch reports one intermediate value)."""
@@ -529,7 +535,7 @@ class Search:
         workers sharing a study can each pass the stop check before any of them asks (the earliest numbers win)."""
         if self.settings.stage != "search":
             return not trial.user_attrs.get(BENCHMARK_RUN)
-        if self.settings.parent_run_id is None:  # this process alone asks for the study's trials
+        if not self.shares_study:
             return False
         before = [t for t in self.study.get_trials(deepcopy=False)
                   if t.number < trial.number and not t.user_attrs.get(SURPLUS)]

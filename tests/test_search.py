@@ -1,6 +1,8 @@
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -57,6 +59,9 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     # Not a terminal: one progress line per epoch of the trial in flight.
     assert "search #1 epoch 1/2, val acc" in printed and "search #1 epoch 2/2, val acc" in printed
     storage, tracking = stores(tmp_path)
+    for store in ("optuna.db", "mlflow.db"):  # a commit appends to the write-ahead log
+        with contextlib.closing(sqlite3.connect(tmp_path / store)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
