@@ -113,11 +113,12 @@ def _gpu_ids(text):
 
 
 def _quiet_libraries():
-    """Optuna's and Alembic's own log lines repeat what the trial lines say."""
+    """Optuna's, Alembic's and MLflow's own lines (a link per run closed on a server) repeat what the trial lines say."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _print_outcomes(label, study):

@@ -27,7 +27,7 @@ from harness.model import check_params
 from harness.params import PARAM_KEYS
 from harness.storage import JOURNAL_PREFIX, open_storage, redact
 from harness.space import COST_OBJECTIVES
-from harness.tracking import Tracker, process_alive
+from harness.tracking import Tracker, TrackingUnreachable, process_alive
 from harness.train import run_trial, split_params
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
@@ -292,10 +292,12 @@ class Search:
         # The storage first: if it cannot be opened, nothing has been written anywhere.
         self.storage = open_storage(settings.storage, settings.heartbeat_interval,
                                     lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial))
-        self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root)
+        self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root, default_home() / "spool",
+                               lambda line: self.console.print(line, markup=False, highlight=False, soft_wrap=True))
         self.parent_run_id = settings.parent_run_id
         self.parent_status = "FINISHED"  # how the parent run ends if nothing goes wrong
         self.interrupted = False
+        self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
         self.best_saved = float("-inf")  # the best validation accuracy whose model this process saved
         self.progress = None  # the study's progress bar while `run` runs
 
@@ -406,6 +408,8 @@ class Search:
             self.progress = None
             if self.interrupted:
                 raise KeyboardInterrupt
+            if self.tracking_lost:
+                raise self.tracking_lost
         return self.study
 
     def start_parent(self):
@@ -468,7 +472,12 @@ class Search:
             pruning = [KerasPruningCallback(trial, "val_accuracy")]
         else:
             pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
-        result = self.train_logged(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
+        try:
+            result = self.train_logged(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
+        except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
+            self.tracking_lost = error
+            self.study.stop()
+            raise
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
 
     def train_logged(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):

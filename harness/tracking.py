@@ -15,12 +15,13 @@ from pathlib import Path
 
 import keras
 import requests
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness import plots
 from harness.params import describe
+from harness.spool import RETRY_NOTICE, Spool, is_unreachable
 from harness.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
@@ -29,6 +30,11 @@ RUN_NAME_PREFIX = {"search": "t", "confirm": "c", "benchmark": "b"}
 RESULT_METRICS = ("test_accuracy", "best_val_accuracy", "total_params", "trainable_params", "flops", "train_seconds")
 # MLflow run status for each way a trial can end.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+TRACKING_WAIT = 600  # seconds a new run waits for an unreachable tracking server before the search stops
+
+
+class TrackingUnreachable(StorageError):
+    """The tracking server stayed unreachable for longer than a new run waits."""
 
 
 @functools.cache
@@ -94,24 +100,31 @@ def _model_summary(result):
 class EpochLogger(keras.callbacks.Callback):
     """Log each epoch's loss, accuracy, val_loss and val_accuracy to a run, with the epoch as step."""
 
-    def __init__(self, client, run_id):
+    def __init__(self, spool, run_id):
         super().__init__()
-        self.client = client
+        self.spool = spool
         self.run_id = run_id
 
     def on_epoch_end(self, epoch, logs=None):
         now = int(time.time() * 1000)
         metrics = [Metric(name, float(value), now, epoch) for name, value in (logs or {}).items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.spool.log_batch(self.run_id, metrics=metrics)
 
 
 class Tracker:
-    """The MLflow experiment of one study."""
+    """The MLflow experiment of one study.
 
-    def __init__(self, tracking_uri, experiment_name, artifact_root=None):
+    Writes to a run go through `spool`, which keeps them on disk (under
+    `spool_folder`) while the tracking server is unreachable; `say` prints a line.
+    """
+
+    def __init__(self, tracking_uri, experiment_name, artifact_root=None, spool_folder="harness-runs/spool", say=print):
         self.tracking_uri = tracking_uri
         check_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
+        self.say = say
+        self.spool = Spool(self.client, tracking_uri, spool_folder, say)
+        self.spool.replay()
         self.experiment_id = self._experiment(experiment_name, artifact_root)
 
     def _experiment(self, name, artifact_root):
@@ -127,15 +140,40 @@ class Tracker:
         return experiment.experiment_id
 
     def start_parent(self, study_name, tags):
-        run = self.client.create_run(
-            self.experiment_id,
+        return self._create_run(
             run_name=f"search {study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             tags={"harness.role": "search", "harness.study": study_name, **_process_tags(), **environment_tags(), **tags},
         )
-        return run.info.run_id
 
     def end_parent(self, run_id, status):
-        self.client.set_terminated(run_id, status)
+        self.spool.set_terminated(run_id, status)
+        self.spool.replay()
+        held = self.spool.held_runs()
+        if held:
+            self.say(f"{len(held)} run(s) still wait in {self.spool.folder} for the tracking server; the next harness "
+                     f"search or benchmark on {redact(self.tracking_uri)} sends them")
+
+    def _create_run(self, run_name, tags):
+        """A new run's id. A run must exist before its trial trains, so this waits out an outage
+        (up to `TRACKING_WAIT` seconds, then `TrackingUnreachable`), sending what the spool holds first."""
+        deadline = time.monotonic() + TRACKING_WAIT
+        waiting = False
+        while True:
+            try:
+                self.spool.replay()
+                run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+                RETRY_NOTICE.said = False
+                return run.info.run_id
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                if time.monotonic() > deadline:
+                    raise TrackingUnreachable(f"MLflow tracking server {redact(self.tracking_uri)} unreachable for "
+                                              f"{TRACKING_WAIT} s: the search stops; run it again to resume") from None
+                if not waiting:
+                    self.say(f"tracking server {redact(self.tracking_uri)} unreachable: the next trial waits for it")
+                    waiting = True
+                time.sleep(2)
 
     def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search", dataset=None):
         """A child run named for what it trains, e.g. 't12 dense softplus p3 weighted', with its dataset as input."""
@@ -152,22 +190,21 @@ class Tracker:
         name = f"{RUN_NAME_PREFIX[stage]}{trial_number} {describe(params)}"
         if stage != "search":
             name += f" seed {params.get('seed', 0)}"
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = self._create_run(run_name=name, tags=tags)
         logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
-        self.client.log_batch(run.info.run_id, params=logged)
+        self.spool.log_batch(run_id, params=logged)
         if dataset is not None:
-            source = Dataset(dataset.name, dataset.digest, "local", dataset.name)
-            self.client.log_inputs(run.info.run_id, [DatasetInput(source, [InputTag("mlflow.data.context", "training")])])
-        return run.info.run_id
+            self.spool.log_dataset(run_id, Dataset(dataset.name, dataset.digest, "local", dataset.name))
+        return run_id
 
     def log_best_so_far(self, parent_run_id, best_val_accuracy, trials, step):
         """The search's best validation accuracy and trial count so far, on its parent run."""
         now = int(time.time() * 1000)
         metrics = [Metric("best_val_accuracy", float(best_val_accuracy), now, step), Metric("trials", float(trials), now, step)]
-        self.client.log_batch(parent_run_id, metrics=metrics)
+        self.spool.log_batch(parent_run_id, metrics=metrics)
 
     def epoch_logger(self, run_id):
-        return EpochLogger(self.client, run_id)
+        return EpochLogger(self.spool, run_id)
 
     def log_result(self, run_id, result, save_model=True):
         """Final metrics and artifacts of a trial that trained: its model summary, series plot and (if asked) model."""
@@ -176,7 +213,7 @@ class Tracker:
         if result.latency_seconds is not None:
             values["latency_ms"] = result.latency_seconds * 1000
         metrics = [Metric(name, float(value), now, 0) for name, value in values.items() if value is not None]
-        self.client.log_batch(run_id, metrics=metrics)
+        self.spool.log_batch(run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as folder:
             folder = Path(folder)
             (folder / "model_summary.txt").write_text(_model_summary(result))
@@ -186,13 +223,13 @@ class Tracker:
                 (folder / "series_fit.png").write_bytes(png)
             if save_model and not result.diverged:
                 result.model.save(folder / "model.keras")
-            self.client.log_artifacts(run_id, str(folder))
+            self.spool.log_artifacts(run_id, folder)
 
     def end_trial(self, run_id, state, reason=None, status=None):
         """Tag the trial's Optuna state and reason, and close the run (status: MLflow's, if not the usual)."""
         tags = [RunTag("state", state)] + ([RunTag("failure_reason", reason[:5000])] if reason else [])
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, status or RUN_STATUS[state])
+        self.spool.log_batch(run_id, tags=tags)
+        self.spool.set_terminated(run_id, status or RUN_STATUS[state])
 
     def close_dead_runs(self):
         """Close RUNNING runs whose process, on this host, no longer exists. Returns their ids."""
