@@ -27,9 +27,9 @@ def child(dataset_name, epochs, params, deterministic):
     import keras
     import tensorflow as tf
 
-    from harness import data
+    from harness.training import data
     from harness.model import build_model
-    from harness.train import split_params
+    from harness.training.trial import split_params
 
     if deterministic:
         tf.config.experimental.enable_op_determinism()

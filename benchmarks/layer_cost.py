@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from harness.layers import TaylorExpansion
+from harness.expansion.layer import TaylorExpansion
 
 SHAPES = [(256, 512), (64, 30, 30, 32)]
 

@@ -48,7 +48,7 @@ def main():
     from rich.console import Console
 
     from harness import costs, search, train, tracking
-    from harness.space import load_space
+    from harness.study.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     totals = collections.Counter()

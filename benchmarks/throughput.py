@@ -31,7 +31,7 @@ def plain_fit_seconds(params, dataset, epochs):
     import keras
 
     from harness.model import build_model
-    from harness.train import split_params
+    from harness.training.trial import split_params
 
     model_params, training = split_params(params)
     keras.utils.set_random_seed(int(training["seed"]))
@@ -59,8 +59,8 @@ def main():
     import tensorflow as tf
     from rich.console import Console
 
-    from harness.search import Search, SearchSettings
-    from harness.space import parse_space
+    from harness.study.search import Search, SearchSettings
+    from harness.study.space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = {"insertion": "none", "seed": 0}

@@ -1,0 +1,29 @@
+"""Does expanding a CNN's activations into Taylor series pay off, and at what cost?
+
+The package reads like the pipeline, each layer importing only those below it:
+
+    params      the vocabulary: parameter names, allowed values, defaults
+    expansion   series coefficients and the `TaylorExpansion` layer
+    model       the expandable CNN (`build_model`)
+    training    datasets, one trial (`run_trial`), costs, TensorFlow set-up
+    study       search spaces, Optuna studies, MLflow tracking, confirmation, workers
+    report      tables, the verdict and the pages
+    cli         `harness ...`, a thin layer over the above
+"""
+
+import importlib
+
+# Imported on first use: `harness --help` and a bad space file answer before TensorFlow loads.
+_HOMES = {
+    "TaylorExpansion": "harness.expansion.layer",
+    "build_model": "harness.model",
+    "load_space": "harness.study.space",
+    "run_trial": "harness.training.trial",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

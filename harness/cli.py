@@ -33,7 +33,7 @@ def _add_data_options(parser):
 
 
 def _load_dataset(args):
-    from harness import data
+    from harness.training import data
 
     return data.load(
         args.dataset,
@@ -47,7 +47,7 @@ def _load_dataset(args):
 
 def _check_params(params):
     """Every param known and of an allowed value, and the series defined, before TensorFlow loads."""
-    from harness import series
+    from harness.expansion import series
     from harness.params import PARAM_KEYS, check_value
 
     for name, value in params.items():
@@ -61,7 +61,7 @@ def _check_params(params):
 def cmd_train(args):
     params = {"seed": args.seed, **dict(args.param)}
     _check_params(params)
-    from harness.train import run_trial
+    from harness.training.trial import run_trial
 
     result = run_trial(params, _load_dataset(args), epochs=args.epochs, verbose=args.verbose)
     summary = {"dataset": args.dataset, "epochs": args.epochs, **result.summary()}
@@ -122,14 +122,14 @@ def _quiet_libraries():
 
 
 def _print_outcomes(label, study):
-    from harness.search import outcome_counts
+    from harness.study.search import outcome_counts
 
     print(f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items()))
 
 
 def _load_space(args):
     """The space file with --data-dir applied; checked before TensorFlow loads, so a bad one answers at once."""
-    from harness.space import load_space
+    from harness.study.space import load_space
 
     space = load_space(_space_path(args.space))
     if args.data_dir:
@@ -149,8 +149,8 @@ def cmd_search(args):
         raise ValueError(f"--seeds must be at least 2 to give a confidence interval, got {args.seeds}")
     if args.workers_per_gpu < 1 or (args.workers_per_gpu > 1 and not args.gpus):
         raise ValueError(f"--workers-per-gpu must be at least 1 and comes with --gpus; got {args.workers_per_gpu}")
-    from harness.benchmark import confirmation, confirmation_seeds
-    from harness.search import Search, SearchSettings
+    from harness.study.confirm import confirmation, confirmation_seeds
+    from harness.study.search import Search, SearchSettings
 
     _quiet_libraries()
     # Small CNNs leave a GPU idle between steps: several workers can share one, each pinned to it.
@@ -214,7 +214,7 @@ def _run_stage(args, search, gpus):
 
 
 def _run_keras_tuner(args, search):
-    from harness.tuner import run_tuner
+    from harness.study.tuner import run_tuner
 
     try:
         outcomes = list(run_tuner(search, args.tuner, args.trials, args.seed).values())
@@ -267,7 +267,7 @@ def _launch_workers(args, search, gpus):
             print(f"worker {index} exited with code {code}; the other workers carried on", file=sys.stderr)
     if 130 in codes:
         raise KeyboardInterrupt
-    from harness.search import counted_trials
+    from harness.study.search import counted_trials
 
     if len(counted_trials(search.study)) >= settings.n_trials:
         return 0
@@ -279,8 +279,8 @@ def cmd_benchmark(args):
     space = _load_space(args)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    from harness.benchmark import run_benchmark
-    from harness.search import SearchSettings
+    from harness.study.confirm import run_benchmark
+    from harness.study.search import SearchSettings
 
     _quiet_libraries()
     settings = SearchSettings(
@@ -302,8 +302,8 @@ def cmd_compare_engines(args):
     space = _load_space(args)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
-    from harness.compare import STRATEGIES, compare_engines
-    from harness.search import SearchSettings
+    from harness.study.compare import STRATEGIES, compare_engines
+    from harness.study.search import SearchSettings
 
     _quiet_libraries()
     settings = SearchSettings(study_name=args.study or f"{Path(args.space).stem}-compare", storage=args.storage,
@@ -317,8 +317,8 @@ def cmd_compare_engines(args):
 
 
 def cmd_report(args):
-    from harness.report_pages import write_report
-    from harness.search import default_stores
+    from harness.report.pages import write_report
+    from harness.study.search import default_stores
 
     storage, tracking_uri = default_stores()
     out = write_report(args.study, args.storage or storage, args.tracking_uri or tracking_uri, args.out)
@@ -327,16 +327,16 @@ def cmd_report(args):
 
 
 def cmd_ui(args):
-    from harness.search import default_stores
-    from harness.servers import mlflow_ui
+    from harness.study.search import default_stores
+    from harness.study.servers import mlflow_ui
 
     return mlflow_ui(args.tracking_uri or default_stores()[1], args.host, args.port, say=_say)
 
 
 def cmd_dashboard(args):
-    from harness.search import default_stores, name_objectives
-    from harness.servers import optuna_dashboard
-    from harness.storage import open_storage
+    from harness.study.search import default_stores, name_objectives
+    from harness.study.servers import optuna_dashboard
+    from harness.study.storage import open_storage
 
     storage = open_storage(args.storage or default_stores()[0])
     name_objectives(storage)

@@ -15,7 +15,7 @@ Insertion points:
 
 import keras
 
-from harness.layers import TaylorExpansion
+from harness.expansion.layer import TaylorExpansion
 from harness.params import EXPANSION_KEYS, INSERTION_POINTS, MODEL_KEYS
 
 def check_params(params):

@@ -21,7 +21,7 @@ def shared_data():
 
 @pytest.fixture(scope="session")
 def digits():
-    from harness import data
+    from harness.training import data
 
     return data.load("digits", train_size=256, val_size=64, test_size=128)
 

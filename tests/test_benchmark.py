@@ -52,7 +52,7 @@ def test_two_configurations_with_two_seeds(tmp_path):
 
 
 def test_same_seed_same_result(digits):
-    from harness.train import run_trial
+    from harness.training.trial import run_trial
 
     params = {"insertion": "dense", "function": "softplus", "order": 3, "mode": "weighted", "per_unit": True,
               "coefficients": "trainable", "seed": 3, "width": 0.5}

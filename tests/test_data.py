@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import data
+from harness.training import data
 
 
 def check_normalised(dataset, shape):

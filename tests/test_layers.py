@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import series
-from harness.layers import TaylorExpansion
+from harness.expansion import series
+from harness.expansion.layer import TaylorExpansion
 
 rng = np.random.default_rng(0)
 ORDER = 4

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from harness.layers import TaylorExpansion
+from harness.expansion.layer import TaylorExpansion
 from harness.model import INSERTION_POINTS, build_model
 
 EXPANSION = {"function": "softplus", "order": 3, "conditioning": "tanh"}

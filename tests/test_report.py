@@ -206,7 +206,7 @@ def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
 
 
 def test_tables_show_integers_flops_and_no_repeated_columns():
-    from harness.report_pages import _display
+    from harness.report.pages import _display
 
     table = pd.DataFrame({"study": ["a", "a"], "order": [6.0, 3.0], "flops": [1.01094e6, 266492.0],
                           "total_params": [162672.0, 1000.0], "val_accuracy": [0.91234, 0.5]}, index=[4, 7])

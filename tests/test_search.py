@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness import report
-from harness.search import SURPLUS, Search, SearchSettings, StudyFull, counted_trials
-from harness.space import load_space
+from harness.study.search import SURPLUS, Search, SearchSettings, StudyFull, counted_trials
+from harness.study.space import load_space
 
 TINY = {
     "dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},

@@ -3,7 +3,7 @@ import math
 import pytest
 import sympy as sp
 
-from harness import series
+from harness.expansion import series
 
 x = sp.Symbol("x")
 # Written independently of harness.series, in sympy's plain forms.

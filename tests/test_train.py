@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from harness.train import run_trial
+from harness.training.trial import run_trial
 
 
 def test_a_trial_reports_accuracy_and_costs(digits):
@@ -38,7 +38,7 @@ def test_bad_params_raise_before_training(digits):
 def test_mixed_precision_trains_without_nan(digits):
     import keras
 
-    from harness.layers import TaylorExpansion
+    from harness.expansion.layer import TaylorExpansion
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from harness.search import SURPLUS, counted_trials
-from harness.storage import open_storage
+from harness.study.search import SURPLUS, counted_trials
+from harness.study.storage import open_storage
 
 GRID_OF_9 = {
     "dataset": {"name": "digits", "train_size": 150, "val_size": 50, "test_size": 50},

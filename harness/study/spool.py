@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from harness.storage import redact
+from harness.study.storage import redact
 
 OPERATIONS = "operations.jsonl"
 TRACKING_URI_FILE = "tracking_uri"

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness import series  # noqa: E402
+from harness.expansion import series  # noqa: E402
 
 
 def series_fit(function, order, path, center=0.0):

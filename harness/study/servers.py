@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from harness.storage import redact
+from harness.study.storage import redact
 
 class ServerError(ValueError):
     """A browser view that could not start or stopped on its own."""

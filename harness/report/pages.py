@@ -20,16 +20,16 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness import report  # noqa: E402
+from harness.report import tables  # noqa: E402
 from harness.params import EXPANSION_KEYS, describe  # noqa: E402
-from harness.storage import open_storage  # noqa: E402
+from harness.study.storage import open_storage  # noqa: E402
 
 TOP_CURVES = 5
 MIN_TRIALS_FOR_IMPORTANCE = 8
 MANIFEST = ".harness-report"  # the files a report wrote, so a later report replaces only those
 # Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
 DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration",
-               *report.CONFIG_COLUMNS}
+               *tables.CONFIG_COLUMNS}
 SHORT_NAMES = {
     "val_accuracy": "val acc", "test_accuracy": "test acc", "total_params": "params", "latency_ms": "latency ms",
     "train_seconds": "train s", "learning_rate": "lr", "batch_size": "batch", "baseline accuracy": "baseline acc",
@@ -47,7 +47,7 @@ def write_report(studies, storage, tracking_uri=None, out=None):
     """
     out = Path(out or Path("reports") / "-vs-".join(studies))
     _check_out(out)
-    frames = [report.load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
+    frames = [tables.load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
     with tempfile.TemporaryDirectory() as scratch:
         staging = Path(scratch) / "report"
         staging.mkdir()
@@ -118,14 +118,14 @@ def render(folder, studies, frames, storage, tracking_uri):
 def _comparison(frames):
     rows = []
     for frame in frames:
-        done = report.completed(report.search_stage(frame))
+        done = tables.completed(tables.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-        confirmed = report.paired_comparisons(frame)
+        confirmed = tables.paired_comparisons(frame)
         rows.append({
             "study": frame["study"].iloc[0],
-            **{state.lower(): n for state, n in report.counts(report.search_stage(frame)).items()},
-            "best val accuracy (selected)": done[report.ACCURACY].max(),
-            "baseline val accuracy": baseline[report.ACCURACY].max() if not baseline.empty else np.nan,
+            **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
+            "best val accuracy (selected)": done[tables.ACCURACY].max(),
+            "baseline val accuracy": baseline[tables.ACCURACY].max() if not baseline.empty else np.nan,
             "median flops": done["flops"].median() if "flops" in done else np.nan,
             "confirmed": len(confirmed),
             "paying off": int((confirmed["finding"] == "pays off").sum()) if not confirmed.empty else 0,
@@ -150,9 +150,9 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
         "epochs": trials["epochs"].max() if "epochs" in trials else "?",
     }
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [("p", line) for line in report.verdict(trials, _confirm_command(name, study))]
-    comparisons = report.paired_comparisons(trials)
-    seeded = report.seeded_stage(trials)
+    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study))]
+    comparisons = tables.paired_comparisons(trials)
+    seeded = tables.seeded_stage(trials)
     if not comparisons.empty:
         seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
         blocks += [
@@ -163,33 +163,33 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
                   "against the same baseline."),
             ("table", comparisons),
         ]
-        summary = report.config_summary(seeded)
+        summary = tables.config_summary(seeded)
         if not summary.empty:
             blocks += [("h3", "Every seeded configuration: test accuracy, mean and 95% CI"), ("table", summary)]
-    searched = report.search_stage(trials)
+    searched = tables.search_stage(trials)
     if searched.empty or not (searched["state"] == "COMPLETE").any():
         return blocks
-    tally = report.counts(searched)
+    tally = tables.counts(searched)
     blocks += [
         ("h2", f"Search stage of {name}: selected on validation, optimistic"),
         ("p", f"{len(searched)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
               f"Data: {attrs.get('dataset', 'unknown')}; budget: {attrs.get('epochs', '?')} epochs per trial; "
               f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy of one "
               "seed, the search's objective; the best of many such figures overstates what a configuration delivers."),
-        ("h3", "Best trials"), ("table", report.best_trials(searched)),
+        ("h3", "Best trials"), ("table", tables.best_trials(searched)),
     ]
-    deltas = report.baseline_deltas(searched)
+    deltas = tables.baseline_deltas(searched)
     if not deltas.empty:
         blocks += [("h3", "Against the search's baseline of the same width (validation, selected)"), ("table", deltas)]
-    for cost in report.COSTS:
+    for cost in tables.COSTS:
         if cost in searched and searched[cost].notna().any():
-            blocks += [("h3", f"Pareto front: accuracy against {report.COSTS[cost]}"), ("table", report.pareto_front(searched, cost))]
-    for dimension in report.DIMENSIONS:
-        table = report.by_dimension(searched, dimension)
+            blocks += [("h3", f"Pareto front: accuracy against {tables.COSTS[cost]}"), ("table", tables.pareto_front(searched, cost))]
+    for dimension in tables.DIMENSIONS:
+        table = tables.by_dimension(searched, dimension)
         if not table.empty:
             blocks += [("h3", f"By {dimension}"), ("table", table)]
     for index in ("order", "insertion"):
-        table = report.pivot_best(searched, index)
+        table = tables.pivot_best(searched, index)
         if not table.empty:
             blocks += [("h3", f"Best validation accuracy, {index} x function"), ("table", table)]
     blocks.append(("h3", "Plots of the search"))
@@ -233,7 +233,7 @@ def _answer_plot(folder, prefix, comparisons):
 
 def _plots(folder, prefix, trials, study, tracking_uri):
     made = []
-    done = report.completed(trials)
+    done = tables.completed(trials)
     for cost, unit in (("flops", "forward FLOPs per sample"), ("total_params", "parameters")):
         if cost in done and done[cost].notna().any():
             made.append(_save(_accuracy_against_cost(done, trials, cost, unit), folder, f"{prefix}accuracy_vs_{cost}.png",
@@ -241,7 +241,7 @@ def _plots(folder, prefix, trials, study, tracking_uri):
     if {"order", "function"} <= set(done) and done["order"].notna().any():
         figure, axis = plt.subplots(figsize=(6, 4))
         for function, group in done.dropna(subset=["order"]).groupby("function"):
-            best = group.groupby("order")[report.ACCURACY].max()
+            best = group.groupby("order")[tables.ACCURACY].max()
             axis.plot(best.index, best.values, "-o", label=function)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         _label(axis, "series order p", "best validation accuracy (fraction)", "Accuracy against order, per function")
@@ -250,11 +250,11 @@ def _plots(folder, prefix, trials, study, tracking_uri):
     if "insertion" in done:
         figure, axis = plt.subplots(figsize=(6, 4))
         points = [p for p in ("none", "input", "conv1", "conv2", "dense", "all") if p in set(done["insertion"])]
-        groups = [done.loc[done["insertion"] == p, report.ACCURACY] for p in points]
+        groups = [done.loc[done["insertion"] == p, tables.ACCURACY] for p in points]
         axis.boxplot(groups, tick_labels=[f"{p}\nn={len(g)}" for p, g in zip(points, groups)])
         _label(axis, "insertion point (n = completed trials)", "validation accuracy (fraction)", "Effect of the insertion point")
         made.append(_save(figure, folder, f"{prefix}insertion_effect.png", "Validation accuracy by insertion point"))
-    curves = _learning_curves(report.best_trials(trials, TOP_CURVES), trials, tracking_uri)
+    curves = _learning_curves(tables.best_trials(trials, TOP_CURVES), trials, tracking_uri)
     if curves is not None:
         made.append(_save(curves, folder, f"{prefix}learning_curves.png",
                           f"Validation accuracy per epoch of the top {TOP_CURVES} search trials"))
@@ -277,13 +277,13 @@ def _accuracy_against_cost(done, trials, cost, unit):
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     expanded = done[done["insertion"] != "none"] if "insertion" in done else done
     for function, group in expanded.groupby("function") if "function" in expanded else [("all", expanded)]:
-        axis.scatter(group[cost], group[report.ACCURACY], label=function, alpha=0.8)
+        axis.scatter(group[cost], group[tables.ACCURACY], label=function, alpha=0.8)
     baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
     if not baseline.empty:
-        axis.scatter(baseline[cost], baseline[report.ACCURACY], marker="X", s=80, color="black", label="baseline (none)")
-    front = report.pareto_front(trials, cost)
+        axis.scatter(baseline[cost], baseline[tables.ACCURACY], marker="X", s=80, color="black", label="baseline (none)")
+    front = tables.pareto_front(trials, cost)
     if not front.empty:
-        axis.step(front[cost], front[report.ACCURACY], where="post", color="red", linewidth=1.2, label="Pareto front")
+        axis.step(front[cost], front[tables.ACCURACY], where="post", color="red", linewidth=1.2, label="Pareto front")
     axis.set_xscale("log")
     _label(axis, unit + " (log scale)", "validation accuracy (fraction)", f"Accuracy against {unit}")
     return figure
@@ -324,7 +324,7 @@ def _display(table):
     table.columns = [str(c) for c in table.columns]
     expansion = [c for c in EXPANSION_KEYS if c in table]
     if "insertion" in table and expansion:
-        described = [describe({k: report._plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
+        described = [describe({k: tables._plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
                      for row in table[["insertion", *expansion]].to_dict("records")]
         table.insert(table.columns.get_loc("insertion"), "configuration", described)
         table = table.drop(columns=["insertion", *expansion])

@@ -22,13 +22,13 @@ from optuna_integration import KerasPruningCallback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import data
+from harness.training import data
 from harness.model import check_params
 from harness.params import PARAM_KEYS
-from harness.storage import JOURNAL_PREFIX, open_storage, redact
-from harness.space import COST_OBJECTIVES
-from harness.tracking import Tracker, TrackingUnreachable, process_alive
-from harness.train import run_trial, split_params
+from harness.study.storage import JOURNAL_PREFIX, open_storage, redact
+from harness.study.space import COST_OBJECTIVES
+from harness.study.tracking import Tracker, TrackingUnreachable, process_alive
+from harness.training.trial import run_trial, split_params
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do

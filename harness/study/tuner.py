@@ -13,7 +13,7 @@ import tempfile
 import keras_tuner as kt
 import optuna
 
-from harness.search import OUTCOME, TrialDiverged
+from harness.study.search import OUTCOME, TrialDiverged
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
 

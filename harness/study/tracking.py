@@ -19,10 +19,10 @@ from mlflow.entities import Dataset, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness import plots
+from harness.expansion import plot
 from harness.params import describe
-from harness.spool import RETRY_NOTICE, Spool, is_unreachable
-from harness.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
+from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
+from harness.study.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -219,7 +219,7 @@ class Tracker:
             (folder / "model_summary.txt").write_text(_model_summary(result))
             params = result.params
             if params.get("insertion", "none") != "none":
-                png = plots.series_fit_png(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
+                png = plot.series_fit_png(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
                 (folder / "series_fit.png").write_bytes(png)
             if save_model and not result.diverged:
                 result.model.save(folder / "model.keras")

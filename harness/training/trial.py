@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from harness import costs
+from harness.training import costs
 from harness.model import build_model
 from harness.params import TRAINING_DEFAULTS
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness.layers import TaylorExpansion
+from harness.expansion.layer import TaylorExpansion
 
 
 def parameter_counts(model):

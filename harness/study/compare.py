@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from harness.search import Search  # noqa: E402
-from harness.tuner import run_tuner  # noqa: E402
+from harness.study.search import Search  # noqa: E402
+from harness.study.tuner import run_tuner  # noqa: E402
 
 # name: (engine, Optuna sampler or keras-tuner tuner, Optuna pruner)
 STRATEGIES = {

@@ -20,8 +20,8 @@ import math
 import optuna
 
 from harness.params import BASELINE_DEFAULTS
-from harness.search import BENCHMARK_RUN, Search, counted_trials, enqueued_params, trial_params
-from harness.storage import open_storage
+from harness.study.search import BENCHMARK_RUN, Search, counted_trials, enqueued_params, trial_params
+from harness.study.storage import open_storage
 
 MAX_GRID = 100
 

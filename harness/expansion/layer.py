@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from harness import series
+from harness.expansion import series
 from harness.params import COEFFICIENTS, CONDITIONINGS, EXPAND_OUTPUTS, MODES
 
 

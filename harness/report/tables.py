@@ -17,8 +17,8 @@ import yaml
 from scipy import stats
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
-from harness.search import CONFIRM_SUFFIX
-from harness.storage import open_storage
+from harness.study.search import CONFIRM_SUFFIX
+from harness.study.storage import open_storage
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
 COSTS = {"flops": "FLOPs", "total_params": "parameters", "latency_ms": "latency", "train_seconds": "train time"}
