@@ -47,8 +47,9 @@ def main():
     import optuna
     from rich.console import Console
 
-    from harness import costs, search, train, tracking
+    from harness.study import lifecycle, search, tracking
     from harness.study.space import load_space
+    from harness.training import costs, trial as train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     totals = collections.Counter()
@@ -60,14 +61,14 @@ def main():
                         (rdb, "set_trial_state_values"), (rdb, "get_all_trials")):
         timed(owner, name, totals)
     keras_seconds = []  # time inside Keras fit and evaluate, per trial
-    trial = search.run_trial
+    plain_run_trial = lifecycle.run_trial
 
     def run_trial(*args, **kwargs):
-        result = trial(*args, **kwargs)
+        result = plain_run_trial(*args, **kwargs)
         keras_seconds.append(result.train_seconds + result.evaluate_seconds)
         return result
 
-    search.run_trial = run_trial
+    lifecycle.run_trial = run_trial
 
     space = load_space(ROOT / "search_spaces" / "quick.yaml")
     space.training.epochs = 1

@@ -1,6 +1,6 @@
 """Training throughput: the harness's images/s against plain `model.fit` of the same model on the same data.
 
-The harness side is a whole logged trial (`Search.train_logged`: MLflow run,
+The harness side is a whole logged trial (`TrialLifecycle.run`: MLflow run,
 per-epoch logging, divergence and stop checks, progress), timed inside its
 `fit`; the plain side builds the same model and calls `model.fit` with no
 callbacks. Each round trains both, in alternating order, in one process; the
@@ -76,7 +76,7 @@ def main():
     with search.parent_run():
         for round_number in range(1, args.rounds + 1):
             # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
-            sides = [("harness", lambda: search.train_logged(round_number, params, args.epochs).train_seconds),
+            sides = [("harness", lambda: search.lifecycle.run(round_number, params, args.epochs).train_seconds),
                      ("plain", lambda: plain_fit_seconds(params, dataset, args.epochs))]
             seconds = {name: measure() for name, measure in (sides if round_number % 2 else sides[::-1])}
             ratios.append(seconds["plain"] / seconds["harness"])

@@ -156,6 +156,19 @@ def _fused_polynomial(u, a, coefficients_need_gradient):
     return fixed_polynomial(u)
 
 
+def expand(u, a, outputs="terms"):
+    """Each value of `u` as p + 1 values along the last axis: its terms a_k u^k, or their partial sums."""
+    terms, power = [], ops.ones_like(u)
+    for k in range(a.shape[0]):
+        if k:
+            power = power * u
+        terms.append(a[k] * power)
+    stacked = ops.stack(terms, axis=-1)
+    if outputs == "partial_sums":
+        stacked = ops.cumsum(stacked, axis=-1)
+    return ops.reshape(stacked, (-1,) + tuple(u.shape[1:-1]) + (u.shape[-1] * a.shape[0],))
+
+
 def _choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -167,7 +180,7 @@ class TaylorExpansion(keras.layers.Layer):
     """Replace or expand each value by a truncated Taylor series of `function`.
 
     Args:
-        function: name from `harness.series.FUNCTIONS`, e.g. "softplus", "exp".
+        function: name from `harness.expansion.series.FUNCTIONS`, e.g. "softplus", "exp".
         order: the highest power p, 0 to 20.
         center: the expansion point x0 (0 is the Maclaurin series).
         mode: "series", "weighted" or "expand" (see the module docstring).
@@ -224,27 +237,22 @@ class TaylorExpansion(keras.layers.Layer):
         shape = (self.order + 1, units) if self.per_unit else (self.order + 1,)
         series_values = np.array(self.series_coefficients).reshape((-1,) + (1,) * (len(shape) - 1))
         self.coefficients = self.add_weight(
-            name="coefficients",
-            shape=shape,
+            name="coefficients", shape=shape, trainable=self.coefficients_trainable,
             initializer=lambda shape, dtype: ops.cast(np.broadcast_to(series_values, shape), dtype),
-            trainable=self.coefficients_trainable,
         )
         if self.mode == "weighted":
             # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p.
             last_term_only = np.zeros(shape)
             last_term_only[-1] = 1.0
-            self.term_weights = self.add_weight(
-                name="term_weights",
-                shape=shape,
-                initializer=lambda shape, dtype: ops.cast(last_term_only, dtype),
-            )
+            self.term_weights = self.add_weight(name="term_weights", shape=shape,
+                                                initializer=lambda shape, dtype: ops.cast(last_term_only, dtype))
         if self.normalization is not None:
             self.normalization.build(input_shape)
 
     def call(self, inputs, training=None):
         u = self._condition(inputs, training)
         if self.mode == "expand":
-            return self._expand(u)
+            return expand(u, self._read(self.coefficients), self.expand_outputs)
         a = self._read(self.coefficients)
         if self.mode == "weighted":
             # sum_k w_k s_k = sum_j c_j W_j u^j, with W_j = w_j + ... + w_p.
@@ -267,18 +275,6 @@ class TaylorExpansion(keras.layers.Layer):
         if self.conditioning == "tanh":
             return self.limit * ops.tanh(u / self.limit)
         return u
-
-    def _expand(self, u):
-        a = self._read(self.coefficients)
-        terms, power = [], ops.ones_like(u)
-        for k in range(self.order + 1):
-            if k:
-                power = power * u
-            terms.append(a[k] * power)
-        outputs = ops.stack(terms, axis=-1)
-        if self.expand_outputs == "partial_sums":
-            outputs = ops.cumsum(outputs, axis=-1)
-        return ops.reshape(outputs, (-1,) + tuple(u.shape[1:-1]) + (u.shape[-1] * (self.order + 1),))
 
     def compute_output_shape(self, input_shape):
         if self.mode != "expand":

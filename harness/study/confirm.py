@@ -121,3 +121,27 @@ def confirmation(search, top, seeds):
     settings.n_trials = enqueue(confirm.study, with_baselines(chosen), seeds)
     confirm.study.set_user_attr("seeds", list(seeds))
     return confirm
+
+
+def search_and_confirm(search, top, seeds, pool=None):
+    """The default journey, under one MLflow parent run: the baseline queued, the search run, then its `top`
+    best expanded configurations re-trained with `seeds` fresh seeds beside their matched baselines.
+
+    Each stage runs in `pool`'s worker processes if given, else here. Returns
+    (exit code, the confirmation's `Search` or None).
+    """
+    def run(stage):
+        if pool is not None:
+            return pool.run(stage)
+        stage.run()
+        return 0
+
+    with search.parent_run():
+        search.queue_baseline()
+        code = run(search)
+        confirm = confirmation(search, top, confirmation_seeds(search.space, seeds)) if top else None
+        if top and confirm is None:
+            search.console.print("nothing to confirm: no expanded configuration completed")
+        if confirm is not None:
+            code = max(code, run(confirm))
+    return code, confirm

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -22,18 +21,16 @@ from optuna_integration import KerasPruningCallback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.training import data
-from harness.model import check_params
 from harness.params import PARAM_KEYS
-from harness.study.storage import JOURNAL_PREFIX, open_storage, redact
+from harness.study.lifecycle import OUTCOME, TrialLifecycle
 from harness.study.space import COST_OBJECTIVES
-from harness.study.tracking import Tracker, TrackingUnreachable, process_alive
-from harness.training.trial import run_trial, split_params
+from harness.study.storage import JOURNAL_PREFIX, open_storage, redact
+from harness.study.tracking import Tracker, TrackingUnreachable, close_dead_runs, process_alive
+from harness.training import data
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
 PRUNERS = ("median", "hyperband", "none")
-OUTCOME = "outcome"  # user attr set when a trial ends by its own doing; its absence means its process died
 BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
 BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
 SURPLUS = "surplus"  # user attr of a trial asked for once the study was full (workers asking at once); it never trains
@@ -60,10 +57,6 @@ def default_stores(workers=1):
     return storage, sqlite_url(home / "mlflow.db")
 
 
-class TrialDiverged(RuntimeError):
-    """Training produced a non-finite loss."""
-
-
 class StudyFull(RuntimeError):
     """A worker asked for a trial the study no longer needs."""
 
@@ -77,61 +70,6 @@ class ReportEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.trial.report(float((logs or {}).get("val_accuracy", float("nan"))), step=epoch)
-
-
-class TrialProgress(keras.callbacks.Callback):
-    """The trial in flight: epoch x/y, validation accuracy and time left.
-
-    On a terminal, a transient bar under the study's (advanced every batch,
-    described every epoch); elsewhere, one line per epoch, so logs stay short.
-    """
-
-    async_safe = True  # Keras runs batch hooks off the training loop's thread
-
-    def __init__(self, console, label, epochs, progress=None):
-        super().__init__()
-        self.console, self.label, self.epochs = console, label, epochs
-        self.progress = progress if progress is not None and console.is_terminal else None
-        self.task = None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-        if self.progress is not None:
-            self.task = self.progress.add_task(f"{self.label} epoch 1/{self.epochs}",
-                                               total=self.epochs * (self.params.get("steps") or 1))
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-    def on_epoch_end(self, epoch, logs=None):
-        done, elapsed = epoch + 1, time.perf_counter() - self.start
-        accuracy = (logs or {}).get("val_accuracy")
-        text = (f"{self.label} epoch {done}/{self.epochs}"
-                + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
-                + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left")
-        if self.task is not None:
-            self.progress.update(self.task, description=text)
-        else:
-            self.console.print(text, highlight=False, markup=False)
-
-    def on_train_end(self, logs=None):
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-
-
-class StopOnRequest(keras.callbacks.Callback):
-    """End training at the next batch once `requested()` is true."""
-
-    async_safe = True  # Keras runs batch hooks off the training loop's thread
-
-    def __init__(self, requested):
-        super().__init__()
-        self.requested = requested
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.requested():
-            self.model.stop_training = True
 
 
 @contextlib.contextmanager
@@ -265,6 +203,11 @@ def outcome_counts(study, trials=None):
     return {state: states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
 
+def outcome_line(label, study):
+    """`label: N complete, N pruned, N fail` for the study's counted trials."""
+    return f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items())
+
+
 def counted_trials(study, trials=None):
     """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason.
 
@@ -274,52 +217,125 @@ def counted_trials(study, trials=None):
     return [t for t in trials if OUTCOME in t.user_attrs and t.state.is_finished()]
 
 
+def open_study(settings, space, storage):
+    """The stage's Optuna study, created or loaded, with the space and objectives recorded on it."""
+    study = optuna.create_study(
+        study_name=settings.optuna_study,
+        storage=storage,
+        sampler=make_sampler(settings.sampler, space, settings.seed),
+        pruner=make_pruner(settings.pruner, space),
+        directions=space.directions,
+        load_if_exists=True,
+    )
+    for key, value in (("space", space.source), ("dataset", space.dataset.name), ("epochs", space.training.epochs),
+                       ("objectives", space.objectives), ("stage", settings.stage)):
+        study.set_user_attr(key, value)
+    _set_metric_names(study, space.objectives)
+    return study
+
+
+def trials_taken(study, trials):
+    """Of `trials` (the study's, just read), those that count toward n_trials: finished ones and those still running."""
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    return len(counted_trials(study, trials)) + len(running)
+
+
+def is_surplus(study, trial, settings, shared):
+    """Whether `trial` comes after the study was full: seeded stages run only their queued runs, and workers
+    sharing a study (`shared`) can each pass the stop check before any of them asks (the earliest numbers win)."""
+    if settings.stage != "search":
+        return not trial.user_attrs.get(BENCHMARK_RUN)
+    if not shared:
+        return False
+    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and not t.user_attrs.get(SURPLUS)]
+    return trials_taken(study, before) >= settings.n_trials
+
+
+def fail_dead_trials(study, tracker):
+    """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get("host") == host and not process_alive(trial.user_attrs.get("pid", 0)):
+            with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                tracker.close_run_of_stale_trial(study, trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def trial_line(trial, best, stage):
+    """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
+    state = trial.user_attrs.get(OUTCOME) or trial.state.name
+    flops = trial.user_attrs.get("flops")
+    cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
+    if stage != "search":  # seeded runs are judged on the test set
+        test = trial.user_attrs.get("test_accuracy")
+        accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
+    else:
+        accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
+        best = "best   -  " if best is None else f"best {best:.3f}"
+    shown = trial.params or enqueued_params(trial)
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
+    return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
+
+
+def stage_notes(space, settings):
+    """What a user should know before this stage's trials start."""
+    if space.is_multi_objective and settings.pruner != "none":
+        yield "pruning is off: Optuna cannot prune multi-objective trials"
+    if settings.stage == "confirm":
+        yield ("confirmation: the search's best configurations and their matched baselines, re-trained with fresh "
+               "seeds and judged on the test set")
+
+
+def full_study_line(study, trials, settings):
+    """What a study that already holds `settings.n_trials` trials holds."""
+    counts, running = outcome_counts(study, trials), sum(t.state.name == "RUNNING" for t in trials)
+    return (f"study {settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
+            f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {running} running), "
+            f"as many as --trials {settings.n_trials}: nothing new to run")
+
+
+def where(settings):
+    """Lines telling a user where a search's results are."""
+    return [
+        f"Optuna storage: {redact(settings.storage)} (study {settings.study_name!r})",
+        f"MLflow store:   {redact(settings.tracking_uri)} (experiment {settings.study_name!r})",
+        f"Browse runs:    harness ui --tracking-uri '{redact(settings.tracking_uri)}'",
+    ]
+
+
 class Search:
-    """One `harness search` invocation: a study, its MLflow experiment and parent run."""
+    """One stage of a search: an Optuna study whose trials run through a `TrialLifecycle`, nested under
+    one MLflow parent run (started here, or joined when `settings.parent_run_id` names one)."""
 
     def __init__(self, space, settings, console=None, dataset=None):
-        self.space = space
-        self.settings = settings
-        self.console = console or Console()
+        self.space, self.settings, self.console = space, settings, console or Console()
         self.dataset = dataset or data.load(
-            space.dataset.name,
-            data_dir=space.dataset.data_dir,
-            train_size=space.dataset.train_size,
-            val_size=space.dataset.val_size,
-            test_size=space.dataset.test_size,
-            seed=space.training.seed,
+            space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
+            val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
         )
         # The storage first: if it cannot be opened, nothing has been written anywhere.
         self.storage = open_storage(settings.storage, settings.heartbeat_interval,
                                     lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial))
         self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root, default_home() / "spool",
                                lambda line: self.console.print(line, markup=False, highlight=False, soft_wrap=True))
-        self.parent_run_id = settings.parent_run_id
+        self.lifecycle = TrialLifecycle(self.tracker, self.dataset, settings.study_name, self.console, settings.stage,
+                                        settings.save_models, settings.mixed_precision)
+        self.lifecycle.parent_run_id = settings.parent_run_id
         self.parent_status = "FINISHED"  # how the parent run ends if nothing goes wrong
-        self.interrupted = False
         self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
-        self.best_saved = float("-inf")  # the best validation accuracy whose model this process saved
-        self.progress = None  # the study's progress bar while `run` runs
+
+    @property
+    def parent_run_id(self):
+        return self.lifecycle.parent_run_id
 
     @functools.cached_property
     def study(self):
         """The Optuna study, created or loaded on first use (the keras-tuner engine never uses it)."""
-        settings, space = self.settings, self.space
-        study = optuna.create_study(
-            study_name=settings.optuna_study,
-            storage=self.storage,
-            sampler=make_sampler(settings.sampler, space, settings.seed),
-            pruner=make_pruner(settings.pruner, space),
-            directions=space.directions,
-            load_if_exists=True,
-        )
-        study.set_user_attr("space", space.source)
-        study.set_user_attr("dataset", space.dataset.name)
-        study.set_user_attr("epochs", space.training.epochs)
-        study.set_user_attr("objectives", space.objectives)
-        study.set_user_attr("stage", settings.stage)
-        _set_metric_names(study, space.objectives)
-        return study
+        return open_study(self.settings, self.space, self.storage)
 
     def queue_baseline(self):
         """Queue the plain CNN as the next trial unless the study holds a baseline that waits, runs or completed.
@@ -339,7 +355,11 @@ class Search:
         if self.parent_run_id is not None:
             yield self.parent_run_id
             return
-        self.parent_run_id = self.start_parent()
+        settings = self.settings
+        self.lifecycle.parent_run_id = self.tracker.start_parent(settings.study_name, {
+            "space": self.space.source, "dataset": self.space.dataset.name, "sampler": settings.sampler,
+            "pruner": settings.pruner, "workers": str(settings.workers), "optuna_storage": redact(settings.storage),
+        })
         status = "KILLED"
         try:
             yield self.parent_run_id
@@ -351,231 +371,97 @@ class Search:
             self.tracker.end_parent(self.parent_run_id, status)
 
     def run(self):
-        """Run trials until the study holds `n_trials` counted trials; return the study.
-
-        Trials nest under `parent_run_id` (see `parent_run`).
-        """
-        closed = self.tracker.close_dead_runs()
+        """Run trials until the study holds `n_trials` counted trials; return the study."""
+        closed = close_dead_runs(self.tracker)
         if closed:
             self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
-        if self.space.is_multi_objective and self.settings.pruner != "none":
-            self.console.print("pruning is off: Optuna cannot prune multi-objective trials")
-        if self.settings.stage == "confirm":
-            self.console.print("confirmation: the search's best configurations and their matched baselines, "
-                               "re-trained with fresh seeds and judged on the test set")
+        for line in stage_notes(self.space, self.settings):
+            self.console.print(line)
         trials = self.current_trials()
-        remaining = self.settings.n_trials - self.trials_taken(trials)
+        remaining = self.settings.n_trials - trials_taken(self.study, trials)
         if remaining <= 0:
-            counts = outcome_counts(self.study, trials)
-            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-            self.console.print(
-                f"study {self.settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
-                f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
-                f"{running} running), as many as --trials {self.settings.n_trials}: nothing new to run")
+            self.console.print(full_study_line(self.study, trials, self.settings))
             return self.study
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=True,
-        ) as progress:
-            task = progress.add_task(self.settings.optuna_study, total=self.settings.n_trials,
-                                     completed=self.settings.n_trials - remaining)
-            self.progress = progress
-
-            def report(study, trial):
-                if trial.user_attrs.get(SURPLUS):
-                    return
-                # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
-                trials = self.current_trials() if self.shares_study else study.get_trials(deepcopy=False)
-                counted = counted_trials(study, trials)
-                progress.update(task, completed=len(counted))
-                best = best_value(trials)
-                progress.console.print(self._trial_line(trial, best), soft_wrap=True, highlight=False, markup=False)
-                if best is not None and self.settings.stage == "search":
-                    self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
-                # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
-                if self.trials_taken(trials) >= self.settings.n_trials or self.interrupted or self.budget_spent(counted):
-                    study.stop()
-
-            def interrupt():
-                self.interrupted = True
-                progress.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
-
-            with deferred_interrupts(interrupt):
-                self.study.optimize(
-                    self._objective, n_trials=remaining, timeout=self.settings.timeout,
-                    catch=(Exception,), callbacks=[report],
-                )
-            self.progress = None
-            if self.interrupted:
-                raise KeyboardInterrupt
-            if self.tracking_lost:
-                raise self.tracking_lost
+        StudyProgress(self).optimize(remaining)
+        if self.tracking_lost:
+            raise self.tracking_lost
         return self.study
-
-    def start_parent(self):
-        """Create the MLflow parent run that this invocation's trials (or its workers') nest under."""
-        return self.tracker.start_parent(
-            self.settings.study_name,
-            {
-                "space": self.space.source,
-                "dataset": self.space.dataset.name,
-                "sampler": self.settings.sampler,
-                "pruner": self.settings.pruner,
-                "workers": str(self.settings.workers),
-                "optuna_storage": redact(self.settings.storage),
-            },
-        )
 
     @property
     def shares_study(self):
         """Whether other processes ask for this study's trials too: workers join a parent run started elsewhere."""
         return self.settings.parent_run_id is not None
 
-    def budget_spent(self, counted):
-        """Whether the `counted` trials have trained the epoch budget (each epoch reports one intermediate value)."""
-        budget = self.settings.epoch_budget
-        return budget is not None and sum(len(t.intermediate_values) for t in counted) >= budget
-
     def current_trials(self):
         """The study's trials, read after failing those whose worker died."""
-        self.fail_dead_trials()
+        fail_dead_trials(self.study, self.tracker)
         return self.study.get_trials(deepcopy=False)
 
-    def trials_taken(self, trials):
-        """Of `trials` (the study's, just read), those that count toward n_trials: finished ones and those still running."""
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        return len(counted_trials(self.study, trials)) + len(running)
-
-    def fail_dead_trials(self):
-        """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
-        host = socket.gethostname()
-        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.user_attrs.get("host") == host and not process_alive(trial.user_attrs.get("pid", 0)):
-                with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
-                    self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-                    self.tracker.close_run_of_stale_trial(self.study, trial)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
-
     def _objective(self, trial):
-        if self._is_surplus(trial):
+        if is_surplus(self.study, trial, self.settings, self.shares_study):
             trial.set_user_attr(SURPLUS, True)
             self.study.stop()
             raise StudyFull(f"the study already had its {self.settings.n_trials} trials when this one was asked for")
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        params = {"seed": self.space.training.seed, **self._params(trial)}
+        enqueued = trial.user_attrs.get(BENCHMARK_RUN)
+        params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.space.sample(trial))}
         if self.space.is_multi_objective:
             pruning = []  # Optuna takes no intermediate values from multi-objective trials
-        elif self.settings.stage == "search" and not trial.user_attrs.get(BENCHMARK_RUN):
+        elif self.settings.stage == "search" and not enqueued:
             pruning = [KerasPruningCallback(trial, "val_accuracy")]
         else:
             pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
         try:
-            result = self.train_logged(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
+            result = self.lifecycle.run(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error
             self.study.stop()
             raise
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
 
-    def train_logged(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
-        """Train one trial's params and log it as a child MLflow run; return its `TrialResult`.
 
-        The engine-neutral body of a trial: `remember(key, value)` keeps the
-        run id, costs and outcome with the engine's own trial record. Raises
-        optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the
-        trial's own exception, each after closing the run with its reason.
-        """
-        run_params = {"dataset": self.space.dataset.name, "epochs": epochs, **split_params(params)[1],
-                      "precision": "mixed_float16" if self.settings.mixed_precision else "float32"}
-        run_id = self.tracker.start_trial(self.parent_run_id, self.settings.study_name, number, params, run_params,
-                                          self.settings.stage, self.dataset)
-        remember("mlflow_run_id", run_id)
 
-        def end(state, reason=None):
-            remember(OUTCOME, state)
-            if reason:
-                remember("failure_reason", reason)
-            self.tracker.end_trial(run_id, state, reason)
+class StudyProgress:
+    """A search's study optimised under a progress bar, one line per finished trial, and a gentle Ctrl-C."""
 
-        try:
-            try:
-                check_params(split_params(params)[0])
-            except ValueError as error:
-                raise optuna.TrialPruned(f"invalid combination: {error}") from None
-            in_flight = TrialProgress(self.console, f"{self.settings.stage} #{number}", epochs, self.progress)
-            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
-            result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
-            if self.interrupted:
-                raise KeyboardInterrupt
-            # The rest of the result lives in the MLflow run; each Optuna attribute is a storage write.
-            for name in ("test_accuracy", "flops"):
-                remember(name, getattr(result, name))
-            self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
-            if result.diverged:
-                raise TrialDiverged(result.failure_reason)
-        except optuna.TrialPruned as pruned:
-            end("PRUNED", str(pruned) or "pruned: validation accuracy below the pruner's threshold")
-            raise
-        except Exception as error:
-            end("FAIL", str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}")
-            raise
-        except BaseException:
-            self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")
-            raise
-        end("COMPLETE")
-        return result
+    def __init__(self, search):
+        self.search = search
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=search.console, transient=True)
 
-    def _keeps_model(self, result):
-        """Whether a trial saves its model: every seeded run does; a search trial as `save_models` says,
-        by default when it beats every trial this process has saved."""
-        if self.settings.stage != "search" or self.settings.save_models == "all":
-            return True
-        accuracy = result.best_val_accuracy
-        if self.settings.save_models == "none" or accuracy is None or accuracy <= self.best_saved:
-            return False
-        self.best_saved = accuracy
-        return True
+    def optimize(self, remaining):
+        """Run up to `remaining` trials; raises KeyboardInterrupt after a Ctrl-C once the trial in flight has ended."""
+        search, lifecycle, n_trials = self.search, self.search.lifecycle, self.search.settings.n_trials
+        with self.bar:
+            self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
+            lifecycle.progress = self.bar
+            with deferred_interrupts(self.interrupt):
+                search.study.optimize(search._objective, n_trials=remaining, timeout=search.settings.timeout,
+                                      catch=(Exception,), callbacks=[self.after_trial])
+            lifecycle.progress = None
+        if lifecycle.interrupted:
+            raise KeyboardInterrupt
 
-    def _is_surplus(self, trial):
-        """Whether `trial` comes after the study was full: seeded stages run only their queued runs, and
-        workers sharing a study can each pass the stop check before any of them asks (the earliest numbers win)."""
-        if self.settings.stage != "search":
-            return not trial.user_attrs.get(BENCHMARK_RUN)
-        if not self.shares_study:
-            return False
-        before = [t for t in self.study.get_trials(deepcopy=False)
-                  if t.number < trial.number and not t.user_attrs.get(SURPLUS)]
-        return self.trials_taken(before) >= self.settings.n_trials
+    def interrupt(self):
+        self.search.lifecycle.interrupted = True
+        self.bar.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
 
-    def _params(self, trial):
-        """An enqueued run's params, else a sample from the space."""
-        if trial.user_attrs.get(BENCHMARK_RUN):
-            return enqueued_params(trial)
-        return self.space.sample(trial)
-
-    def _trial_line(self, trial, best):
-        """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
-        state = trial.user_attrs.get(OUTCOME) or trial.state.name
-        flops = trial.user_attrs.get("flops")
-        cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
-        if self.settings.stage != "search":  # seeded runs are judged on the test set
-            test = trial.user_attrs.get("test_accuracy")
-            accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
-        else:
-            accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
-            best = "best   -  " if best is None else f"best {best:.3f}"
-        shown = trial.params or enqueued_params(trial)
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-        reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
-        return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
-
-    def where(self):
-        """Lines telling a user where the results are."""
-        return [
-            f"Optuna storage: {redact(self.settings.storage)} (study {self.settings.study_name!r})",
-            f"MLflow store:   {redact(self.settings.tracking_uri)} (experiment {self.settings.study_name!r})",
-            f"Browse runs:    harness ui --tracking-uri '{redact(self.settings.tracking_uri)}'",
-        ]
+    def after_trial(self, study, trial):
+        """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
+        search, settings = self.search, self.search.settings
+        if trial.user_attrs.get(SURPLUS):
+            return
+        # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
+        trials = search.current_trials() if search.shares_study else study.get_trials(deepcopy=False)
+        counted = counted_trials(study, trials)
+        self.bar.update(self.task, completed=len(counted))
+        best = best_value(trials)
+        self.bar.console.print(trial_line(trial, best, settings.stage), soft_wrap=True, highlight=False, markup=False)
+        if best is not None and settings.stage == "search":
+            search.tracker.log_best_so_far(search.parent_run_id, best, len(counted), trial.number)
+        epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
+        budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
+        # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
+        if trials_taken(study, trials) >= settings.n_trials or search.lifecycle.interrupted or budget_spent:
+            study.stop()

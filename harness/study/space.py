@@ -199,9 +199,24 @@ def _applies(name, chosen):
     return name != "expand_outputs" or chosen.get("mode") == "expand"
 
 
-def load_space(path):
-    """Read and validate a search space YAML file; raise SpaceError with one clear line."""
+def find_space(path):
+    """`path` as given, else relative to the repository that holds this package (where `search_spaces/` is)."""
     path = Path(path)
+    if not path.exists() and not path.is_absolute():
+        beside_package = Path(__file__).resolve().parents[2] / path
+        if beside_package.exists():
+            return beside_package
+    return path
+
+
+def load_space(path, data_dir=None):
+    """Read and validate a search space YAML file; raise SpaceError with one clear line.
+
+    `data_dir`, if given, is where its dataset's files are read from instead of the space's own.
+    """
+    path = Path(path)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise SpaceError(f"--data-dir {data_dir}: no such folder")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -213,7 +228,22 @@ def load_space(path):
         raise SpaceError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: a search space is a mapping with dataset, training, objectives and params")
-    return parse_space(raw, source=str(path))
+    space = parse_space(raw, source=str(path))
+    if data_dir is not None:
+        space.dataset.data_dir = data_dir
+    return space
+
+
+def check_param_values(params):
+    """Every param known and of an allowed value, and the series defined (before TensorFlow loads)."""
+    from harness.expansion import series
+
+    for name, value in params.items():
+        if name not in PARAM_KEYS:
+            raise ValueError(f"--param {name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+        check_value(name, value)
+    if params.get("insertion", "none") != "none":
+        series.coefficients(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
 
 
 def parse_space(raw, source="<memory>"):

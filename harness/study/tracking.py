@@ -111,6 +111,32 @@ class EpochLogger(keras.callbacks.Callback):
         self.spool.log_batch(self.run_id, metrics=metrics)
 
 
+def training_experiment(client, name, artifact_root=None):
+    """The id of experiment `name`, created if need be, tagged to open in MLflow's model-training view."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_root, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)  # another worker created it first
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return experiment.experiment_id
+
+
+def close_dead_runs(tracker):
+    """Close the experiment's RUNNING runs whose process, on this host, no longer exists. Returns their ids."""
+    host = socket.gethostname()
+    closed = []
+    for run in tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get("harness.host") == host and not process_alive(int(tags.get("harness.pid", "0") or 0)):
+            reason = f"process {tags.get('harness.pid')} on {host} died while running"
+            tracker.end_trial(run.info.run_id, "FAIL", reason, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 class Tracker:
     """The MLflow experiment of one study.
 
@@ -125,19 +151,7 @@ class Tracker:
         self.say = say
         self.spool = Spool(self.client, tracking_uri, spool_folder, say)
         self.spool.replay()
-        self.experiment_id = self._experiment(experiment_name, artifact_root)
-
-    def _experiment(self, name, artifact_root):
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            try:
-                return self.client.create_experiment(name, artifact_location=artifact_root,
-                                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
-            except MlflowException:
-                experiment = self.client.get_experiment_by_name(name)  # another worker created it first
-        if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
-            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
-        return experiment.experiment_id
+        self.experiment_id = training_experiment(self.client, experiment_name, artifact_root)
 
     def start_parent(self, study_name, tags):
         return self._create_run(
@@ -230,18 +244,6 @@ class Tracker:
         tags = [RunTag("state", state)] + ([RunTag("failure_reason", reason[:5000])] if reason else [])
         self.spool.log_batch(run_id, tags=tags)
         self.spool.set_terminated(run_id, status or RUN_STATUS[state])
-
-    def close_dead_runs(self):
-        """Close RUNNING runs whose process, on this host, no longer exists. Returns their ids."""
-        host = socket.gethostname()
-        closed = []
-        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
-            tags = run.data.tags
-            if tags.get("harness.host") == host and not process_alive(int(tags.get("harness.pid", "0") or 0)):
-                reason = f"process {tags.get('harness.pid')} on {host} died while running"
-                self.end_trial(run.info.run_id, "FAIL", reason, status="KILLED")
-                closed.append(run.info.run_id)
-        return closed
 
     def close_run_of_stale_trial(self, study, trial):
         """Optuna's failed_trial_callback: a trial whose worker stopped beating is closed in MLflow too."""

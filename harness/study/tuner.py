@@ -2,7 +2,7 @@
 
 The space is defined once: `Space.sample` asks Optuna-style `suggest_*`
 questions, which `HyperParameterTrial` answers with keras-tuner's
-`HyperParameters`. Each trial trains and logs through `Search.train_logged`,
+`HyperParameters`. Each trial trains and logs through `TrialLifecycle.run`,
 so its MLflow run has the same params, metrics, tags and artifacts as an
 Optuna trial's, and `harness report` reads it.
 """
@@ -13,7 +13,7 @@ import tempfile
 import keras_tuner as kt
 import optuna
 
-from harness.study.search import OUTCOME, TrialDiverged
+from harness.study.lifecycle import OUTCOME, TrialDiverged
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
 
@@ -57,7 +57,7 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
             self.epochs_spent += epochs
             outcome = {}
             try:
-                result = search.train_logged(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
+                result = search.lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
             except (optuna.TrialPruned, TrialDiverged) as error:
                 raise kt.errors.FailedTrialError(str(error)) from None
             self.outcomes[trial.trial_id] = outcome[OUTCOME]

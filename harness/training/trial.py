@@ -29,9 +29,10 @@ class TrialResult:
     architecture: tuple = dataclasses.field(repr=False, default=())  # `costs.architecture_key`, for caches
 
     def summary(self):
-        """The scalar fields, for printing and logging."""
-        hidden = ("history", "model", "architecture")
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
+        """The scalar fields, for printing, with latency in milliseconds as everywhere else."""
+        hidden = ("history", "model", "architecture", "latency_seconds")
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
+        return {**fields, "latency_ms": None if self.latency_seconds is None else self.latency_seconds * 1000}
 
 
 class StopOnDivergence(keras.callbacks.Callback):

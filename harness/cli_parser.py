@@ -1,0 +1,101 @@
+"""The `harness` command line's arguments, declared. `harness.cli` holds the commands they run."""
+
+import argparse
+
+import yaml
+
+DEFAULT_SPACE = "search_spaces/quick.yaml"
+
+
+def _param(text):
+    """Parse KEY=VALUE, reading VALUE as a YAML scalar (never evaluated as code)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def _add_study_options(parser, space, study):
+    parser.add_argument("--space", default=space, help=f"search space YAML (default {space})")
+    parser.add_argument("--study", help=f"study name (default: {study}); the same name resumes it")
+    parser.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else SQLite in $HARNESS_HOME)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
+    parser.add_argument("--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)")
+    parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+
+
+def build_parser(commands_run):
+    """The `harness` parser; `commands_run` maps each command name to the function that runs it."""
+    parser = argparse.ArgumentParser(prog="harness", description="Taylor-expansion CNN search harness")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one configuration and print its result")
+    train.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10 or imagefolder:PATH")
+    train.add_argument("--data-dir", help="folder holding downloaded datasets (default: $HARNESS_DATA_DIR, then Keras's)")
+    for split in ("--train-size", "--val-size", "--test-size"):
+        train.add_argument(split, type=int)
+    train.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                       help="a model or training parameter, e.g. insertion=dense function=softplus order=3")
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="FILE.keras", help="save the trained model")
+    train.add_argument("--verbose", type=int, default=0)
+    train.set_defaults(run=commands_run["train"])
+
+    search = commands.add_parser("search", help="run (or resume) an Optuna study over a YAML search space")
+    _add_study_options(search, DEFAULT_SPACE, "the space file's name")
+    search.add_argument("--trials", type=int, default=12, help="trials the study should hold when done (default 12)")
+    search.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    search.add_argument("--engine", default="optuna", choices=("optuna", "keras-tuner"), help="who searches the space")
+    search.add_argument("--tuner", default="bayesian", choices=("random", "bayesian", "hyperband"),
+                        help="keras-tuner's tuner, with --engine keras-tuner")
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"),
+                        help="Optuna's sampler: grid runs the space's choices, nsga2 suits several objectives, gp needs PyTorch")
+    search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+                        help="stops trials whose validation accuracy lags: median (default), hyperband or none")
+    search.add_argument("--seed", type=int, help="the sampler's seed")
+    search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
+    search.add_argument("--workers", type=int, default=1, help="worker processes here (the storage then defaults to a journal)")
+    search.add_argument("--gpus", help="'all' or ids such as 0,1: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES")
+    search.add_argument("--workers-per-gpu", type=int, default=1, metavar="N", help="with --gpus: N workers share each GPU")
+    search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
+    search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
+    search.add_argument("--confirm", type=int, default=2, metavar="K", help="then re-train the K best configurations and "
+                        "their matched baselines with --seeds fresh seeds, judged on the test set (default 2; 0 skips)")
+    search.add_argument("--seeds", type=int, default=5, help="seeds per confirmed configuration (default 5)")
+    search.add_argument("--save-models", default="best", choices=("best", "all", "none"), help="which search trials save "
+                        "model.keras (default: each that beats the best saved so far); confirmation runs always do")
+    search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    search.add_argument("--stage", default="search", choices=("search", "confirm"), help=argparse.SUPPRESS)
+    search.set_defaults(run=commands_run["search"])
+
+    benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
+    _add_study_options(benchmark, "search_spaces/benchmark.yaml", "<space>-benchmark")
+    benchmark.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3: seeds 0, 1, 2)")
+    benchmark.add_argument("--from-study", help="benchmark the top configurations of this earlier study instead")
+    benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
+    benchmark.set_defaults(run=commands_run["benchmark"])
+
+    compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")
+    _add_study_options(compare, DEFAULT_SPACE, "<space>-compare, a prefix")
+    compare.add_argument("--budget", type=int, default=60, help="total epochs each run may train (default 60)")
+    compare.add_argument("--repeats", type=int, default=3, help="runs per strategy, seeds 0..R-1 (default 3)")
+    compare.add_argument("--strategy", action="append", help="a strategy to include (repeat; default: all five)")
+    compare.add_argument("--target", type=float, help="accuracy to reach (default: 95%% of the best found)")
+    compare.add_argument("--out", help="output folder (default reports/compare-<study>)")
+    compare.set_defaults(run=commands_run["compare-engines"])
+
+    report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
+    report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")
+    report.add_argument("--out", help="output folder (default reports/<study>[-vs-<study>...])")
+    report.add_argument("--storage", help="Optuna storage URL (default: the search's SQLite default)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's SQLite default)")
+    report.set_defaults(run=commands_run["report"])
+
+    for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):
+        server = commands.add_parser(name, help=f"start {what} on 127.0.0.1 over the harness's stores")
+        server.add_argument("--tracking-uri" if name == "ui" else "--storage", help="default: the search's default store")
+        server.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+        server.add_argument("--port", type=int, default=port)
+        server.set_defaults(run=commands_run[name])
+    return parser

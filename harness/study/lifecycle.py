@@ -1,0 +1,151 @@
+"""One trial's lifecycle, the same for every engine (Optuna search, keras-tuner, benchmark, confirmation).
+
+An MLflow run is started, the model trains through `run_trial`, its results are
+logged, and the run ends with the trial's outcome and reason. The engine keeps
+its own record through a `remember(key, value)` callable; the lifecycle does not
+know which engine called it.
+"""
+
+import time
+
+import keras
+import optuna
+
+from harness.model import check_params
+from harness.training.trial import run_trial, split_params
+
+OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
+
+
+class TrialDiverged(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+class TrialProgress(keras.callbacks.Callback):
+    """The trial in flight: epoch x/y, validation accuracy and time left.
+
+    On a terminal, a transient bar under the study's (advanced every batch,
+    described every epoch); elsewhere, one line per epoch, so logs stay short.
+    """
+
+    async_safe = True  # Keras runs batch hooks off the training loop's thread
+
+    def __init__(self, console, label, epochs, progress=None):
+        super().__init__()
+        self.console, self.label, self.epochs = console, label, epochs
+        self.progress = progress if progress is not None and console.is_terminal else None
+        self.task = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"{self.label} epoch 1/{self.epochs}",
+                                               total=self.epochs * (self.params.get("steps") or 1))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, elapsed = epoch + 1, time.perf_counter() - self.start
+        accuracy = (logs or {}).get("val_accuracy")
+        text = (f"{self.label} epoch {done}/{self.epochs}"
+                + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
+                + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left")
+        if self.task is not None:
+            self.progress.update(self.task, description=text)
+        else:
+            self.console.print(text, highlight=False, markup=False)
+
+    def on_train_end(self, logs=None):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """End training at the next batch once `requested()` is true."""
+
+    async_safe = True  # Keras runs batch hooks off the training loop's thread
+
+    def __init__(self, requested):
+        super().__init__()
+        self.requested = requested
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested():
+            self.model.stop_training = True
+
+
+class TrialLifecycle:
+    """Trains trials on `dataset` and logs each as a child run of `parent_run_id` through `tracker`.
+
+    `stage` (search, confirm, benchmark) tags the runs; `save_models` says which
+    search trials save their model ("best": each that beats every one saved so
+    far); seeded runs always save theirs. Setting `interrupted` ends the trial in
+    flight at its next batch; `progress` is the study's rich bar, if one shows.
+    """
+
+    def __init__(self, tracker, dataset, experiment, console, stage="search", save_models="best", mixed_precision=False):
+        self.tracker, self.dataset, self.experiment, self.console = tracker, dataset, experiment, console
+        self.stage, self.save_models, self.mixed_precision = stage, save_models, mixed_precision
+        self.parent_run_id = None
+        self.interrupted = False
+        self.progress = None
+        self.best_saved = float("-inf")  # the best validation accuracy whose model this process saved
+
+    def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
+        """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
+
+        `remember(key, value)` keeps the run id, costs and outcome with the
+        engine's own trial record. Raises optuna.TrialPruned (impossible params,
+        or pruned), TrialDiverged, or the trial's own exception, each after
+        closing the run with its reason.
+        """
+        run_params = {"dataset": self.dataset.name, "epochs": epochs, **split_params(params)[1],
+                      "precision": "mixed_float16" if self.mixed_precision else "float32"}
+        run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
+                                          self.stage, self.dataset)
+        remember("mlflow_run_id", run_id)
+
+        def end(state, reason=None):
+            remember(OUTCOME, state)
+            if reason:
+                remember("failure_reason", reason)
+            self.tracker.end_trial(run_id, state, reason)
+
+        try:
+            try:
+                check_params(split_params(params)[0])
+            except ValueError as error:
+                raise optuna.TrialPruned(f"invalid combination: {error}") from None
+            in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
+            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
+            result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
+            if self.interrupted:
+                raise KeyboardInterrupt
+            # The rest of the result lives in the MLflow run; each remembered value can be a storage write.
+            for name in ("test_accuracy", "flops"):
+                remember(name, getattr(result, name))
+            self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
+            if result.diverged:
+                raise TrialDiverged(result.failure_reason)
+        except optuna.TrialPruned as pruned:
+            end("PRUNED", str(pruned) or "pruned: validation accuracy below the pruner's threshold")
+            raise
+        except Exception as error:
+            end("FAIL", str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}")
+            raise
+        except BaseException:
+            self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")
+            raise
+        end("COMPLETE")
+        return result
+
+    def _keeps_model(self, result):
+        if self.stage != "search" or self.save_models == "all":
+            return True
+        accuracy = result.best_val_accuracy
+        if self.save_models == "none" or accuracy is None or accuracy <= self.best_saved:
+            return False
+        self.best_saved = accuracy
+        return True
