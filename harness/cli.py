@@ -83,9 +83,9 @@ def cmd_search(args):
                          stage=args.stage, save_models=args.save_models)
     if workers == 1:
         configure_tensorflow(args.threads, args.mixed_precision)
-    search = Search(space, settings)
     if args.engine == "keras-tuner":
-        return _run_keras_tuner(args, search)
+        return _run_keras_tuner(args, space, settings)
+    search = Search(space, settings)
     if args.worker_index:  # a worker started by a WorkerPool: trials only
         with search.parent_run():
             search.run()
@@ -100,14 +100,17 @@ def cmd_search(args):
     return code
 
 
-def _run_keras_tuner(args, search):
+def _run_keras_tuner(args, space, settings):
+    from rich.console import Console
+
+    from harness.study.lifecycle import open_lifecycle
     from harness.study.search import where
     from harness.study.tuner import run_tuner
 
-    outcomes = list(run_tuner(search, args.tuner, args.trials, args.seed).values())
-    print(f"keras-tuner {args.tuner} {search.settings.study_name!r}: "
+    outcomes = list(run_tuner(space, open_lifecycle(space, settings, Console()), args.tuner, args.trials, args.seed).values())
+    print(f"keras-tuner {args.tuner} {settings.study_name!r}: "
           + ", ".join(f"{outcomes.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
-    print("\n".join(where(search.settings)))
+    print("\n".join(where(settings)))
     return 0
 
 
@@ -147,7 +150,7 @@ def cmd_compare_engines(args):
 
 def cmd_report(args):
     from harness.report.pages import write_report
-    from harness.study.search import default_stores
+    from harness.study.storage import default_stores
 
     storage, tracking_uri = default_stores()
     out = write_report(args.study, args.storage or storage, args.tracking_uri or tracking_uri, args.out)
@@ -156,16 +159,16 @@ def cmd_report(args):
 
 
 def cmd_ui(args):
-    from harness.study.search import default_stores
+    from harness.study.storage import default_stores
     from harness.study.servers import mlflow_ui
 
     return mlflow_ui(args.tracking_uri or default_stores()[1], args.host, args.port, say=_say)
 
 
 def cmd_dashboard(args):
-    from harness.study.search import default_stores, name_objectives
+    from harness.study.search import name_objectives
     from harness.study.servers import optuna_dashboard
-    from harness.study.storage import open_storage
+    from harness.study.storage import default_stores, open_storage
 
     storage = open_storage(args.storage or default_stores()[0])
     name_objectives(storage)

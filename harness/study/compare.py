@@ -18,7 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from rich.console import Console  # noqa: E402
 
+from harness.study.lifecycle import open_lifecycle  # noqa: E402
 from harness.study.search import Search  # noqa: E402
 from harness.study.tuner import run_tuner  # noqa: E402
 
@@ -37,12 +39,13 @@ def run_strategy(space, settings, strategy, budget, seed):
     engine, method, pruner = STRATEGIES[strategy]
     settings = dataclasses.replace(settings, sampler=method if engine == "optuna" else "random",
                                    pruner=pruner or "none", seed=seed, epoch_budget=budget, n_trials=10_000)
-    search = Search(space, settings)
     if engine == "optuna":
+        search = Search(space, settings)
         with search.parent_run():
             search.run()
     else:
-        run_tuner(search, method, max_trials=10_000, seed=seed, epoch_budget=budget)
+        run_tuner(space, open_lifecycle(space, settings, Console()), method, max_trials=10_000, seed=seed,
+                  epoch_budget=budget)
 
 
 def anytime_curve(tracking_uri, study_name):

@@ -6,12 +6,16 @@ its own record through a `remember(key, value)` callable; the lifecycle does not
 know which engine called it.
 """
 
+import contextlib
 import time
 
 import keras
 import optuna
 
 from harness.model import check_params
+from harness.study.storage import default_home
+from harness.study.tracking import Tracker
+from harness.training import data
 from harness.training.trial import run_trial, split_params
 
 OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
@@ -89,9 +93,28 @@ class TrialLifecycle:
         self.tracker, self.dataset, self.experiment, self.console = tracker, dataset, experiment, console
         self.stage, self.save_models, self.mixed_precision = stage, save_models, mixed_precision
         self.parent_run_id = None
+        self.parent_status = "FINISHED"  # how a parent run started here ends if nothing goes wrong
         self.interrupted = False
         self.progress = None
         self.best_saved = float("-inf")  # the best validation accuracy whose model this process saved
+
+    @contextlib.contextmanager
+    def parent_run(self, tags):
+        """The MLflow run the trials nest under: joined if `parent_run_id` is set, else started with `tags` and
+        ended here, FAILED on an exception and KILLED on Ctrl-C."""
+        if self.parent_run_id is not None:
+            yield self.parent_run_id
+            return
+        self.parent_run_id = self.tracker.start_parent(self.experiment, tags)
+        status = "KILLED"
+        try:
+            yield self.parent_run_id
+            status = self.parent_status
+        except Exception:
+            status = "FAILED"
+            raise
+        finally:
+            self.tracker.end_parent(self.parent_run_id, status)
 
     def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
         """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
@@ -149,3 +172,18 @@ class TrialLifecycle:
             return False
         self.best_saved = accuracy
         return True
+
+
+def open_lifecycle(space, settings, console, dataset=None):
+    """A `TrialLifecycle` for `settings`' study: the space's dataset (unless given) loaded, its MLflow
+    experiment opened, writes spooled under the default home while the tracking server is unreachable."""
+    dataset = dataset or data.load(
+        space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
+        val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
+    )
+    tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root, default_home() / "spool",
+                      lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
+                               settings.mixed_precision)
+    lifecycle.parent_run_id = settings.parent_run_id
+    return lifecycle

@@ -13,7 +13,6 @@ import signal
 import socket
 import threading
 import warnings
-from pathlib import Path
 
 import keras
 import optuna
@@ -22,11 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.params import PARAM_KEYS
-from harness.study.lifecycle import OUTCOME, TrialLifecycle
+from harness.study.lifecycle import OUTCOME, open_lifecycle
 from harness.study.space import COST_OBJECTIVES
-from harness.study.storage import JOURNAL_PREFIX, open_storage, redact
-from harness.study.tracking import Tracker, TrackingUnreachable, close_dead_runs, process_alive
-from harness.training import data
+from harness.study.storage import default_home, default_stores, open_storage, redact
+from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
@@ -37,24 +35,6 @@ SURPLUS = "surplus"  # user attr of a trial asked for once the study was full (w
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
 STAGES = ("search", "confirm", "benchmark")
 CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation runs
-
-
-def default_home():
-    """Where embedded defaults keep their files: $HARNESS_HOME or ./harness-runs."""
-    return Path(os.environ.get("HARNESS_HOME", "harness-runs")).resolve()
-
-
-def sqlite_url(path):
-    # An absolute path after sqlite:/// gives the four slashes SQLAlchemy expects.
-    return f"sqlite:///{Path(path).resolve()}"
-
-
-def default_stores(workers=1):
-    """The embedded defaults: (Optuna storage URL, MLflow tracking URI) under `default_home()`."""
-    home = default_home()
-    # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
-    storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if workers > 1 else sqlite_url(home / "optuna.db")
-    return storage, sqlite_url(home / "mlflow.db")
 
 
 class StudyFull(RuntimeError):
@@ -313,19 +293,11 @@ class Search:
 
     def __init__(self, space, settings, console=None, dataset=None):
         self.space, self.settings, self.console = space, settings, console or Console()
-        self.dataset = dataset or data.load(
-            space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
-            val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
-        )
         # The storage first: if it cannot be opened, nothing has been written anywhere.
         self.storage = open_storage(settings.storage, settings.heartbeat_interval,
                                     lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial))
-        self.tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root, default_home() / "spool",
-                               lambda line: self.console.print(line, markup=False, highlight=False, soft_wrap=True))
-        self.lifecycle = TrialLifecycle(self.tracker, self.dataset, settings.study_name, self.console, settings.stage,
-                                        settings.save_models, settings.mixed_precision)
-        self.lifecycle.parent_run_id = settings.parent_run_id
-        self.parent_status = "FINISHED"  # how the parent run ends if nothing goes wrong
+        self.lifecycle = open_lifecycle(space, settings, self.console, dataset)
+        self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
         self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
 
     @property
@@ -349,26 +321,13 @@ class Search:
         params = {**self.space.baseline_params(), "seed": self.space.training.seed}
         self.study.enqueue_trial({}, user_attrs={**params, BENCHMARK_RUN: True, BASELINE: True})
 
-    @contextlib.contextmanager
     def parent_run(self):
         """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
-        if self.parent_run_id is not None:
-            yield self.parent_run_id
-            return
         settings = self.settings
-        self.lifecycle.parent_run_id = self.tracker.start_parent(settings.study_name, {
+        return self.lifecycle.parent_run({
             "space": self.space.source, "dataset": self.space.dataset.name, "sampler": settings.sampler,
             "pruner": settings.pruner, "workers": str(settings.workers), "optuna_storage": redact(settings.storage),
         })
-        status = "KILLED"
-        try:
-            yield self.parent_run_id
-            status = self.parent_status
-        except Exception:
-            status = "FAILED"
-            raise
-        finally:
-            self.tracker.end_parent(self.parent_run_id, status)
 
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""

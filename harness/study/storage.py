@@ -1,4 +1,4 @@
-"""Optuna storages by URL: any RDB URL (sqlite, postgresql, mysql) or `journal:PATH`.
+"""Optuna storages by URL: any RDB URL (sqlite, postgresql, mysql) or `journal:PATH`; the embedded defaults.
 
 RDB storages get trial heartbeats, so a trial whose worker died on any machine
 ends FAIL. A journal file is Optuna's advice for many processes on one machine,
@@ -8,8 +8,10 @@ unreachable server, after at most `CONNECT_TIMEOUT` seconds.
 """
 
 import contextlib
+import os
 import sqlite3
 import warnings
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -38,6 +40,24 @@ def _sqlite_write_ahead_log(connection, _record):
 
 class StorageError(ValueError):
     """The study's storage cannot be opened."""
+
+
+def default_home():
+    """Where embedded defaults keep their files: $HARNESS_HOME or ./harness-runs."""
+    return Path(os.environ.get("HARNESS_HOME", "harness-runs")).resolve()
+
+
+def sqlite_url(path):
+    # An absolute path after sqlite:/// gives the four slashes SQLAlchemy expects.
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def default_stores(workers=1):
+    """The embedded defaults: (Optuna storage URL, MLflow tracking URI) under `default_home()`."""
+    home = default_home()
+    # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
+    storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if workers > 1 else sqlite_url(home / "optuna.db")
+    return storage, sqlite_url(home / "mlflow.db")
 
 
 def open_storage(url, heartbeat_interval=None, stale_trial_callback=None):

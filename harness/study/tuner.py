@@ -38,8 +38,8 @@ class HyperParameterTrial:
 BUDGET_SPENT = "epoch budget spent"
 
 
-def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
-    """A keras-tuner tuner of `kind` whose trials are `search`'s logged trials.
+def make_tuner(kind, space, lifecycle, max_trials, seed=None, epoch_budget=None):
+    """A keras-tuner tuner of `kind` over `space` whose trials run through `lifecycle`.
 
     With `epoch_budget`, the search ends once its trials have trained that many epochs.
     """
@@ -49,15 +49,15 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
     class LoggedTuner(TUNERS[kind]):
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
-            params = {"seed": search.space.training.seed, **search.space.sample(HyperParameterTrial(hp))}
+            params = {"seed": space.training.seed, **space.sample(HyperParameterTrial(hp))}
             # Hyperband sets each trial's share of the epoch budget.
-            epochs = hp.values.get("tuner/epochs", search.space.training.epochs)
+            epochs = hp.values.get("tuner/epochs", space.training.epochs)
             if epoch_budget is not None and self.epochs_spent >= epoch_budget:
                 raise kt.errors.FatalError(BUDGET_SPENT)
             self.epochs_spent += epochs
             outcome = {}
             try:
-                result = search.lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
+                result = lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
             except (optuna.TrialPruned, TrialDiverged) as error:
                 raise kt.errors.FailedTrialError(str(error)) from None
             self.outcomes[trial.trial_id] = outcome[OUTCOME]
@@ -65,11 +65,11 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
 
     def declare_space(hp):
         # keras-tuner learns the space by building once; run_trial does the real building and training.
-        search.space.sample(HyperParameterTrial(hp))
+        space.sample(HyperParameterTrial(hp))
 
     if kind == "hyperband":
         # Enough brackets to spend any epoch budget; the budget check ends the search.
-        budget = {"max_epochs": search.space.training.epochs, "hyperband_iterations": 1 if epoch_budget is None else 1000}
+        budget = {"max_epochs": space.training.epochs, "hyperband_iterations": 1 if epoch_budget is None else 1000}
     else:
         budget = {"max_trials": max_trials}
     directory = tempfile.mkdtemp(prefix="harness-kt-")
@@ -77,7 +77,7 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
         hypermodel=declare_space,
         objective=kt.Objective("val_accuracy", "max"),
         directory=directory,
-        project_name=search.settings.study_name,
+        project_name=lifecycle.experiment,
         seed=seed,
         max_consecutive_failed_trials=max_trials,
         **budget,
@@ -88,10 +88,10 @@ def make_tuner(kind, search, max_trials, seed=None, epoch_budget=None):
     return tuner
 
 
-def run_tuner(search, kind, max_trials, seed=None, epoch_budget=None):
-    """Run a keras-tuner search under one MLflow parent run; return {trial id: outcome}."""
-    with search.parent_run():
-        tuner = make_tuner(kind, search, max_trials, seed, epoch_budget)
+def run_tuner(space, lifecycle, kind, max_trials, seed=None, epoch_budget=None):
+    """Run a keras-tuner search of `space` under one MLflow parent run; return {trial id: outcome}."""
+    with lifecycle.parent_run({"space": space.source, "dataset": space.dataset.name, "engine": f"keras-tuner {kind}"}):
+        tuner = make_tuner(kind, space, lifecycle, max_trials, seed, epoch_budget)
         try:
             tuner.search(verbose=0)
         except kt.errors.FatalError as error:

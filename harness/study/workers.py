@@ -50,7 +50,7 @@ class WorkerPool:
             raise KeyboardInterrupt
         if len(counted_trials(search.study)) >= search.settings.n_trials:
             return 0
-        search.parent_status = "FAILED"
+        search.lifecycle.parent_status = "FAILED"
         return 1
 
     def _start(self, search, index, say):
