@@ -1,9 +1,9 @@
 """One trial's lifecycle, the same for every engine (Optuna search, keras-tuner, benchmark, confirmation).
 
-An MLflow run is started, the model trains through `run_trial`, its results are
-logged, and the run ends with the trial's outcome and reason. The engine keeps
-its own record through a `remember(key, value)` callable; the lifecycle does not
-know which engine called it.
+An MLflow run is started under the engine's parent run, the model trains through
+`run_trial`, its results are logged, and the run ends with the trial's outcome
+and reason. The engine keeps its own record through a `remember(key, value)`
+callable; the lifecycle does not know which engine called it.
 """
 
 import contextlib

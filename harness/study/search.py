@@ -306,7 +306,7 @@ class Search:
 
     @functools.cached_property
     def study(self):
-        """The Optuna study, created or loaded on first use (the keras-tuner engine never uses it)."""
+        """The Optuna study, created or loaded on first use."""
         return open_study(self.settings, self.space, self.storage)
 
     def queue_baseline(self):
