@@ -17,7 +17,7 @@ import yaml
 from scipy import stats
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
-from harness.study.search import CONFIRM_SUFFIX
+from harness.study.search import CONFIRM_SUFFIX, SURPLUS
 from harness.study.storage import open_storage
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
@@ -66,8 +66,9 @@ def load_trials(study_name, storage, tracking_uri=None):
 def _study_frame(study, study_name, runs):
     """`study`'s trials as rows, joined with `runs` (`_trial_runs`' answer, or None)."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
-    if "user_attrs_surplus" in frame:  # asked for once the study was full: never trained
-        frame = frame[~frame.pop("user_attrs_surplus").eq(True)]
+    surplus = f"user_attrs_{SURPLUS}"
+    if surplus in frame:  # asked for once the study was full: never trained
+        frame = frame[~frame.pop(surplus).eq(True)]
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
     # The first objective is `value`, `values_0`, or `values_val_accuracy` once the study names its metrics.
     frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, f"values_{ACCURACY}": ACCURACY,

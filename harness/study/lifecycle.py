@@ -13,7 +13,6 @@ import keras
 import optuna
 
 from harness.model import check_params
-from harness.study.storage import default_home
 from harness.study.tracking import Tracker
 from harness.training import data
 from harness.training.trial import run_trial, split_params
@@ -176,13 +175,13 @@ class TrialLifecycle:
 
 def open_lifecycle(space, settings, console, dataset=None):
     """A `TrialLifecycle` for `settings`' study: the space's dataset (unless given) loaded, its MLflow
-    experiment opened, writes spooled under the default home while the tracking server is unreachable."""
+    experiment opened."""
     dataset = dataset or data.load(
         space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
         val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
     )
-    tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root, default_home() / "spool",
-                      lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root,
+                      say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
                                settings.mixed_precision)
     lifecycle.parent_run_id = settings.parent_run_id

@@ -94,8 +94,9 @@ class Spool:
 
     def _keep(self, run_id, operation, payload):
         run_folder = self.folder / run_id
-        run_folder.mkdir(parents=True, exist_ok=True)
-        (run_folder / TRACKING_URI_FILE).write_text(self.tracking_uri)
+        if not run_folder.is_dir():
+            run_folder.mkdir(parents=True)
+            (run_folder / TRACKING_URI_FILE).write_text(self.tracking_uri)
         if operation == "log_artifacts":  # the trial's temporary folder is gone by the time the server answers
             copy = run_folder / f"artifacts-{len(self._pending(run_id))}"
             shutil.copytree(payload["local_dir"], copy)

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from harness.expansion import plot
 from harness.params import describe
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
-from harness.study.storage import CONNECT_TIMEOUT, StorageError, check_database, redact, redact_text
+from harness.study.storage import CONNECT_TIMEOUT, StorageError, check_database, default_home, redact, redact_text
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -141,15 +141,16 @@ class Tracker:
     """The MLflow experiment of one study.
 
     Writes to a run go through `spool`, which keeps them on disk (under
-    `spool_folder`) while the tracking server is unreachable; `say` prints a line.
+    `spool_folder`, by default `spool/` in the default home) while the tracking
+    server is unreachable; `say` prints a line.
     """
 
-    def __init__(self, tracking_uri, experiment_name, artifact_root=None, spool_folder="harness-runs/spool", say=print):
+    def __init__(self, tracking_uri, experiment_name, artifact_root=None, spool_folder=None, say=print):
         self.tracking_uri = tracking_uri
         check_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.say = say
-        self.spool = Spool(self.client, tracking_uri, spool_folder, say)
+        self.spool = Spool(self.client, tracking_uri, spool_folder or default_home() / "spool", say)
         self.spool.replay()
         self.experiment_id = training_experiment(self.client, experiment_name, artifact_root)
 

@@ -6,6 +6,7 @@ threads. Workers coordinate through the study's storage alone.
 """
 
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ class WorkerPool:
     seed: int | None = None
     mixed_precision: bool = False
 
-    def run(self, search, say=print):
+    def run(self, search, say=functools.partial(print, flush=True)):
         """Run `search`'s stage in the workers until its study is full; return 0, or 1 if it is not.
 
         Raises KeyboardInterrupt once every worker has stopped if one was interrupted.
