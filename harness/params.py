@@ -7,7 +7,7 @@ model and the trial runner take their names from here.
 
 import math
 
-# Functions with a Taylor series in `harness.series`.
+# Functions with a Taylor series in `harness.expansion.series`.
 FUNCTIONS = ("exp", "softplus", "log1p", "log", "sin", "cos", "tanh", "sigmoid", "gelu", "swish")
 MAX_ORDER = 20
 

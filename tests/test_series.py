@@ -6,7 +6,7 @@ import sympy as sp
 from harness.expansion import series
 
 x = sp.Symbol("x")
-# Written independently of harness.series, in sympy's plain forms.
+# Written independently of harness.expansion.series, in sympy's plain forms.
 REFERENCE = {
     "exp": sp.exp(x),
     "softplus": sp.log(1 + sp.exp(x)),
