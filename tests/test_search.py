@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -8,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
 import requests
@@ -75,6 +75,10 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     assert all(r.info.status == "FINISHED" for r in runs)
     # What the MLflow UI shows: the training view, runs named by what they train, their data, the best so far.
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.harness-trials"])  # the trials, flat, best first
+    shown = client.search_runs([experiment.experiment_id], view["searchFilter"])
+    assert {r.info.run_id for r in shown} == {r.info.run_id for r in children}
+    assert {"params.`insertion`", "metrics.`test_accuracy`", "attributes.`Dataset`"} <= set(view["selectedColumns"])
     best = client.get_metric_history(parents[0].info.run_id, "best_val_accuracy")
     assert [m.step for m in best] == [0, 1, 2] and best[-1].value == pytest.approx(study.best_value)
     for run in children:
@@ -240,6 +244,9 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
         experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
         experiment_id = experiment.json()["experiment"]["experiment_id"]
+        # Each study's link opens its trials view in the model-training view.
+        link = f"shown: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        assert read_until(ui, link, timeout=60)[-1].strip().endswith("viewStateShareKey=harness-trials")
         runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
         assert len(runs) == 2  # the search's parent run and one trial
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in os.listdir("/proc")

@@ -16,6 +16,28 @@ import requests
 
 from harness.study.storage import redact
 
+# A runs-list view stored on each study's experiment as MLflow's own Share button stores one (a tag with this prefix,
+# named in the page's URL): the trial runs flat (their parent filtered out, as MLflow keeps children collapsed), best
+# first, with their key params and metrics as columns.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+TRIALS_VIEW = "harness-trials"
+TRIALS_VIEW_STATE = {
+    "searchFilter": "tags.`harness.role` = 'trial'",
+    "orderByKey": "metrics.`best_val_accuracy`",
+    "orderByAsc": False,
+    "selectedColumns": ["attributes.`Dataset`",
+                        *(f"params.`{key}`" for key in ("insertion", "function", "order", "mode", "coefficients",
+                                                         "per_unit", "conditioning", "width", "learning_rate", "seed")),
+                        *(f"metrics.`{key}`" for key in ("best_val_accuracy", "test_accuracy", "flops", "total_params",
+                                                          "latency_ms", "train_seconds"))],
+}
+
+
+def trials_view_url(ui_url, experiment_id):
+    """The MLflow UI address of an experiment's trials view, in the model-training view."""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={TRIALS_VIEW}"
+
+
 class ServerError(ValueError):
     """A browser view that could not start or stopped on its own."""
 
@@ -57,6 +79,8 @@ def mlflow_ui(tracking_uri, host="127.0.0.1", port=5000, say=print):
             url = f"http://{host}:{port}"
             if _wait_until_answering(f"{url}/health", lambda: ui.poll() is None, START_TIMEOUT):
                 say(f"MLflow UI at {url} (Ctrl-C stops it)")
+                for name, experiment_id in _studies(tracking_uri):
+                    say(f"  {name}: {trials_view_url(url, experiment_id)}")
             code = ui.wait()
         finally:
             stop()
@@ -68,6 +92,14 @@ def mlflow_ui(tracking_uri, host="127.0.0.1", port=5000, say=print):
             lines = log.read().decode(errors="replace").strip().splitlines() or ["no output"]
             raise ServerError(f"the MLflow UI exited with code {code}: {lines[-1].replace(tracking_uri, redact(tracking_uri))}")
     return 0
+
+
+def _studies(tracking_uri):
+    """(name, experiment id) of each experiment in the store that carries the trials view."""
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(tracking_uri).search_experiments(filter_string=f"tags.`{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''")
+    return [(e.name, e.experiment_id) for e in experiments]
 
 
 def optuna_dashboard(storage, host="127.0.0.1", port=8080, say=print):

@@ -6,6 +6,7 @@ by whoever finds it.
 """
 
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.expansion import plot
 from harness.params import describe
+from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VIEW_STATE
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
 from harness.study.storage import CONNECT_TIMEOUT, StorageError, check_database, default_home, redact, redact_text
 
@@ -112,15 +114,18 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def training_experiment(client, name, artifact_root=None):
-    """The id of experiment `name`, created if need be, tagged to open in MLflow's model-training view."""
+    """The id of experiment `name`, created if need be, tagged to open in MLflow's model-training view with the
+    trials view that `servers.trials_view_url` opens stored on it."""
+    tags = {EXPERIMENT_KIND_TAG: TRAINING_KIND, f"{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}": json.dumps(TRIALS_VIEW_STATE)}
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_root, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+            return client.create_experiment(name, artifact_location=artifact_root, tags=tags)
         except MlflowException:
             experiment = client.get_experiment_by_name(name)  # another worker created it first
-    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    for key, value in tags.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 
