@@ -53,18 +53,18 @@ def check_shared_study(storage, tracking_uri, n_trials):
 
 def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, postgres_database, mlflow_server):
     command, env = harness_search(
-        tmp_path, GRID_OF_9, "--workers", "3", "--trials", "10", "--sampler", "grid", "--pruner", "none",
+        tmp_path, GRID_OF_9, "--workers", "3", "--trials", "7", "--sampler", "grid", "--pruner", "none",
         "--storage", postgres_database, "--tracking-uri", mlflow_server,
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "s3cret-pw" not in run.stdout + run.stderr
-    _, parent = check_shared_study(postgres_database, mlflow_server, 10)
+    _, parent = check_shared_study(postgres_database, mlflow_server, 7)
     assert "***" in parent.data.tags["optuna_storage"] and "s3cret-pw" not in str(parent.data)
 
 
 def test_three_workers_on_the_journal_default(tmp_path):
-    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "3", "--trials", "10", "--sampler", "grid",
+    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "3", "--trials", "7", "--sampler", "grid",
                                   "--pruner", "none", "--confirm", "1", "--seeds", "2",
                                   env={"HARNESS_HOME": str(tmp_path / "home")})
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -72,7 +72,7 @@ def test_three_workers_on_the_journal_default(tmp_path):
     journal = tmp_path / "home" / "optuna-journal.log"
     assert journal.exists() and not (tmp_path / "home" / "optuna.db").exists()
     tracking = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
-    _, parent = check_shared_study(f"journal:{journal}", tracking, 10)
+    _, parent = check_shared_study(f"journal:{journal}", tracking, 7)
     # The confirmation ran on the workers too: the best configuration and its baseline, 2 seeds each.
     confirm = optuna.load_study(study_name="shared-confirm", storage=open_storage(f"journal:{journal}"))
     assert len(counted_trials(confirm)) == 4 and "confirm worker 3" in run.stdout
@@ -84,7 +84,7 @@ def test_three_workers_on_the_journal_default(tmp_path):
 def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_database):
     space = {**GRID_OF_9, "training": {"epochs": 8, "seed": 0}, "dataset": {**GRID_OF_9["dataset"], "train_size": 600}}
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command, env = harness_search(tmp_path, space, "--workers", "3", "--trials", "10", "--sampler", "grid",
+    command, env = harness_search(tmp_path, space, "--workers", "3", "--trials", "5", "--sampler", "grid",
                                   "--pruner", "none", "--storage", postgres_database, "--tracking-uri", tracking,
                                   "--heartbeat", "2")
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -109,7 +109,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
 
     study = optuna.load_study(study_name="shared", storage=postgres_database)
     assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
-    assert len(counted_trials(study)) == 10
+    assert len(counted_trials(study)) == 5
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     client = MlflowClient(tracking)
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
