@@ -89,11 +89,12 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
                                   "--heartbeat", "2")
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     victim = None
+    storage = open_storage(postgres_database)  # one connection pool for the polling, not one per poll
     deadline = time.time() + 300
     while victim is None and time.time() < deadline:
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name="shared", storage=postgres_database)
+            study = optuna.load_study(study_name="shared", storage=storage)
         except KeyError:
             continue
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and "pid" in t.user_attrs]
@@ -107,7 +108,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
     assert launcher.returncode == 0, errors[-3000:]
     assert "exited with code -9" in errors
 
-    study = optuna.load_study(study_name="shared", storage=postgres_database)
+    study = optuna.load_study(study_name="shared", storage=storage)
     assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
     assert len(counted_trials(study)) == 5
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

@@ -76,7 +76,11 @@ def check_database(url, role):
     """Connect once to a database URL (an MLflow backend, say), so a bad one fails fast and in one line."""
     if url.startswith(("postgresql", "mysql")):
         with _clear_errors(role, url):
-            sqlalchemy.create_engine(url, **_engine_options(url)).connect().close()
+            engine = sqlalchemy.create_engine(url, **_engine_options(url))
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()  # close the pooled connection: the caller opens its own
 
 
 def _engine_options(url):
