@@ -123,7 +123,7 @@ def test_report_of_a_real_search(tmp_path):
     from tests.test_search import TINY, search_args, stores, write_space
 
     space = {**TINY, "params": {**TINY["params"], "insertion": ["none", "dense"]}}
-    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "real", "--trials", "4", "--pruner", "none")) == 0
+    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "real", "--trials", "4", "--pruner", "none", "--seed", "0")) == 0
     storage, tracking = stores(tmp_path)
     assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "again", "--trials", "2", "--seed", "3")) == 0
     out = tmp_path / "report"
@@ -261,9 +261,10 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     from tests.test_search import TINY, search_args, stores, write_space
 
     storage, tracking = stores(tmp_path)
-    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "width": [0.25, 0.5]}})
+    # Every sampled trial expanded (the baseline is queued anyway), so there is always a configuration to confirm.
+    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense", "width": [0.25, 0.5]}})
     args = search_args(tmp_path, space, "--study", "judged", "--trials", "4", "--pruner", "none",
-                       "--confirm", "1", "--seeds", "2")
+                       "--confirm", "1", "--seeds", "2", "--seed", "0")
     assert main(args) == 0
     confirm = optuna.load_study(study_name="judged-confirm", storage=storage)
     runs = [{k: t.user_attrs.get(k) for k in ("insertion", "width", "learning_rate", "batch_size", "seed")} for t in confirm.trials]
