@@ -102,10 +102,11 @@ def render(folder, studies, frames, storage, tracking_uri):
     blocks = [("h1", "Does the Taylor expansion pay off? " + ", ".join(studies))]
     if len(studies) > 1:
         blocks += [("h2", "Studies side by side"), ("table", _comparison(frames))]
+    opened = open_storage(storage)
     for name, frame in zip(studies, frames):
         prefix = f"{name}_" if len(studies) > 1 else ""
         try:
-            study = optuna.load_study(study_name=name, storage=open_storage(storage))
+            study = optuna.load_study(study_name=name, storage=opened)
         except KeyError:
             study = None  # searched by keras-tuner: known from its MLflow runs only
         blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri)
