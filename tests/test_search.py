@@ -6,6 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -145,6 +146,38 @@ def test_a_trial_asked_for_once_the_study_is_full_never_trains(tmp_path):
     assert len(counted_trials(joiner.study)) == 2
     assert len(client.search_runs([experiment], "tags.`harness.role` = 'trial'")) == 2  # no run for it
     assert len(report.load_trials("full", storage, tracking)) == 2
+
+
+def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys):
+    space = {**TINY, "training": {"epochs": 12, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 400}}
+    storage, tracking = stores(tmp_path)
+    peer_storage = optuna.storages.RDBStorage(storage)  # its tables made before the search and the peer both look
+
+    def fail_the_baseline_after_its_first_epoch():  # as a worker does that finds its heartbeat stale
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.05)
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(study_name="taken", storage=peer_storage)
+                if study.trials and study.trials[0].intermediate_values:
+                    study.tell(0, state=optuna.trial.TrialState.FAIL)
+                    return
+
+    peer = threading.Thread(target=fail_the_baseline_after_its_first_epoch)
+    peer.start()
+    code = main(search_args(tmp_path, write_space(tmp_path, space), "--study", "taken", "--trials", "2", "--pruner", "none"))
+    peer.join()
+    assert code == 0
+    assert "search #0: another worker marked it FAIL while it ran" in capsys.readouterr().out
+    study = optuna.load_study(study_name="taken", storage=storage)
+    taken = study.trials[0]
+    assert taken.state == optuna.trial.TrialState.FAIL and "outcome" not in taken.user_attrs
+    assert len(counted_trials(study)) == 2 and study.trials[1].user_attrs["baseline"]  # the baseline queued again
+    client = MlflowClient(tracking)
+    run = client.get_run(taken.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "another worker marked this trial FAIL" in run.data.tags["failure_reason"]
+    runs = client.search_runs([client.get_experiment_by_name("taken").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
 def test_a_killed_search_resumes_without_losing_trials(tmp_path):

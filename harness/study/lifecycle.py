@@ -24,6 +24,16 @@ class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
 
 
+def failure_reason(error):
+    """What a trial's run records as the reason it failed with `error`."""
+    if isinstance(error, TrialDiverged):
+        return str(error)
+    if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
+        return ("another worker marked this trial FAIL while it ran: its heartbeat came later than the grace period "
+                "(a larger --heartbeat avoids this on a busy machine)")
+    return f"{type(error).__name__}: {error}"
+
+
 class TrialProgress(keras.callbacks.Callback):
     """The trial in flight: epoch x/y, validation accuracy and time left.
 
@@ -127,15 +137,16 @@ class TrialLifecycle:
                       "precision": "mixed_float16" if self.mixed_precision else "float32"}
         run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
                                           self.stage, self.dataset)
-        remember("mlflow_run_id", run_id)
 
         def end(state, reason=None):
+            # The run closes first: it must not stay RUNNING if the engine's record no longer takes writes.
+            self.tracker.end_trial(run_id, state, reason)
             remember(OUTCOME, state)
             if reason:
                 remember("failure_reason", reason)
-            self.tracker.end_trial(run_id, state, reason)
 
         try:
+            remember("mlflow_run_id", run_id)
             try:
                 check_params(split_params(params)[0])
             except ValueError as error:
@@ -155,7 +166,7 @@ class TrialLifecycle:
             end("PRUNED", str(pruned) or "pruned: validation accuracy below the pruner's threshold")
             raise
         except Exception as error:
-            end("FAIL", str(error) if isinstance(error, TrialDiverged) else f"{type(error).__name__}: {error}")
+            end("FAIL", failure_reason(error))
             raise
         except BaseException:
             self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import warnings
 
 import keras
@@ -299,6 +300,7 @@ class Search:
         self.lifecycle = open_lifecycle(space, settings, self.console, dataset)
         self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
         self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
+        self.taken_over = None  # the number of this process's trial that another worker marked FAIL, if one was
 
     @property
     def parent_run_id(self):
@@ -377,6 +379,9 @@ class Search:
             self.tracking_lost = error
             self.study.stop()
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # its run is closed; Optuna's tell of it fails next
+            self.taken_over = trial.number
+            raise
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
 
 
@@ -396,11 +401,32 @@ class StudyProgress:
             self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
             lifecycle.progress = self.bar
             with deferred_interrupts(self.interrupt):
-                search.study.optimize(search._objective, n_trials=remaining, timeout=search.settings.timeout,
-                                      catch=(Exception,), callbacks=[self.after_trial])
+                self._optimize_past_taken_over_trials(remaining)
             lifecycle.progress = None
         if lifecycle.interrupted:
             raise KeyboardInterrupt
+
+    def _optimize_past_taken_over_trials(self, remaining):
+        """Optuna's optimize, resumed when it stops on a trial that another worker marked FAIL while it ran here
+        (a heartbeat later than the grace period, on a busy machine): the study goes on without it."""
+        search, settings = self.search, self.search.settings
+        deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        while remaining > 0:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                search.study.optimize(search._objective, n_trials=remaining, timeout=timeout,
+                                      catch=(Exception,), callbacks=[self.after_trial])
+                return
+            except ValueError:  # "Cannot tell a FAIL trial"
+                if search.taken_over is None:
+                    raise
+            self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
+                                   "ran (its heartbeat came late); its run is closed, and this worker goes on",
+                                   highlight=False, markup=False)
+            search.taken_over = None
+            if settings.stage == "search":
+                search.queue_baseline()  # in case it was the baseline
+            remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
 
     def interrupt(self):
         self.search.lifecycle.interrupted = True
