@@ -195,7 +195,9 @@ def test_a_killed_search_resumes_without_losing_trials(tmp_path):
             except KeyError:
                 continue
             states = [t.state for t in trials]
-            if optuna.trial.TrialState.COMPLETE in states and states[-1] == optuna.trial.TrialState.RUNNING:
+            # Killed once the new trial trains: its MLflow run exists and is recorded on it.
+            if (optuna.trial.TrialState.COMPLETE in states and states[-1] == optuna.trial.TrialState.RUNNING
+                    and "mlflow_run_id" in trials[-1].user_attrs):
                 break
         else:
             pytest.fail("the search never reached a second trial")

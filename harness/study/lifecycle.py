@@ -135,8 +135,12 @@ class TrialLifecycle:
         """
         run_params = {"dataset": self.dataset.name, "epochs": epochs, **split_params(params)[1],
                       "precision": "mixed_float16" if self.mixed_precision else "float32"}
-        run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
-                                          self.stage, self.dataset)
+        try:
+            run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
+                                              self.stage, self.dataset)
+        except Exception as error:  # a locked or unreachable store: no run to record the reason in, so the engine does
+            remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")
+            raise
 
         def end(state, reason=None):
             # The run closes first: it must not stay RUNNING if the engine's record no longer takes writes.
