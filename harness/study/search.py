@@ -333,12 +333,12 @@ class Search:
 
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
-        closed = close_dead_runs(self.tracker)
+        closed = self.close_what_dead_processes_left()
         if closed:
             self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
         for line in stage_notes(self.space, self.settings):
             self.console.print(line)
-        trials = self.current_trials()
+        trials = self.study.get_trials(deepcopy=False)
         remaining = self.settings.n_trials - trials_taken(self.study, trials)
         if remaining <= 0:
             self.console.print(full_study_line(self.study, trials, self.settings))
@@ -352,6 +352,12 @@ class Search:
     def shares_study(self):
         """Whether other processes ask for this study's trials too: workers join a parent run started elsewhere."""
         return self.settings.parent_run_id is not None
+
+    def close_what_dead_processes_left(self):
+        """Close the MLflow runs and fail the trials that processes which died left RUNNING; return the runs' ids."""
+        closed = close_dead_runs(self.tracker)
+        fail_dead_trials(self.study, self.tracker)
+        return closed
 
     def current_trials(self):
         """The study's trials, read after failing those whose worker died."""

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 from harness.study.search import counted_trials
-from harness.study.tracking import close_dead_runs
 
 # Where `harness search` reads its storage and tracking URLs: passwords stay out of argv, which `ps` shows.
 STORAGE_VARIABLE, TRACKING_VARIABLE = "HARNESS_STORAGE", "HARNESS_TRACKING_URI"
@@ -49,8 +48,7 @@ class WorkerPool:
             if code:
                 print(f"worker {index} exited with code {code}; the other workers carried on", file=sys.stderr)
         # A worker that died in a trial no other worker started after leaves it RUNNING: with all of them gone, close it.
-        search.current_trials()
-        close_dead_runs(search.tracker)
+        search.close_what_dead_processes_left()
         if 130 in codes:
             raise KeyboardInterrupt
         if len(counted_trials(search.study)) >= search.settings.n_trials:
