@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness import report
-from harness.study.search import SURPLUS, Search, SearchSettings, StudyFull, counted_trials
+from harness.study.search import SURPLUS, Search, SearchSettings, StudyFull, counted_trials, fail_dead_trials
 from harness.study.space import load_space
+from harness.study.tracking import Tracker
 
 TINY = {
     "dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},
@@ -146,6 +147,19 @@ def test_a_trial_asked_for_once_the_study_is_full_never_trains(tmp_path):
     assert len(counted_trials(joiner.study)) == 2
     assert len(client.search_runs([experiment], "tags.`harness.role` = 'trial'")) == 2  # no run for it
     assert len(report.load_trials("full", storage, tracking)) == 2
+
+
+def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tmp_path):
+    # A worker writes its host, then its pid: between the two, a peer must not take the trial for a dead one's.
+    study = optuna.create_study()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claimed, alive, dead = study.ask(), study.ask(), study.ask()
+    claimed.set_user_attr("host", socket.gethostname())
+    for trial, pid in ((alive, os.getpid()), (dead, int(gone.stdout))):
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", pid)
+    fail_dead_trials(study, Tracker(stores(tmp_path)[1], "claims", spool_folder=tmp_path / "spool"))
+    assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING", "FAIL"]
 
 
 def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys):

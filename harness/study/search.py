@@ -236,7 +236,8 @@ def fail_dead_trials(study, tracker):
     """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get("host") == host and not process_alive(trial.user_attrs.get("pid", 0)):
+        pid = trial.user_attrs.get("pid")  # none yet: its worker has just asked for it and is writing it
+        if pid and trial.user_attrs.get("host") == host and not process_alive(pid):
             with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 tracker.close_run_of_stale_trial(study, trial)
@@ -369,8 +370,6 @@ class Search:
             trial.set_user_attr(SURPLUS, True)
             self.study.stop()
             raise StudyFull(f"the study already had its {self.settings.n_trials} trials when this one was asked for")
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         enqueued = trial.user_attrs.get(BENCHMARK_RUN)
         params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.space.sample(trial))}
         if self.space.is_multi_objective:
@@ -380,6 +379,8 @@ class Search:
         else:
             pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
         try:
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
             result = self.lifecycle.run(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error
