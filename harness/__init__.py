@@ -2,6 +2,8 @@
 
 The package reads like the pipeline, each layer importing only those below it:
 
+    redaction   passwords out of URLs and texts (below everything)
+    outputs     output folders written whole, never over a file the tool did not write
     params      the vocabulary: parameter names, allowed values, defaults
     expansion   series coefficients and the `TaylorExpansion` layer
     model       the expandable CNN (`build_model`)

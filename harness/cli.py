@@ -4,9 +4,13 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from harness.cli_parser import build_parser
+from harness.redaction import redact_text
+
+DEBUG_VARIABLE = "HARNESS_DEBUG"  # set it to see the traceback of an internal error
 
 
 def cmd_train(args):
@@ -56,12 +60,10 @@ def _check_search_args(args):
 
 
 def _settings(args, default_name, **options):
-    """The study's settings; storage and tracking URLs may come from the environment, keeping passwords out of argv."""
+    """The study's settings; storage and tracking URLs left out come from the environment or the defaults."""
     from harness.study.search import SearchSettings
-    from harness.study.workers import STORAGE_VARIABLE, TRACKING_VARIABLE
 
-    return SearchSettings(study_name=args.study or default_name, storage=args.storage or os.environ.get(STORAGE_VARIABLE),
-                          tracking_uri=args.tracking_uri or os.environ.get(TRACKING_VARIABLE),
+    return SearchSettings(study_name=args.study or default_name, storage=args.storage, tracking_uri=args.tracking_uri,
                           mixed_precision=args.mixed_precision, **options)
 
 
@@ -78,20 +80,16 @@ def cmd_search(args):
     gpus = gpu_ids(args.gpus, args.workers_per_gpu) if args.gpus else None
     workers = len(gpus) if gpus else args.workers
     settings = _settings(args, Path(args.space).stem, n_trials=args.trials, timeout=args.timeout, sampler=args.sampler,
-                         pruner=args.pruner, seed=None if args.seed is None else args.seed + args.worker_index,
-                         heartbeat_interval=args.heartbeat, workers=workers, parent_run_id=args.parent_run_id,
-                         stage=args.stage, save_models=args.save_models)
-    if workers == 1:
+                         pruner=args.pruner, seed=args.seed, heartbeat_interval=args.heartbeat, workers=workers,
+                         parent_run_id=args.parent_run_id, save_models=args.save_models)
+    # Workers are processes of their own; a GPU is always pinned through one, even a single GPU.
+    pool = WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir) if gpus or workers > 1 else None
+    if pool is None:
         configure_tensorflow(args.threads, args.mixed_precision)
     if args.engine == "keras-tuner":
         return _run_keras_tuner(args, space, settings)
     search = Search(space, settings)
-    if args.worker_index:  # a worker started by a WorkerPool: trials only
-        with search.parent_run():
-            search.run()
-        return 0
-    pool = WorkerPool(find_space(args.space), workers, gpus, args.threads, args.seed, args.mixed_precision)
-    code, confirm = search_and_confirm(search, args.confirm, args.seeds, pool if workers > 1 else None)
+    code, confirm = search_and_confirm(search, args.confirm, args.seeds, pool)
     print(outcome_line(f"study {settings.study_name!r}", search.study))
     if confirm is not None:
         print(outcome_line(f"confirmation {confirm.settings.optuna_study!r} (the {args.confirm} best x {args.seeds} "
@@ -105,10 +103,13 @@ def _run_keras_tuner(args, space, settings):
 
     from harness.study.lifecycle import open_lifecycle
     from harness.study.search import where
+    from harness.study.storage import tuner_home
     from harness.study.tuner import run_tuner
 
-    outcomes = list(run_tuner(space, open_lifecycle(space, settings, Console()), args.tuner, args.trials, args.seed).values())
-    print(f"keras-tuner {args.tuner} {settings.study_name!r}: "
+    lifecycle = open_lifecycle(space, settings, Console())
+    outcomes = list(run_tuner(space, lifecycle, args.tuner, args.trials, args.seed,
+                              directory=tuner_home(settings.tracking_uri)).values())
+    print(f"keras-tuner {args.tuner} {settings.study_name!r}, the trials this run trained: "
           + ", ".join(f"{outcomes.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL")))
     print("\n".join(where(settings)))
     return 0
@@ -150,29 +151,36 @@ def cmd_compare_engines(args):
 
 def cmd_report(args):
     from harness.report.pages import write_report
-    from harness.study.storage import default_stores
+    from harness.study.storage import resolve_stores
 
-    storage, tracking_uri = default_stores()
-    out = write_report(args.study, args.storage or storage, args.tracking_uri or tracking_uri, args.out)
+    out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out)
     print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
     return 0
 
 
 def cmd_ui(args):
-    from harness.study.storage import default_stores
+    from harness.study.storage import resolve_stores
     from harness.study.servers import mlflow_ui
 
-    return mlflow_ui(args.tracking_uri or default_stores()[1], args.host, args.port, say=_say)
+    return mlflow_ui(resolve_stores(tracking_uri=args.tracking_uri)[1], args.host, args.port, say=_say)
 
 
 def cmd_dashboard(args):
     from harness.study.search import name_objectives
     from harness.study.servers import optuna_dashboard
-    from harness.study.storage import default_stores, open_storage
+    from harness.study.storage import open_storage, resolve_stores
 
-    storage = open_storage(args.storage or default_stores()[0])
+    storage = open_storage(resolve_stores(storage=args.storage)[0])
     name_objectives(storage)
     return optuna_dashboard(storage, args.host, args.port, say=_say)
+
+
+def cmd_worker(args):
+    """A process of a `WorkerPool`: its job comes as data in the environment, not as arguments."""
+    from harness.study.workers import WORKER_JOB, run_worker
+
+    _quiet_libraries()
+    return run_worker(json.loads(os.environ.pop(WORKER_JOB)))
 
 
 def _say(line):
@@ -180,24 +188,45 @@ def _say(line):
 
 
 COMMANDS = {"train": cmd_train, "search": cmd_search, "benchmark": cmd_benchmark, "compare-engines": cmd_compare_engines,
-            "report": cmd_report, "ui": cmd_ui, "dashboard": cmd_dashboard}
+            "report": cmd_report, "ui": cmd_ui, "dashboard": cmd_dashboard, "worker": cmd_worker}
+
+
+class _Notes(logging.Handler):
+    """The library's warnings (an image folder's skipped files, say) as `harness: note: ...` lines on stderr."""
+
+    def emit(self, record):
+        print(f"harness: note: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_library_notes():
+    logger = logging.getLogger("harness")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes(logging.WARNING))
+        logger.propagate = False
 
 
 def main(argv=None):
     args = build_parser(COMMANDS).parse_args(argv)
+    _show_library_notes()
     # TensorFlow's C++ log repeats a harmless tf.data notice every trial; set the variable to see it again.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"harness: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as error:  # bad input: a flag, a file, a study, a store
+        print(f"harness: error: {redact_text(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        trains = args.command in ("search", "benchmark", "compare-engines")
+        trains = args.command in ("search", "benchmark", "compare-engines", "worker")
         print("harness: interrupted" + (": the trial in flight is marked FAIL and its MLflow runs KILLED" if trains else ""),
               file=sys.stderr)
         return 130
+    except Exception as error:  # a defect of ours or a library's: still one line, and never a password
+        if os.environ.get(DEBUG_VARIABLE):
+            traceback.print_exc()
+        print(f"harness: internal error: {redact_text(f'{type(error).__name__}: {error}')} "
+              f"(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

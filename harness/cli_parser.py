@@ -18,7 +18,7 @@ def _param(text):
 def _add_study_options(parser, space, study):
     parser.add_argument("--space", default=space, help=f"search space YAML (default {space})")
     parser.add_argument("--study", help=f"study name (default: {study}); the same name resumes it")
-    parser.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else SQLite in $HARNESS_HOME)")
+    parser.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
     parser.add_argument("--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)")
     parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
@@ -27,7 +27,8 @@ def _add_study_options(parser, space, study):
 def build_parser(commands_run):
     """The `harness` parser; `commands_run` maps each command name to the function that runs it."""
     parser = argparse.ArgumentParser(prog="harness", description="Taylor-expansion CNN search harness")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # The metavar keeps the internal `worker` command, which has no help, out of the usage line.
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one configuration and print its result")
     train.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10 or imagefolder:PATH")
@@ -55,7 +56,7 @@ def build_parser(commands_run):
                         help="stops trials whose validation accuracy lags: median (default), hyperband or none")
     search.add_argument("--seed", type=int, help="the sampler's seed")
     search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
-    search.add_argument("--workers", type=int, default=1, help="worker processes here (the storage then defaults to a journal)")
+    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the study (default 1)")
     search.add_argument("--gpus", help="'all' or ids such as 0,1: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES")
     search.add_argument("--workers-per-gpu", type=int, default=1, metavar="N", help="with --gpus: N workers share each GPU")
     search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
@@ -65,8 +66,6 @@ def build_parser(commands_run):
     search.add_argument("--seeds", type=int, default=5, help="seeds per confirmed configuration (default 5)")
     search.add_argument("--save-models", default="best", choices=("best", "all", "none"), help="which search trials save "
                         "model.keras (default: each that beats the best saved so far); confirmation runs always do")
-    search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    search.add_argument("--stage", default="search", choices=("search", "confirm"), help=argparse.SUPPRESS)
     search.set_defaults(run=commands_run["search"])
 
     benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
@@ -88,14 +87,18 @@ def build_parser(commands_run):
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
     report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")
     report.add_argument("--out", help="output folder (default reports/<study>[-vs-<study>...])")
-    report.add_argument("--storage", help="Optuna storage URL (default: the search's SQLite default)")
-    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's SQLite default)")
+    report.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else the search's default)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)")
     report.set_defaults(run=commands_run["report"])
 
     for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):
         server = commands.add_parser(name, help=f"start {what} on 127.0.0.1 over the harness's stores")
-        server.add_argument("--tracking-uri" if name == "ui" else "--storage", help="default: the search's default store")
+        variable = "HARNESS_TRACKING_URI" if name == "ui" else "HARNESS_STORAGE"
+        server.add_argument("--tracking-uri" if name == "ui" else "--storage", help=f"default: ${variable}, else the search's default store")
         server.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
         server.add_argument("--port", type=int, default=port)
         server.set_defaults(run=commands_run[name])
+
+    worker = commands.add_parser("worker")  # a WorkerPool's process; its job comes in the environment
+    worker.set_defaults(run=commands_run["worker"])
     return parser

@@ -7,6 +7,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Decoded image folders are cached; tests (and the processes they start) keep theirs out of the user's cache.
 os.environ.setdefault("HARNESS_CACHE", tempfile.mkdtemp(prefix="harness-test-cache-"))
+# Nor do they write the default stores into the checkout: a test that needs them names its own HARNESS_HOME.
+os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-test-home-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

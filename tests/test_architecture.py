@@ -7,7 +7,7 @@ import harness
 
 PACKAGE = Path(harness.__file__).parent
 # Bottom to top; a module may import its own layer and those below it.
-LAYERS = ["params", "expansion", "model", "training", "study", "report", "cli"]
+LAYERS = ["redaction", "outputs", "params", "expansion", "model", "training", "study", "report", "cli"]
 
 
 def module_name(path):

@@ -84,3 +84,16 @@ def test_mixed_precision_is_logged_as_what_trained(tmp_path):
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("mixed").experiment_id], "tags.`harness.role` = 'trial'")
     assert {r.data.params["precision"] for r in runs} == {"mixed_float16"}
+
+
+def test_a_benchmark_whose_expanded_runs_never_complete_still_reports(tmp_path):
+    # `all` with `expand` cannot be built: its runs end PRUNED, and only the baseline completes.
+    space = {**TINY, "params": {"width": 0.25}, "configurations": [{"insertion": "all", "mode": "expand"}]}
+    storage, tracking = stores(tmp_path)
+    args = ["--storage", storage, "--tracking-uri", tracking]
+    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "1", "--study", "none-left", *args]) == 0
+    out = tmp_path / "report"
+    assert main(["report", "--study", "none-left", *args, "--out", str(out)]) == 0
+    verdict = (out / "index.md").read_text().split("### Verdict")[1]
+    assert "No expanded configuration completed (1 seeded run(s), none complete)" in verdict
+    assert "invalid combination" in verdict

@@ -138,3 +138,19 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         data.load("svhn")
+
+
+def test_files_that_are_not_images_are_skipped_and_counted(tmp_path, capsys):
+    root = image_folder(tmp_path)
+    (root / "train" / "cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "test" / "dog" / "notes.txt").write_text("taken on a rainy day")
+    (root / "train" / "cat" / "drafts").mkdir()  # a folder inside a class is no image either
+    dataset = data.load(f"imagefolder:{root}", val_size=2)
+    assert len(dataset.x_train) + len(dataset.x_val) == 12 and len(dataset.x_test) == 12
+    from harness.cli import main
+
+    capsys.readouterr()
+    code = main(["train", "--dataset", f"imagefolder:{root}", "--val-size", "2", "--epochs", "1"])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness: note:")]
+    assert code == 0 and len(notes) == 1
+    assert "skipped 2 file(s) that are not images" in notes[0] and ".DS_Store" in notes[0] and "notes.txt" in notes[0]

@@ -28,3 +28,32 @@ def test_the_gpu_extra_resolves_one_tensorflow_and_its_cuda_libraries(tmp_path):
     assert names & TENSORFLOW_DISTRIBUTIONS == {"tensorflow"}
     if sys.platform == "linux":
         assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= names  # what [and-cuda] brings
+
+
+def test_every_package_the_code_imports_is_declared_and_every_declared_one_is_used():
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[<>=\[; ]", r)[0].lower().replace("_", "-") for r in requirements}
+
+    base = names(project["dependencies"])
+    extras = names(r for group in project["optional-dependencies"].values() for r in group)
+    imported = set()
+    for path in (ROOT / "harness").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {module: {d.lower().replace("_", "-") for d in distributions[module]}
+                   for module in imported - {"harness"} if module in distributions and module not in sys.stdlib_module_names}
+    undeclared = {module for module, found in third_party.items() if not found & (base | extras)}
+    assert undeclared == set()  # each is a dependency, or an extra's (optuna-dashboard, imported by `harness dashboard`)
+    used = set().union(*third_party.values())
+    assert base - used == {"tabulate"}  # pandas' to_markdown imports it

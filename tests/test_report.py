@@ -313,3 +313,38 @@ def test_a_finding_needs_the_holm_correction_to_agree():
     assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "no difference detected"
     assert any("once corrected for the comparisons made" in sentence for sentence in report.verdict(
         pd.concat([trials, pd.DataFrame(extra)], ignore_index=True)))
+
+
+def test_a_constant_difference_gets_no_p_value_and_no_finding():
+    trials, _ = seeded_runs()
+    dense = trials["insertion"] == "dense"
+    baseline = (trials["insertion"] == "none") & (trials["width"] == 1.0) & (trials["learning_rate"] == 1e-3)
+    # Every seed one point above its baseline: zero spread, which the paired t-test cannot judge.
+    trials.loc[dense, "test_accuracy"] = trials.loc[baseline, "test_accuracy"].to_numpy() + 0.01
+    differences = trials.loc[dense, "test_accuracy"].to_numpy() - trials.loc[baseline, "test_accuracy"].to_numpy()
+    assert np.ptp(differences) < 1e-12
+    row = report.paired_comparisons(trials).set_index("configuration").loc["dense softplus p3"]
+    assert row["delta (points)"] == pytest.approx(1.0)
+    assert np.isnan(row["p-value"]) and np.isnan(row["p (Holm)"]) and np.isnan(row["ci low"])
+    assert row["finding"] == "no difference detected"
+    sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
+    assert "every seed gave the same difference" in sentence and "no p-value" in sentence and "pays off" not in sentence
+
+
+def test_duplicate_runs_of_a_seed_are_paired_once():
+    trials, accuracy = seeded_runs()
+    trials["trial"] = range(len(trials))
+    # The dense configuration's seeds 1 and 2 ran twice more (two machines queueing at once, in an older version).
+    twins = trials[(trials["insertion"] == "dense") & trials["seed"].isin([1, 2])].assign(test_accuracy=0.99)
+    twins["trial"] = range(100, 100 + len(twins))
+    table = report.paired_comparisons(pd.concat([trials, twins], ignore_index=True)).set_index("configuration")
+    row = table.loc["dense softplus p3"]
+    values, reference = np.array(accuracy[("dense", 1.0, 1e-3)]), np.array(accuracy[("none", 1.0, 1e-3)])
+    assert row["seeds"] == 4 and row["duplicates left out"] == 2
+    assert row["p-value"] == pytest.approx(stats.ttest_rel(values, reference).pvalue)  # the earliest runs count
+    assert table.loc["input softplus p3", "duplicates left out"] == 0
+    assert "2 duplicate run(s) of a configuration and seed were left out" in report.verdict(
+        pd.concat([trials, twins], ignore_index=True))[0]
+    summary = report.config_summary(pd.concat([trials, twins], ignore_index=True))
+    assert summary.loc[summary["insertion"] == "dense", "count"].item() == 4
+

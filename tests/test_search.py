@@ -372,3 +372,34 @@ def test_ctrl_c_closes_the_trial_and_its_runs(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags["failure_reason"] == "interrupted (Ctrl-C)"
+
+
+def test_a_loss_that_turns_nan_after_the_first_epoch_ends_fail_not_pruned(tmp_path, digits):
+    """The pruner judges the diverged epoch's accuracy: the divergence, which caused it, is the outcome."""
+    import keras
+    import numpy as np
+    from rich.console import Console
+
+    from harness.study.lifecycle import OUTCOME, TrialDiverged, TrialLifecycle
+
+    class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                for weights in self.model.trainable_weights:  # every one: a ReLU turns NaN into 0
+                    weights.assign(np.full(weights.shape, np.nan, dtype="float32"))
+
+    class PruneAfterFirstEpoch(keras.callbacks.Callback):  # what a pruner does to a diverged epoch's accuracy
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch >= 1:
+                raise optuna.TrialPruned("pruned: validation accuracy below the pruner's threshold")
+
+    tracking = stores(tmp_path)[1]
+    lifecycle = TrialLifecycle(Tracker(tracking, "nan", spool_folder=tmp_path / "spool"), digits, "nan", Console())
+    remembered = {}
+    with lifecycle.parent_run({}):
+        with pytest.raises(TrialDiverged, match="diverged: loss became nan at epoch 2"):
+            lifecycle.run(0, {"insertion": "dense", "width": 0.25}, 3, [PoisonAfterFirstEpoch(), PruneAfterFirstEpoch()],
+                          remembered.__setitem__)
+    assert remembered[OUTCOME] == "FAIL" and remembered["failure_reason"].startswith("diverged")
+    run = MlflowClient(tracking).get_run(remembered["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "FAIL"

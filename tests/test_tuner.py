@@ -37,3 +37,18 @@ def test_keras_tuner_trials_are_logged_like_optuna_trials_and_reported(tmp_path)
     kt_rows = table[table["study"] == "by-kt"]
     assert len(kt_rows) == 2 and kt_rows["val_accuracy"].notna().all() and kt_rows["flops"].notna().all()
     assert "Study by-kt" in (out / "index.html").read_text()
+
+
+def test_keras_tuner_counts_pruned_trials_and_resumes_its_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    # `all` with `expand` cannot be built: every trial is PRUNED with its reason.
+    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "all", "mode": "expand"}})
+    args = search_args(tmp_path, space, "--study", "kt", "--engine", "keras-tuner", "--tuner", "random", "--seed", "1")
+    assert main([*args, "--trials", "2"]) == 0
+    assert "the trials this run trained: 0 complete, 2 pruned, 0 fail" in capsys.readouterr().out
+    assert main([*args, "--trials", "3"]) == 0  # the same study, resumed: one trial more
+    assert "the trials this run trained: 0 complete, 1 pruned, 0 fail" in capsys.readouterr().out
+    client = MlflowClient(stores(tmp_path)[1])
+    runs = client.search_runs([client.get_experiment_by_name("kt").experiment_id], "tags.`harness.role` = 'trial'")
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [0, 1, 2]
+    assert {r.data.tags["state"] for r in runs} == {"PRUNED"}

@@ -1,3 +1,4 @@
+import gzip
 import os
 import signal
 import subprocess
@@ -5,13 +6,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.study.search import SURPLUS, counted_trials
-from harness.study.storage import open_storage
+from harness.study.storage import open_storage, resolve_stores
 
 GRID_OF_9 = {
     "dataset": {"name": "digits", "train_size": 150, "val_size": 50, "test_size": 50},
@@ -107,7 +110,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
             victim = running[-1]  # the newest: the furthest from finishing before the kill lands
     assert victim is not None, "no trial was running"
     worker_command = Path(f"/proc/{victim.user_attrs['pid']}/cmdline").read_bytes()
-    assert b"search" in worker_command and b"s3cret-pw" not in worker_command  # URLs travel in the environment
+    assert b"worker" in worker_command and b"s3cret-pw" not in worker_command  # the job travels in the environment
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     _, errors = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, errors[-3000:]
@@ -141,3 +144,93 @@ def test_workers_per_gpu_needs_gpus(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         "harness: error: --workers-per-gpu must be at least 1 and comes with --gpus; got 2")
+
+
+def test_every_command_finds_the_study_a_worker_pool_made(tmp_path):
+    home = tmp_path / "home"
+    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "2", "--trials", "3", "--sampler", "grid",
+                                  "--pruner", "none", env={"HARNESS_HOME": str(home)})
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--study", "shared", "--out",
+                             str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "report" / "trials.csv")
+    assert len(trials) == 3 and "duration_s" in trials  # read from the Optuna study, not pieced together from MLflow
+    # One more trial in one process: the same study, resumed, not a second one.
+    more = [arg if arg != "3" else "4" for arg in command if arg not in ("--workers", "2")]
+    run = subprocess.run(more, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=open_storage(f"journal:{home / 'optuna-journal.log'}"))
+    assert len(counted_trials(study)) == 4 and optuna.get_all_study_names(open_storage(
+        f"journal:{home / 'optuna-journal.log'}")) == ["shared"]
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.role` = 'trial'")
+    assert len(runs) == 4
+
+
+def test_the_stores_come_from_the_environment_for_every_command(tmp_path, monkeypatch):
+    storage, tracking = f"sqlite:///{tmp_path / 'elsewhere.db'}", f"sqlite:///{tmp_path / 'elsewhere-mlflow.db'}"
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HARNESS_STORAGE", storage)
+    monkeypatch.setenv("HARNESS_TRACKING_URI", tracking)
+    assert resolve_stores() == (storage, tracking)
+    assert resolve_stores("sqlite:///flag.db") == ("sqlite:///flag.db", tracking)  # a flag wins
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(GRID_OF_9))
+    from harness.cli import main
+
+    assert main(["search", "--space", str(path), "--study", "env", "--trials", "1", "--confirm", "0"]) == 0
+    assert main(["report", "--study", "env", "--out", str(tmp_path / "report")]) == 0
+    assert len(pd.read_csv(tmp_path / "report" / "trials.csv")) == 1
+    assert not (tmp_path / "home").exists()  # no default store was made, nor used
+
+
+def write_idx(path, array):
+    """An idx file as MNIST ships them: magic, dimensions, then the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_every_setting_reaches_a_worker_pinned_to_its_gpu(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 200), ("t10k", 60)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    # The data is only where --data-dir says, and the machine has one GPU as far as the harness can tell.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("harness.training.device.gpu_ids", lambda text, per_gpu=1: [0])
+    space = {"dataset": {"name": "mnist", "train_size": 150, "val_size": 50, "test_size": 50},
+             "training": {"epochs": 1, "seed": 0}, "params": {"insertion": "dense", "function": ["softplus", "tanh"],
+                                                            "order": 2, "width": 0.25}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    from harness.cli import main
+
+    assert main(["search", "--space", str(path), "--study", "pinned", "--trials", "2", "--confirm", "0", "--pruner",
+                 "none", "--gpus", "0", "--data-dir", str(tmp_path / "data")]) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("pinned").experiment_id], "tags.`harness.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    # Trained in a worker process of its own, pinned to GPU 0 even though it is the only one.
+    assert {r.data.tags.get("cuda_visible_devices") for r in runs} == {"0"}
+    assert {r.data.tags["harness.pid"] for r in runs} != {str(os.getpid())}
+
+
+def test_a_timeout_ends_a_pool_as_it_ends_one_process(tmp_path):
+    home = tmp_path / "home"
+    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "2", "--trials", "50", "--timeout", "12",
+                                  "--pruner", "none", env={"HARNESS_HOME": str(home)})
+    for pooled in (True, False):
+        argv = command if pooled else [a for a in command if a not in ("--workers", "2")]
+        run = subprocess.run([*argv, "--study", f"timed-{pooled}"], env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]  # stopped as asked: the study need not be full
+        client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+        (parent,) = client.search_runs([client.get_experiment_by_name(f"timed-{pooled}").experiment_id],
+                                       "tags.`harness.role` = 'search'")
+        assert parent.info.status == "FINISHED"

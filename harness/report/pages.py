@@ -6,10 +6,9 @@ follow, labelled as selected on validation.
 """
 
 import html
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 
@@ -20,13 +19,13 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.report import tables  # noqa: E402
+from harness.outputs import check_output_folder, write_output_folder  # noqa: E402
 from harness.params import EXPANSION_KEYS, describe  # noqa: E402
-from harness.study.storage import open_storage  # noqa: E402
+from harness.report import tables  # noqa: E402
+from harness.study.storage import check_tracking_uri, open_storage  # noqa: E402
 
 TOP_CURVES = 5
 MIN_TRIALS_FOR_IMPORTANCE = 8
-MANIFEST = ".harness-report"  # the files a report wrote, so a later report replaces only those
 # Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
 DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration",
                *tables.CONFIG_COLUMNS}
@@ -46,20 +45,17 @@ def write_report(studies, storage, tracking_uri=None, out=None):
     a folder holding anything else is refused before any work is done.
     """
     out = Path(out or Path("reports") / "-vs-".join(studies))
-    _check_out(out)
+    check_output_folder(out)
+    if tracking_uri is not None:  # a server that is down answers in seconds, not after minutes of retries
+        check_tracking_uri(tracking_uri)
     frames = [tables.load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
-    with tempfile.TemporaryDirectory() as scratch:
-        staging = Path(scratch) / "report"
-        staging.mkdir()
+
+    def fill(folder):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            render(staging, studies, frames, storage, tracking_uri)
-        written = sorted(p.name for p in staging.iterdir())
-        (staging / MANIFEST).write_text("\n".join(written) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(out))
+            render(folder, studies, frames, storage, tracking_uri)
+
+    write_output_folder(out, fill)
     if tracking_uri is not None:
         for name in studies:
             _attach_to_parent_run(name, tracking_uri, out)
@@ -78,22 +74,6 @@ def _attach_to_parent_run(study_name, tracking_uri, folder):
                                  order_by=["attributes.start_time DESC"], max_results=1)
     if parents:
         client.log_artifacts(parents[0].info.run_id, str(folder), artifact_path="report")
-
-
-def _check_out(out):
-    """Refuse an output folder that holds files an earlier report of this tool did not write."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"--out {out}: a file of that name exists; choose a folder")
-    present = {p.name for p in out.iterdir()}
-    manifest = out / MANIFEST
-    ours = set(manifest.read_text().split()) | {MANIFEST} if manifest.is_file() else set()
-    foreign = sorted(present - ours)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ValueError(f"--out {out}: the folder holds files this tool did not write ({shown}); "
-                         "choose a new or empty folder, or an earlier report's")
 
 
 def render(folder, studies, frames, storage, tracking_uri):
@@ -169,7 +149,7 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
             blocks += [("h3", "Every seeded configuration: test accuracy, mean and 95% CI"), ("table", summary)]
     searched = tables.search_stage(trials)
     if searched.empty or not (searched["state"] == "COMPLETE").any():
-        return blocks
+        return blocks + _failures(trials)
     tally = tables.counts(searched)
     blocks += [
         ("h2", f"Search stage of {name}: selected on validation, optimistic"),
@@ -195,11 +175,15 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
             blocks += [("h3", f"Best validation accuracy, {index} x function"), ("table", table)]
     blocks.append(("h3", "Plots of the search"))
     blocks += [("img", made) for made in _plots(folder, prefix, searched, study, tracking_uri)]
+    return blocks + _failures(trials)
+
+
+def _failures(trials):
     failures = trials[trials["state"] != "COMPLETE"]
-    if not failures.empty:
-        columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
-        blocks += [("h3", "Failed and pruned trials"), ("table", failures[columns])]
-    return blocks
+    if failures.empty:
+        return []
+    columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
+    return [("h3", "Failed and pruned trials"), ("table", failures[columns])]
 
 
 def _save(figure, folder, file, title):
@@ -371,7 +355,7 @@ def _markdown(blocks):
             table, note = _display(content)
             parts += ([note] if note else []) + [table.to_markdown(index=False)]
         elif kind == "img":
-            parts.append(f"![{content[1]}]({content[0]})")
+            parts.append(f"![{content[1]}]({quote(content[0])})")
     return "\n\n".join(parts) + "\n"
 
 
@@ -388,7 +372,7 @@ def _html(blocks, title):
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
             parts.append(f"<div class='scroll'>{table.to_html(border=0, classes='table', index=False)}</div>")
         elif kind == "img":
-            parts.append(f'<figure><img src="{html.escape(content[0])}" alt="{html.escape(content[1])}">'
+            parts.append(f'<figure><img src="{html.escape(quote(content[0]))}" alt="{html.escape(content[1])}">'
                          f"<figcaption>{html.escape(content[1])}</figcaption></figure>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;line-height:1.45}"
              ".scroll{max-width:100%;overflow-x:auto}"

@@ -17,6 +17,7 @@ import yaml
 from scipy import stats
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
+from harness.redaction import redact
 from harness.study.search import CONFIRM_SUFFIX, SURPLUS
 from harness.study.storage import open_storage
 
@@ -40,8 +41,8 @@ def load_trials(study_name, storage, tracking_uri=None):
     except KeyError:
         frame = _trials_from_mlflow(study_name, tracking_uri) if tracking_uri else None
         if frame is None:
-            raise ValueError(f"study {study_name!r} does not exist in {storage}"
-                             + (f" nor as an MLflow experiment in {tracking_uri}" if tracking_uri else "")) from None
+            raise ValueError(f"study {study_name!r} does not exist in {redact(storage)}"
+                             + (f" nor as an MLflow experiment in {redact(tracking_uri)}" if tracking_uri else "")) from None
         if not (frame["state"] == "COMPLETE").any():
             raise ValueError(f"study {study_name!r} has no completed trial to report on")
         return frame
@@ -97,7 +98,7 @@ def _trial_runs(study_name, tracking_uri):
     if experiment is None:
         return None
     runs = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'trial'", max_results=50000)
-    base = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    base = redact(tracking_uri) if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     return runs, f"{base}/#/experiments/{experiment.experiment_id}/runs/"
 
 
@@ -230,6 +231,7 @@ def config_summary(trials, metric="test_accuracy", confidence=0.95):
     keys = _configuration_keys(done)
     if metric not in done or not keys:
         return pd.DataFrame()
+    done, _ = one_run_per_seed(done, keys)
     groups = done.fillna({k: "-" for k in keys}).groupby(keys)[metric]
     table = groups.agg(["count", "mean", "std"]).reset_index()
     table = table[table["count"] > 1]
@@ -244,6 +246,21 @@ def _configuration_keys(trials):
     return [c for c in CONFIGURATION_KEYS if c in trials and trials[c].notna().any()]
 
 
+def one_run_per_seed(runs, keys):
+    """(`runs` with one run per study, configuration and seed, the earliest trial's; how many were left out).
+
+    Each seed must count once: a duplicate would pair many-to-many and narrow
+    the CI. A run queued twice trains once, but older studies, or a benchmark
+    run beside a confirmation, can still hold two.
+    """
+    if "seed" not in runs:
+        return runs, 0
+    subset = [k for k in ("study", *keys, "seed") if k in runs]
+    kept = runs.sort_values("trial").drop_duplicates(subset=subset, keep="first") if "trial" in runs else \
+        runs.drop_duplicates(subset=subset, keep="first")
+    return kept, len(runs) - len(kept)
+
+
 def holm(p_values):
     """Holm's step-down adjustment of `p_values` for multiple comparisons (NaN stays NaN, out of the count)."""
     p = np.asarray(p_values, dtype=float)
@@ -256,13 +273,16 @@ def holm(p_values):
 
 
 def _paired_test(values, reference, confidence):
-    """(mean difference, CI low, CI high, p-value) of paired samples; a constant difference has a zero-width CI."""
+    """(mean difference, CI low, CI high, p-value) of paired samples, by scipy's paired t-test.
+
+    Fewer than two pairs, or the same difference on every seed, leave the CI and
+    the p-value undefined (NaN): the seeds then say nothing of the spread, and
+    a constant difference is no certainty.
+    """
     differences = values - reference
     mean = differences.mean()
-    if len(differences) < 2:
+    if len(differences) < 2 or np.ptp(differences) == 0:
         return mean, np.nan, np.nan, np.nan
-    if np.ptp(differences) == 0:
-        return mean, mean, mean, 1.0 if mean == 0 else 0.0
     test = stats.ttest_rel(values, reference)
     interval = test.confidence_interval(confidence)
     return mean, interval.low, interval.high, test.pvalue
@@ -292,6 +312,7 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     for values, group in done[done["insertion"] != "none"].groupby(keys):
         configuration = dict(zip(keys, values))
         baseline = baselines[(baselines[matched] == group[matched].iloc[0]).all(axis=1)]
+        (group, duplicates), (baseline, baseline_duplicates) = one_run_per_seed(group, keys), one_run_per_seed(baseline, keys)
         pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
         if pairs.empty:
             continue
@@ -302,6 +323,7 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
             **{k: _plain(configuration[k]) for k in matched},
             "seeds": len(pairs),
             "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0,
+            "duplicates left out": duplicates + baseline_duplicates,
             "accuracy": pairs[metric].mean(),
             "baseline accuracy": pairs[f"{metric} baseline"].mean(),
             "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
@@ -311,6 +333,8 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
+    if not table["duplicates left out"].any():
+        table = table.drop(columns="duplicates left out")
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
     table["finding"] = [_finding(low, high, p) for low, high, p in zip(table["ci low"], table["ci high"], table["p (Holm)"])]
     return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
@@ -357,8 +381,20 @@ def verdict(trials, confirm_command=None, metric=ACCURACY):
         intro = (f"From {len(seeded)} seeded runs judged on the test set: {len(comparisons)} configuration(s), each "
                  f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline, the plain ReLU CNN with "
                  "the same width, learning rate, batch size, epochs and seeds.")
+        if "duplicates left out" in comparisons:
+            intro += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
+                      "were left out: each seed counts once, with its earliest run.")
         return [intro, *(_confirmed_sentence(row) for _, row in comparisons.iterrows())]
     done = completed(search_stage(trials))
+    if done.empty:  # seeded runs alone, and no expanded configuration among those that completed
+        seeded = seeded_stage(trials)
+        expanded = seeded[seeded["insertion"] != "none"] if "insertion" in seeded else seeded.iloc[:0]
+        if not completed(expanded).empty:
+            return ["No seeded configuration has a completed matched baseline run with the same seeds to pair with, so "
+                    "there is no verdict."]
+        reasons = sorted(set(expanded["failure_reason"].dropna())) if "failure_reason" in expanded else []
+        return [f"No expanded configuration completed ({len(expanded)} seeded run(s), none complete), so there is "
+                "nothing to compare with the baseline." + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")]
     best = done.loc[done[metric].idxmax()]
     described = describe({k: _plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
     text = (f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
@@ -373,7 +409,13 @@ def verdict(trials, confirm_command=None, metric=ACCURACY):
 
 
 def _confirmed_sentence(row):
-    ci = f"95% CI {row['ci low']:+.1f} to {row['ci high']:+.1f}" if pd.notna(row["ci low"]) else "no CI"
+    if pd.notna(row["ci low"]):
+        ci = f"95% CI {row['ci low']:+.1f} to {row['ci high']:+.1f}"
+    elif row["seeds"] >= 2:
+        ci = "no CI: every seed gave the same difference, which says nothing of its spread; more seeds or a larger test set would"
+    else:
+        ci = "no CI from one seed"
+    p_holm = f"Holm-adjusted p = {row['p (Holm)']:.3g}" if pd.notna(row["p (Holm)"]) else "no p-value"
     statement = {
         "pays off": "pays off",
         "costs accuracy": "costs accuracy",
@@ -383,7 +425,7 @@ def _confirmed_sentence(row):
     if row["finding"] == "no difference detected" and (row["ci low"] > 0 or row["ci high"] < 0):
         statement += " once corrected for the comparisons made (Holm)"
     return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
-            f"baseline ({ci}, paired over {row['seeds']} seeds; Holm-adjusted p = {row['p (Holm)']:.3g}), "
+            f"baseline ({ci}; paired over {row['seeds']} seeds; {p_holm}), "
             f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: width {row['width']:g}, "
             f"learning rate {row['learning_rate']:.3g}, batch size {row['batch_size']:g}.")
 

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from harness.outputs import check_output_folder, write_output_folder  # noqa: E402
 from harness.study.lifecycle import open_lifecycle  # noqa: E402
 from harness.study.search import Search  # noqa: E402
 from harness.study.tuner import run_tuner  # noqa: E402
@@ -72,12 +73,17 @@ def on_grid(curve, budget):
 
 
 def compare_engines(space, settings, budget, repeats, strategies=tuple(STRATEGIES), target=None, out=None):
-    """Run every strategy `repeats` times; write anytime.png, anytime.csv and summary.md to `out`; return the summary."""
+    """Run every strategy `repeats` times; write anytime.png, anytime.csv and summary.md to `out`; return the summary.
+
+    `out` (default reports/compare-<study>) must be new, empty, or an earlier output, which is replaced whole: it
+    is checked before anything trains."""
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise ValueError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}")
     if budget < space.training.epochs:
         raise ValueError(f"the budget ({budget} epochs) is smaller than one trial ({space.training.epochs} epochs)")
+    out = Path(out or Path("reports") / f"compare-{settings.study_name}")
+    check_output_folder(out)
     curves = []
     for strategy in strategies:
         for repeat in range(repeats):
@@ -88,15 +94,17 @@ def compare_engines(space, settings, budget, repeats, strategies=tuple(STRATEGIE
     table = pd.concat(curves, ignore_index=True)
     target = target if target is not None else 0.95 * table["best_val_accuracy"].max()
     summary = _summary(table, target)
-    out = Path(out or Path("reports") / f"compare-{settings.study_name}")
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "anytime.csv", index=False)
-    _plot(table, target, budget, out / "anytime.png")
-    (out / "summary.md").write_text(
-        f"# Search strategies under {budget} epochs, {repeats} repeat(s) each\n\n"
-        f"Target: {target:.3f} validation accuracy. Epochs to target: the median over the repeats that reached it.\n\n"
-        f"{summary.round(4).to_markdown()}\n\n![anytime curves](anytime.png)\n"
-    )
+
+    def fill(folder):
+        table.to_csv(folder / "anytime.csv", index=False)
+        _plot(table, target, budget, folder / "anytime.png")
+        (folder / "summary.md").write_text(
+            f"# Search strategies under {budget} epochs, {repeats} repeat(s) each\n\n"
+            f"Target: {target:.3f} validation accuracy. Epochs to target: the median over the repeats that reached it.\n\n"
+            f"{summary.round(4).to_markdown()}\n\n![anytime curves](anytime.png)\n"
+        )
+
+    write_output_folder(out, fill)
     return summary
 
 

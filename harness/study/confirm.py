@@ -16,11 +16,14 @@ experiment and parent run.
 import dataclasses
 import itertools
 import math
+import sys
+import time
 
 import optuna
 
 from harness.params import BASELINE_DEFAULTS
-from harness.study.search import BENCHMARK_RUN, Search, counted_trials, enqueued_params, trial_params
+from harness.redaction import redact
+from harness.study.search import BENCHMARK_RUN, SURPLUS, Search, counted_trials, enqueued_key, trial_params, unfilled_line
 from harness.study.storage import open_storage
 
 MAX_GRID = 100
@@ -48,8 +51,13 @@ def configurations(space, from_study=None, storage=None, top=5):
     params fill in what a configuration leaves out.
     """
     if from_study:
-        study = optuna.load_study(study_name=from_study, storage=open_storage(storage))
+        try:
+            study = optuna.load_study(study_name=from_study, storage=open_storage(storage))
+        except KeyError:
+            raise ValueError(f"--from-study {from_study}: no such study in {redact(storage)}") from None
         chosen = top_configurations(study, space, top)
+        if not chosen:
+            raise ValueError(f"--from-study {from_study}: the study has no completed expanded configuration to benchmark")
     elif space.configurations:
         chosen = space.configurations
     else:
@@ -77,12 +85,18 @@ def top_configurations(study, space, k):
 
 
 def enqueue(study, configurations, seeds):
-    """Queue every (configuration, seed) the study has not run yet; return how many runs the study then holds."""
-    counted = {t.number for t in counted_trials(study)}
+    """Queue every (configuration, seed) the study does not hold yet (waiting, running, or ended by its own doing);
+    return how many runs the study then holds.
+
+    Two processes queueing at the same moment can still queue a run twice: the later trial stands down when it
+    starts (`search.earlier_twin`), so each run trains once.
+    """
+    trials = study.get_trials(deepcopy=False)
+    counted = {t.number for t in counted_trials(study, trials)}
+    live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
     held = {
-        tuple(sorted(enqueued_params(t).items()))
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(BENCHMARK_RUN) and (t.state == optuna.trial.TrialState.WAITING or t.number in counted)
+        enqueued_key(t) for t in trials
+        if t.user_attrs.get(BENCHMARK_RUN) and not t.user_attrs.get(SURPLUS) and (t.state in live or t.number in counted)
     }
     for configuration, seed in itertools.product(configurations, seeds):
         attrs = {**configuration, "seed": seed}
@@ -98,6 +112,7 @@ def run_benchmark(space, settings, seeds, from_study=None, top=5, console=None):
     chosen = configurations(space, from_study, settings.storage, top)
     settings = dataclasses.replace(settings, stage="benchmark")
     search = Search(space, settings, console=console)
+    search.close_what_dead_processes_left()  # a run whose process died is queued again, not held
     settings.n_trials = enqueue(search.study, chosen, seeds)
     search.study.set_user_attr("seeds", list(seeds))
     with search.parent_run():
@@ -118,6 +133,7 @@ def confirmation(search, top, seeds):
     settings = dataclasses.replace(search.settings, stage="confirm", sampler="random", pruner="none", timeout=None,
                                    epoch_budget=None, parent_run_id=search.parent_run_id)
     confirm = Search(search.space, settings, search.console, search.dataset)
+    confirm.close_what_dead_processes_left()  # a run whose process died is queued again, not held
     settings.n_trials = enqueue(confirm.study, with_baselines(chosen), seeds)
     confirm.study.set_user_attr("seeds", list(seeds))
     return confirm
@@ -128,13 +144,18 @@ def search_and_confirm(search, top, seeds, pool=None):
     best expanded configurations re-trained with `seeds` fresh seeds beside their matched baselines.
 
     Each stage runs in `pool`'s worker processes if given, else here. Returns
-    (exit code, the confirmation's `Search` or None).
+    (exit code, the confirmation's `Search` or None): 0 when each stage ended as asked (`unfilled_line`), else 1,
+    and the parent run then ends FAILED.
     """
     def run(stage):
-        if pool is not None:
-            return pool.run(stage)
-        stage.run()
-        return 0
+        started = time.monotonic()
+        pool.run(stage) if pool is not None else stage.run()
+        unfilled = unfilled_line(stage, time.monotonic() - started)
+        if unfilled is None:
+            return 0
+        print(f"harness: {unfilled}", file=sys.stderr)
+        search.lifecycle.parent_status = "FAILED"
+        return 1
 
     with search.parent_run():
         search.queue_baseline()

@@ -195,7 +195,7 @@ def open_lifecycle(space, settings, console, dataset=None):
         space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
         val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
     )
-    tracker = Tracker(settings.tracking_uri, settings.study_name, settings.artifact_root,
+    tracker = Tracker(settings.tracking_uri, settings.study_name,
                       say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
                                settings.mixed_precision)

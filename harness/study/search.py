@@ -8,6 +8,7 @@ an impossible combination of sampled params is PRUNED with the reason.
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import os
 import signal
 import socket
@@ -24,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.params import PARAM_KEYS
 from harness.study.lifecycle import OUTCOME, open_lifecycle
 from harness.study.space import COST_OBJECTIVES
-from harness.study.storage import default_home, default_stores, open_storage, redact
+from harness.redaction import redact
+from harness.study.storage import open_storage, resolve_stores
 from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
@@ -32,7 +34,8 @@ SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; s
 PRUNERS = ("median", "hyperband", "none")
 BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
 BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
-SURPLUS = "surplus"  # user attr of a trial asked for once the study was full (workers asking at once); it never trains
+SURPLUS = "surplus"  # user attr of a trial that never trains: asked for once the study was full, or a duplicate
+DUPLICATE_OF = "duplicate_of"  # user attr of an enqueued run that stood down: the number of its twin, queued before it
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
 STAGES = ("search", "confirm", "benchmark")
 CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation runs
@@ -40,6 +43,10 @@ CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation 
 
 class StudyFull(RuntimeError):
     """A worker asked for a trial the study no longer needs."""
+
+
+class DuplicateRun(RuntimeError):
+    """An enqueued run whose params and seed an earlier trial of the study holds (machines queueing at once)."""
 
 
 class ReportEpochs(keras.callbacks.Callback):
@@ -107,12 +114,10 @@ class SearchSettings:
             raise ValueError(f"save_models must be one of {', '.join(SAVE_MODELS)}; got {self.save_models!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
-        default_storage, default_tracking_uri = default_stores(self.workers)
-        if self.storage is None or self.tracking_uri is None:
-            default_home().mkdir(parents=True, exist_ok=True)
-        self.storage = self.storage or default_storage
-        self.tracking_uri = self.tracking_uri or default_tracking_uri
-        self.artifact_root = (default_home() / "artifacts").as_uri() if self.tracking_uri.startswith("sqlite") else None
+        # Optuna imports PyTorch only when the sampler first samples: without this check every trial would fail.
+        if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
+            raise ValueError("--sampler gp needs PyTorch, which is not installed: pip install torch, or pick another sampler")
+        self.storage, self.tracking_uri = resolve_stores(self.storage, self.tracking_uri)
 
     @property
     def optuna_study(self):
@@ -129,10 +134,7 @@ def make_sampler(name, space, seed):
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    try:
-        return optuna.samplers.GPSampler(seed=seed)
-    except ImportError as error:
-        raise ValueError(f"the gp sampler needs PyTorch ({error}); install torch or pick another sampler") from None
+    return optuna.samplers.GPSampler(seed=seed)
 
 
 def make_pruner(name, space):
@@ -148,6 +150,25 @@ def enqueued_params(trial):
     if not trial.user_attrs.get(BENCHMARK_RUN):
         return {}
     return {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}
+
+
+def enqueued_key(trial):
+    """What makes two enqueued runs the same run: their params and seed."""
+    return tuple(sorted(enqueued_params(trial).items()))
+
+
+def earlier_twin(study, trial):
+    """The number of an earlier trial holding the same enqueued run as `trial` (waiting, running, or ended by its own
+    doing), or None. Processes that queue runs at once can queue one twice; only the earliest trains."""
+    trials = study.get_trials(deepcopy=False)
+    counted = {t.number for t in counted_trials(study, trials)}
+    live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    key = enqueued_key(trial)
+    for other in trials:
+        if (other.number < trial.number and other.user_attrs.get(BENCHMARK_RUN) and not other.user_attrs.get(SURPLUS)
+                and (other.state in live or other.number in counted) and enqueued_key(other) == key):
+            return other.number
+    return None
 
 
 def trial_params(trial, space):
@@ -280,6 +301,17 @@ def full_study_line(study, trials, settings):
             f"as many as --trials {settings.n_trials}: nothing new to run")
 
 
+def unfilled_line(search, elapsed):
+    """None if the stage ended as asked (its study holds `n_trials` counted trials, or its `timeout` passed in the
+    `elapsed` seconds it ran), else the line that says how far it got: one rule for a process and a worker pool."""
+    settings = search.settings
+    held = trials_taken(search.study, search.current_trials())  # another process may still train the last ones
+    if held >= settings.n_trials or (settings.timeout is not None and elapsed >= settings.timeout):
+        return None
+    return (f"{settings.stage} {settings.optuna_study!r} holds {held} of its {settings.n_trials} trials; the failure "
+            "reasons are above, and the same command resumes it")
+
+
 def where(settings):
     """Lines telling a user where a search's results are."""
     return [
@@ -302,6 +334,7 @@ class Search:
         self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
         self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
         self.taken_over = None  # the number of this process's trial that another worker marked FAIL, if one was
+        self.stood_down = 0  # duplicate runs this process skipped in its latest optimize call
 
     @property
     def parent_run_id(self):
@@ -371,6 +404,12 @@ class Search:
             self.study.stop()
             raise StudyFull(f"the study already had its {self.settings.n_trials} trials when this one was asked for")
         enqueued = trial.user_attrs.get(BENCHMARK_RUN)
+        twin = earlier_twin(self.study, trial) if enqueued else None
+        if twin is not None:
+            trial.set_user_attr(SURPLUS, True)
+            trial.set_user_attr(DUPLICATE_OF, twin)
+            self.stood_down += 1
+            raise DuplicateRun(f"trial #{twin} holds the same params and seed")
         params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.space.sample(trial))}
         if self.space.is_multi_objective:
             pruning = []  # Optuna takes no intermediate values from multi-objective trials
@@ -408,31 +447,34 @@ class StudyProgress:
             self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
             lifecycle.progress = self.bar
             with deferred_interrupts(self.interrupt):
-                self._optimize_past_taken_over_trials(remaining)
+                self._optimize_past_uncounted_trials(remaining)
             lifecycle.progress = None
         if lifecycle.interrupted:
             raise KeyboardInterrupt
 
-    def _optimize_past_taken_over_trials(self, remaining):
-        """Optuna's optimize, resumed when it stops on a trial that another worker marked FAIL while it ran here
-        (a heartbeat later than the grace period, on a busy machine): the study goes on without it."""
+    def _optimize_past_uncounted_trials(self, remaining):
+        """Optuna's optimize, resumed while trials that do not count cut it short: duplicate runs that stood down,
+        or a trial that another worker marked FAIL while it ran here (a heartbeat later than the grace period, on a
+        busy machine). The study goes on without them."""
         search, settings = self.search, self.search.settings
         deadline = time.monotonic() + settings.timeout if settings.timeout else None
         while remaining > 0:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            search.stood_down = 0
             try:
                 search.study.optimize(search._objective, n_trials=remaining, timeout=timeout,
                                       catch=(Exception,), callbacks=[self.after_trial])
-                return
+                if not search.stood_down:
+                    return
             except ValueError:  # "Cannot tell a FAIL trial"
                 if search.taken_over is None:
                     raise
-            self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
-                                   "ran (its heartbeat came late); its run is closed, and this worker goes on",
-                                   highlight=False, markup=False)
-            search.taken_over = None
-            if settings.stage == "search":
-                search.queue_baseline()  # in case it was the baseline
+                self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
+                                       "ran (its heartbeat came late); its run is closed, and this worker goes on",
+                                       highlight=False, markup=False)
+                search.taken_over = None
+                if settings.stage == "search":
+                    search.queue_baseline()  # in case it was the baseline
             remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
 
     def interrupt(self):
@@ -442,6 +484,9 @@ class StudyProgress:
     def after_trial(self, study, trial):
         """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
         search, settings = self.search, self.search.settings
+        if DUPLICATE_OF in trial.user_attrs:
+            self.bar.console.print(f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
+                                   "queued at once by another process; skipped", highlight=False, markup=False)
         if trial.user_attrs.get(SURPLUS):
             return
         # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.

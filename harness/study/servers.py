@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from harness.study.storage import redact
+from harness.redaction import redact
 
 # A runs-list view stored on each study's experiment as MLflow's own Share button stores one (a tag with this prefix,
 # named in the page's URL): the trial runs flat (their parent filtered out, as MLflow keeps children collapsed), best

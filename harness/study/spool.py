@@ -6,9 +6,12 @@ by default). Past that cover, a write to a run goes to `FOLDER/<run id>/`: one J
 line per write, and a copy of each artifact folder. Once a run has a spooled write,
 its later writes join the spool, so they replay in the order they were made. A run
 is closed (`set_terminated`) only after everything before it has reached the server,
-so no run is left RUNNING for good and none is closed early.
+so no run is left RUNNING for good and none is closed early. A write the server
+refuses for good (its run was deleted, say) moves that run's spool to
+`FOLDER/rejected/<run id>/`, with the reason, and the others go on.
 """
 
+import hashlib
 import json
 import logging
 import shutil
@@ -17,10 +20,11 @@ from pathlib import Path
 import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from harness.study.storage import redact
+from harness.redaction import redact, redact_text
 
 OPERATIONS = "operations.jsonl"
-TRACKING_URI_FILE = "tracking_uri"
+SERVER_FILE = "server.json"  # which server a run's writes are for: its URI redacted, and a digest that tells them apart
+REJECTED = "rejected"  # the runs whose spooled writes the server refused for good
 
 
 def is_unreachable(error):
@@ -58,6 +62,8 @@ class Spool:
         self.tracking_uri = tracking_uri
         self.folder = Path(folder)
         self.say = RETRY_NOTICE.say = say
+        # A URI's password never goes to disk: the spool knows its server by a digest.
+        self.server = {"server": redact(tracking_uri), "key": hashlib.sha256(tracking_uri.encode()).hexdigest()}
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()):
         self._write(run_id, "log_batch", {
@@ -96,7 +102,7 @@ class Spool:
         run_folder = self.folder / run_id
         if not run_folder.is_dir():
             run_folder.mkdir(parents=True)
-            (run_folder / TRACKING_URI_FILE).write_text(self.tracking_uri)
+            (run_folder / SERVER_FILE).write_text(json.dumps(self.server))
         if operation == "log_artifacts":  # the trial's temporary folder is gone by the time the server answers
             copy = run_folder / f"artifacts-{len(self._pending(run_id))}"
             shutil.copytree(payload["local_dir"], copy)
@@ -109,7 +115,7 @@ class Spool:
         if not self.folder.is_dir():
             return []
         return [p.name for p in self.folder.iterdir()
-                if (p / TRACKING_URI_FILE).exists() and (p / TRACKING_URI_FILE).read_text() == self.tracking_uri]
+                if (p / SERVER_FILE).exists() and json.loads((p / SERVER_FILE).read_text())["key"] == self.server["key"]]
 
     def _pending(self, run_id):
         path = self.folder / run_id / OPERATIONS
@@ -117,7 +123,7 @@ class Spool:
 
     def replay(self):
         """Send this server's spooled writes, run by run, in order; return how many went. Stops at the first
-        write the server still does not take."""
+        write the server does not answer; a run whose write it refuses is set aside (`REJECTED`)."""
         sent = 0
         for run_folder in sorted((self.folder / run_id for run_id in self.held_runs()), key=lambda p: p.stat().st_mtime):
             pending = self._pending(run_folder.name)
@@ -128,14 +134,28 @@ class Spool:
                 except Exception as error:
                     if is_unreachable(error):
                         return sent
-                    raise
+                    self._set_aside(run_folder, error)
+                    break
                 sent += 1
                 pending = pending[1:]
                 (run_folder / OPERATIONS).write_text("".join(json.dumps(e) + "\n" for e in pending))
-            shutil.rmtree(run_folder)
+            else:
+                shutil.rmtree(run_folder)
         if sent:
             self.say(f"tracking server {redact(self.tracking_uri)} answers again: {sent} spooled write(s) sent")
         return sent
+
+    def _set_aside(self, run_folder, error):
+        """Move a run's spool, which the server refuses, out of the way (with the reason), so later writes go on."""
+        reason = redact_text(f"{type(error).__name__}: {error}", self.tracking_uri).strip().splitlines()[0][:500]
+        rejected = self.folder / REJECTED / run_folder.name
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        if rejected.exists():
+            shutil.rmtree(rejected)  # an earlier set-aside of the same run, by this spool
+        run_folder.rename(rejected)
+        (rejected / "reason.txt").write_text(reason + "\n")
+        self.say(f"tracking server {redact(self.tracking_uri)} refused the spooled writes of run {run_folder.name} "
+                 f"({reason}); they are kept in {rejected} and the rest goes on")
 
     def _send(self, run_id, operation, payload):
         client = self.client

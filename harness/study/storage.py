@@ -1,26 +1,35 @@
-"""Optuna storages by URL: any RDB URL (sqlite, postgresql, mysql) or `journal:PATH`; the embedded defaults.
+"""Where studies and runs live: Optuna storages by URL, the MLflow tracking URI, and the one rule that finds both.
 
-RDB storages get trial heartbeats, so a trial whose worker died on any machine
-ends FAIL. A journal file is Optuna's advice for many processes on one machine,
-where SQLite would lock. A storage that cannot be opened is a `StorageError`:
-one line, password redacted, naming the missing driver's extra or the
-unreachable server, after at most `CONNECT_TIMEOUT` seconds.
+Every command finds its stores the same way (`resolve_stores`): the flag, else
+`$HARNESS_STORAGE` / `$HARNESS_TRACKING_URI`, else the embedded defaults in
+`default_home()`: Optuna's journal file, which any number of worker processes
+on this machine share (SQLite would lock), and MLflow's SQLite store.
+
+RDB storages (sqlite, postgresql, mysql) get trial heartbeats, so a trial whose
+worker died on any machine ends FAIL. A storage or tracking server that cannot
+be reached is a `StorageError`: one line, password redacted, naming the missing
+driver's extra or the unreachable server, after at most `CONNECT_TIMEOUT` seconds.
 """
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend
 
+from harness.redaction import redact, redact_text
+
 
 JOURNAL_PREFIX = "journal:"
 CONNECT_TIMEOUT = 10  # seconds a database server may take to answer
+# Where every command reads its storage and tracking URLs when no flag names them: passwords stay out of argv, which
+# `ps` shows.
+STORAGE_VARIABLE, TRACKING_VARIABLE = "HARNESS_STORAGE", "HARNESS_TRACKING_URI"
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -52,12 +61,28 @@ def sqlite_url(path):
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def default_stores(workers=1):
-    """The embedded defaults: (Optuna storage URL, MLflow tracking URI) under `default_home()`."""
+def default_stores():
+    """The embedded defaults: (Optuna storage URL, MLflow tracking URI) under `default_home()`.
+
+    One storage for any number of workers: many processes on one SQLite file
+    lock each other out, Optuna's journal file does not.
+    """
     home = default_home()
-    # Many processes on one SQLite file lock each other out; Optuna's journal file does not.
-    storage = f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}" if workers > 1 else sqlite_url(home / "optuna.db")
-    return storage, sqlite_url(home / "mlflow.db")
+    return f"{JOURNAL_PREFIX}{home / 'optuna-journal.log'}", sqlite_url(home / "mlflow.db")
+
+
+def resolve_stores(storage=None, tracking_uri=None):
+    """(storage URL, tracking URI): each as given, else from the environment, else the embedded default.
+
+    The default home is created only when a default is used.
+    """
+    storage = storage or os.environ.get(STORAGE_VARIABLE)
+    tracking_uri = tracking_uri or os.environ.get(TRACKING_VARIABLE)
+    if storage is None or tracking_uri is None:
+        default_home().mkdir(parents=True, exist_ok=True)
+        default_storage, default_tracking_uri = default_stores()
+        storage, tracking_uri = storage or default_storage, tracking_uri or default_tracking_uri
+    return storage, tracking_uri
 
 
 def open_storage(url, heartbeat_interval=None, stale_trial_callback=None):
@@ -83,6 +108,41 @@ def check_database(url, role):
                 engine.dispose()  # close the pooled connection: the caller opens its own
 
 
+def _sqlite_folder(tracking_uri):
+    return Path(sqlalchemy.engine.make_url(tracking_uri).database).resolve().parent
+
+
+def artifact_root(tracking_uri):
+    """Where a new experiment in an SQLite MLflow store keeps its artifacts: `artifacts/` beside the database file
+    (a server or any other store chooses its own: None)."""
+    return (_sqlite_folder(tracking_uri) / "artifacts").as_uri() if tracking_uri.startswith("sqlite:") else None
+
+
+def tuner_home(tracking_uri):
+    """Where keras-tuner keeps its studies' state for runs logged to `tracking_uri`: beside an SQLite store, else in
+    the default home under a digest of the URI, so a resumed tuner always meets the runs it logged."""
+    if tracking_uri.startswith("sqlite:"):
+        return _sqlite_folder(tracking_uri) / "keras-tuner"
+    return default_home() / "keras-tuner" / hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+
+
+def check_tracking_uri(uri):
+    """Fail fast, in one line, on a tracking server that does not answer or a backend database that cannot be reached.
+
+    The MLflow client would otherwise retry for minutes before its own traceback.
+    """
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT).raise_for_status()
+        except requests.RequestException as error:
+            reason = type(error).__name__ if isinstance(error, requests.ConnectionError) else error
+            raise StorageError(f"MLflow tracking server {redact(uri)} does not answer ({redact_text(str(reason), uri)})") from None
+    else:
+        check_database(uri, "MLflow store")
+
+
 def _engine_options(url):
     return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if url.startswith(("postgresql", "mysql")) else {}
 
@@ -99,20 +159,3 @@ def _clear_errors(role, url):
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise StorageError(f"{role} {redact(url)}: cannot connect ({redact_text(reason, url)})") from None
-
-
-def redact(url):
-    """`url` with any password replaced by ***, safe to log or print."""
-    if not url or "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def redact_text(text, url):
-    """`text` without the password of `url`."""
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text

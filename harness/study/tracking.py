@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import keras
-import requests
 from mlflow.entities import Dataset, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -24,7 +23,8 @@ from harness.expansion import plot
 from harness.params import describe
 from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VIEW_STATE
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
-from harness.study.storage import CONNECT_TIMEOUT, StorageError, check_database, default_home, redact, redact_text
+from harness.redaction import redact
+from harness.study.storage import StorageError, artifact_root, check_tracking_uri, default_home
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -41,7 +41,7 @@ class TrackingUnreachable(StorageError):
 
 @functools.cache
 def environment_tags():
-    """TensorFlow version, device and the project's git commit, computed once per process."""
+    """TensorFlow version, device, GPU pinning and the project's git commit, computed once per process."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -52,7 +52,10 @@ def environment_tags():
         ).stdout.strip()
     except OSError:
         commit = ""
-    return {"tf_version": tf.__version__, "device": device, "git_commit": commit or "unknown"}
+    tags = {"tf_version": tf.__version__, "device": device, "git_commit": commit or "unknown"}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPU a worker was pinned to
+        tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return tags
 
 
 def _process_tags():
@@ -70,21 +73,6 @@ def process_alive(pid):
     except PermissionError:
         return True
     return True
-
-
-def check_tracking_uri(uri):
-    """Fail fast, in one line, on a tracking server that does not answer or a backend database that cannot be reached.
-
-    The MLflow client would otherwise retry for minutes before its own traceback.
-    """
-    if uri.startswith(("http://", "https://")):
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT).raise_for_status()
-        except requests.RequestException as error:
-            reason = type(error).__name__ if isinstance(error, requests.ConnectionError) else error
-            raise StorageError(f"MLflow tracking server {redact(uri)} does not answer ({redact_text(str(reason), uri)})") from None
-    else:
-        check_database(uri, "MLflow store")
 
 
 _SUMMARIES = {}
@@ -150,14 +138,14 @@ class Tracker:
     server is unreachable; `say` prints a line.
     """
 
-    def __init__(self, tracking_uri, experiment_name, artifact_root=None, spool_folder=None, say=print):
+    def __init__(self, tracking_uri, experiment_name, *, spool_folder=None, say=print):
         self.tracking_uri = tracking_uri
         check_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.say = say
         self.spool = Spool(self.client, tracking_uri, spool_folder or default_home() / "spool", say)
         self.spool.replay()
-        self.experiment_id = training_experiment(self.client, experiment_name, artifact_root)
+        self.experiment_id = training_experiment(self.client, experiment_name, artifact_root(tracking_uri))
 
     def start_parent(self, study_name, tags):
         return self._create_run(
@@ -211,10 +199,14 @@ class Tracker:
         if stage != "search":
             name += f" seed {params.get('seed', 0)}"
         run_id = self._create_run(run_name=name, tags=tags)
-        logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
-        self.spool.log_batch(run_id, params=logged)
-        if dataset is not None:
-            self.spool.log_dataset(run_id, Dataset(dataset.name, dataset.digest, "local", dataset.name))
+        try:
+            logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
+            self.spool.log_batch(run_id, params=logged)
+            if dataset is not None:
+                self.spool.log_dataset(run_id, Dataset(dataset.name, dataset.digest, "local", dataset.name))
+        except Exception as error:  # the run exists: it must not stay RUNNING for want of its params
+            self.end_trial(run_id, "FAIL", f"its params could not be logged: {type(error).__name__}: {error}")
+            raise
         return run_id
 
     def log_best_so_far(self, parent_run_id, best_val_accuracy, trials, step):

@@ -4,10 +4,12 @@ The space is defined once: `Space.sample` asks Optuna-style `suggest_*`
 questions, which `HyperParameterTrial` answers with keras-tuner's
 `HyperParameters`. Each trial trains and logs through `TrialLifecycle.run`,
 so its MLflow run has the same params, metrics, tags and artifacts as an
-Optuna trial's, and `harness report` reads it.
+Optuna trial's, and `harness report` reads it. The tuner keeps its state in a
+folder named for the study, so running the same study again resumes it.
 """
 
-import shutil
+import contextlib
+import sys
 import tempfile
 
 import keras_tuner as kt
@@ -38,8 +40,9 @@ class HyperParameterTrial:
 BUDGET_SPENT = "epoch budget spent"
 
 
-def make_tuner(kind, space, lifecycle, max_trials, seed=None, epoch_budget=None):
-    """A keras-tuner tuner of `kind` over `space` whose trials run through `lifecycle`.
+def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_budget=None):
+    """A keras-tuner tuner of `kind` over `space` whose trials run through `lifecycle`, its state in
+    `directory`/<study>: an earlier tuner's state there is resumed.
 
     With `epoch_budget`, the search ends once its trials have trained that many epochs.
     """
@@ -60,7 +63,8 @@ def make_tuner(kind, space, lifecycle, max_trials, seed=None, epoch_budget=None)
                 result = lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
             except (optuna.TrialPruned, TrialDiverged) as error:
                 raise kt.errors.FailedTrialError(str(error)) from None
-            self.outcomes[trial.trial_id] = outcome[OUTCOME]
+            finally:  # how it ended, pruned and failed trials too (a crash before its run started: FAIL)
+                self.outcomes[trial.trial_id] = outcome.get(OUTCOME, "FAIL")
             return {"val_accuracy": result.best_val_accuracy}
 
     def declare_space(hp):
@@ -72,31 +76,36 @@ def make_tuner(kind, space, lifecycle, max_trials, seed=None, epoch_budget=None)
         budget = {"max_epochs": space.training.epochs, "hyperband_iterations": 1 if epoch_budget is None else 1000}
     else:
         budget = {"max_trials": max_trials}
-    directory = tempfile.mkdtemp(prefix="harness-kt-")
     tuner = LoggedTuner(
         hypermodel=declare_space,
         objective=kt.Objective("val_accuracy", "max"),
-        directory=directory,
+        directory=str(directory),
         project_name=lifecycle.experiment,
+        overwrite=False,
         seed=seed,
-        max_consecutive_failed_trials=max_trials,
+        max_consecutive_failed_trials=sys.maxsize,  # a failed or pruned trial is recorded with its reason; the search goes on
         **budget,
     )
     tuner.outcomes = {}
     tuner.epochs_spent = 0
-    tuner.scratch = directory
     return tuner
 
 
-def run_tuner(space, lifecycle, kind, max_trials, seed=None, epoch_budget=None):
-    """Run a keras-tuner search of `space` under one MLflow parent run; return {trial id: outcome}."""
+def run_tuner(space, lifecycle, kind, max_trials, seed=None, epoch_budget=None, *, directory=None):
+    """Run (or resume) a keras-tuner search of `space` under one MLflow parent run; return {trial id: outcome}
+    for the trials this call ran.
+
+    Its state lives in `directory` (kept, so the same study resumes), or in a
+    temporary folder removed afterwards.
+    """
     with lifecycle.parent_run({"space": space.source, "dataset": space.dataset.name, "engine": f"keras-tuner {kind}"}):
-        tuner = make_tuner(kind, space, lifecycle, max_trials, seed, epoch_budget)
-        try:
-            tuner.search(verbose=0)
-        except kt.errors.FatalError as error:
-            if str(error) != BUDGET_SPENT:
-                raise
-        finally:
-            shutil.rmtree(tuner.scratch, ignore_errors=True)
+        with contextlib.ExitStack() as cleanup:
+            if directory is None:
+                directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-kt-"))
+            tuner = make_tuner(kind, space, lifecycle, max_trials, directory, seed, epoch_budget)
+            try:
+                tuner.search(verbose=0)
+            except kt.errors.FatalError as error:
+                if str(error) != BUDGET_SPENT:
+                    raise
     return tuner.outcomes

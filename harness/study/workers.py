@@ -1,36 +1,37 @@
-"""A local worker pool: several `harness search` processes on one study and one MLflow parent run.
+"""A local worker pool: several worker processes on one study and one MLflow parent run.
 
 Each worker is a process of its own (TensorFlow's settings are per process),
 pinned to a GPU by `CUDA_VISIBLE_DEVICES` or given `cores / workers` CPU
-threads. Workers coordinate through the study's storage alone.
+threads. A worker gets its job as data, the search's own settings, in the
+environment (where passwords stay out of argv, which `ps` shows), and works
+through the study's storage alone.
 """
 
 import dataclasses
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
 
-from harness.study.search import counted_trials
+from harness.study.search import Search, SearchSettings
 
-# Where `harness search` reads its storage and tracking URLs: passwords stay out of argv, which `ps` shows.
-STORAGE_VARIABLE, TRACKING_VARIABLE = "HARNESS_STORAGE", "HARNESS_TRACKING_URI"
+WORKER_JOB = "HARNESS_WORKER_JOB"  # the environment variable holding a worker's job, as JSON
 
 
 @dataclasses.dataclass
 class WorkerPool:
-    """How many workers (one per entry of `gpus` if given) run the search of `space_path`."""
+    """How many workers (one per entry of `gpus` if given) run the search of `space_path` (read with `data_dir`)."""
 
     space_path: str
     workers: int
     gpus: list | None = None
     threads: int | None = None
-    seed: int | None = None
-    mixed_precision: bool = False
+    data_dir: str | None = None
 
     def run(self, search, say=functools.partial(print, flush=True)):
-        """Run `search`'s stage in the workers until its study is full; return 0, or 1 if it is not.
+        """Run `search`'s stage in the workers until each has stopped.
 
         Raises KeyboardInterrupt once every worker has stopped if one was interrupted.
         """
@@ -51,29 +52,35 @@ class WorkerPool:
         search.close_what_dead_processes_left()
         if 130 in codes:
             raise KeyboardInterrupt
-        if len(counted_trials(search.study)) >= search.settings.n_trials:
-            return 0
-        search.lifecycle.parent_status = "FAILED"
-        return 1
 
-    def _start(self, search, index, say):
+    def job(self, search, index):
+        """Worker `index`'s job: the search's settings under its parent run, with a sampler seed of its own."""
         settings = search.settings
         threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
-        command = [
-            sys.executable, "-m", "harness.cli", "search", "--space", str(self.space_path),
-            "--study", settings.study_name, "--trials", str(settings.n_trials),
-            "--sampler", settings.sampler, "--pruner", settings.pruner,
-            "--heartbeat", str(settings.heartbeat_interval), "--parent-run-id", search.parent_run_id,
-            "--threads", str(threads), "--stage", settings.stage, "--save-models", settings.save_models,
-            "--worker-index", str(index + 1),
-        ]
-        command += ["--timeout", str(settings.timeout)] if settings.timeout else []
-        command += ["--seed", str(self.seed)] if self.seed is not None else []
-        command += ["--mixed-precision"] if self.mixed_precision else []
-        env = {**os.environ, STORAGE_VARIABLE: settings.storage, TRACKING_VARIABLE: settings.tracking_uri}
+        seed = None if settings.seed is None else settings.seed + index + 1
+        settings = dataclasses.replace(settings, seed=seed, parent_run_id=search.parent_run_id)
+        return {"space": str(self.space_path), "data_dir": self.data_dir, "threads": threads,
+                "settings": dataclasses.asdict(settings)}
+
+    def _start(self, search, index, say):
+        job = self.job(search, index)
+        env = {**os.environ, WORKER_JOB: json.dumps(job)}
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[index])
-        process = subprocess.Popen(command, env=env)
-        placement = f"GPU {self.gpus[index]}" if self.gpus else f"{threads} CPU thread(s)"
-        say(f"{settings.stage} worker {index + 1}: pid {process.pid}, {placement}")
+        process = subprocess.Popen([sys.executable, "-m", "harness.cli", "worker"], env=env)
+        placement = f"GPU {self.gpus[index]}" if self.gpus else f"{job['threads']} CPU thread(s)"
+        say(f"{search.settings.stage} worker {index + 1}: pid {process.pid}, {placement}")
         return process
+
+
+def run_worker(job):
+    """Run a `WorkerPool` worker's `job`: trials of the study until it is full."""
+    from harness.study.space import load_space
+    from harness.training.device import configure_tensorflow
+
+    settings = SearchSettings(**job["settings"])
+    configure_tensorflow(job["threads"], settings.mixed_precision)
+    search = Search(load_space(job["space"], job["data_dir"]), settings)
+    with search.parent_run():
+        search.run()
+    return 0

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+LOG = logging.getLogger(__name__)
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder:PATH")
 
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -63,7 +65,10 @@ def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, va
     All draws are seeded. Names: see `DATASETS`. With `download=False`, data
     missing from disk raises `DatasetNotFoundError` without going online.
     """
-    x_train, y_train, x_test, y_test, scale = _read(name, _as_path(data_dir), download)
+    x_train, y_train, x_test, y_test, scale, skipped = _read(name, _as_path(data_dir), download)
+    if skipped:  # said on every load, so a cached read does not hide that the folder holds fewer images
+        LOG.warning(f"{name.removeprefix('imagefolder:')}: skipped {len(skipped)} file(s) that are not images: "
+                    f"{', '.join(skipped[:3])}" + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_train))
     n_val = val_size if val_size is not None else int(round(val_fraction * (train_size or len(x_train))))
@@ -102,13 +107,13 @@ def _as_path(data_dir):
 
 @functools.lru_cache(maxsize=4)
 def _read(name, data_dir, download):
-    """Return (x_train, y_train, x_test, y_test, scale) with raw pixel values."""
+    """Return (x_train, y_train, x_test, y_test, scale, skipped files) with raw pixel values."""
     if name == "digits":
-        return _read_digits()
+        return *_read_digits(), ()
     if name.startswith("imagefolder:"):
         return _read_image_folder(Path(name.removeprefix("imagefolder:")).expanduser())
     if name in _SOURCES:
-        return _read_downloadable(name, data_dir, download)
+        return *_read_downloadable(name, data_dir, download), ()
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
@@ -185,7 +190,7 @@ def _read_cifar_batches(folder):
 
 
 def _read_image_folder(root):
-    """Read root/train/<class>/* and root/test/<class>/*; classes in sorted order.
+    """Read root/train/<class>/* and root/test/<class>/*, classes in sorted order, skipping files that are not images.
 
     Decoding tens of thousands of images takes minutes, so the arrays are
     cached under `$HARNESS_CACHE` (default ~/.cache/harness), keyed by the
@@ -194,16 +199,17 @@ def _read_image_folder(root):
     """
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DatasetNotFoundError(f"imagefolder needs {root}/train/<class>/ and {root}/test/<class>/ folders of images")
-    cache = _cache_dir() / f"imagefolder-{_folder_fingerprint(root)}.npz"
+    cache = _cache_dir() / f"imagefolder-v2-{_folder_fingerprint(root)}.npz"  # v2: with the skipped files
     if cache.is_file():
         with np.load(cache) as arrays:
-            return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], 255.0
-    x_train, y_train, x_test, y_test, scale = _decode_image_folder(root)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}.partial.npz")
-    np.savez(partial, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    partial.replace(cache)  # atomic: another process never reads half a file
-    return x_train, y_train, x_test, y_test, scale
+            decoded = {name: arrays[name] for name in ("x_train", "y_train", "x_test", "y_test", "skipped")}
+    else:
+        decoded = _decode_image_folder(root)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.partial.npz")
+        np.savez(partial, **decoded)
+        partial.replace(cache)  # atomic: another process never reads half a file
+    return decoded["x_train"], decoded["y_train"], decoded["x_test"], decoded["y_test"], 255.0, tuple(decoded["skipped"])
 
 
 def _cache_dir():
@@ -220,19 +226,37 @@ def _folder_fingerprint(root):
 
 
 def _decode_image_folder(root):
+    """{x_train, y_train, x_test, y_test, skipped}: every image decoded at the first image's size and colour mode;
+    files that are not images (a .DS_Store, a notes file) skipped, by their paths relative to `root`."""
+    from PIL import UnidentifiedImageError
+
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    first = next(f for f in sorted((root / "train" / classes[0]).iterdir()) if f.is_file())
-    probe = keras.utils.load_img(first)
-    color_mode = "grayscale" if probe.mode in ("L", "1") else "rgb"
-    size = (probe.height, probe.width)
+    if not classes:
+        raise DatasetNotFoundError(f"imagefolder {root}/train holds no class folders")
+    skipped, mode = [], {}
+
+    def decode(file):
+        try:
+            image = keras.utils.load_img(file, **mode)
+        except (UnidentifiedImageError, OSError):
+            skipped.append(str(file.relative_to(root)))
+            return None
+        if not mode:  # the first image sets the size and colour mode of every other
+            mode.update(color_mode="grayscale" if image.mode in ("L", "1") else "rgb", target_size=(image.height, image.width))
+            image = keras.utils.load_img(file, **mode)
+        return np.asarray(image, dtype=np.uint8)
 
     def split(part):
         images, labels = [], []
         for label, cls in enumerate(classes):
-            for file in sorted((root / part / cls).iterdir()):
-                image = keras.utils.load_img(file, color_mode=color_mode, target_size=size)
-                images.append(np.asarray(image, dtype=np.uint8))
-                labels.append(label)
+            for file in sorted(f for f in (root / part / cls).iterdir() if f.is_file()):
+                image = decode(file)
+                if image is not None:
+                    images.append(image)
+                    labels.append(label)
+        if not images:
+            raise DatasetNotFoundError(f"imagefolder {root}/{part} holds no images")
         return np.stack(images), np.array(labels)
 
-    return *split("train"), *split("test"), 255.0
+    (x_train, y_train), (x_test, y_test) = split("train"), split("test")
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "skipped": np.array(skipped, dtype=str)}

@@ -87,18 +87,25 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
         metrics=["accuracy"],
     )
     divergence = StopOnDivergence()
+    recorded = keras.callbacks.History()  # first in the list: it records an epoch even if a later callback raises
     start = time.perf_counter()
-    history = model.fit(
-        dataset.x_train,
-        dataset.y_train,
-        validation_data=(dataset.x_val, dataset.y_val),
-        epochs=epochs,
-        batch_size=int(training["batch_size"]),
-        callbacks=[divergence, *callbacks],
-        verbose=verbose,
-    )
+    try:
+        model.fit(
+            dataset.x_train,
+            dataset.y_train,
+            validation_data=(dataset.x_val, dataset.y_val),
+            epochs=epochs,
+            batch_size=int(training["batch_size"]),
+            callbacks=[recorded, divergence, *callbacks],
+            verbose=verbose,
+        )
+    except Exception:
+        # What a later callback raised at the end of a diverged epoch (a pruner judging its NaN accuracy) follows
+        # from the divergence, which is the trial's outcome.
+        if divergence.reason is None:
+            raise
     train_seconds = time.perf_counter() - start
-    history = {name: [float(v) for v in values] for name, values in history.history.items()}
+    history = {name: [float(v) for v in values] for name, values in recorded.history.items()}
     total_params, trainable_params = costs.parameter_counts(model)
     diverged = divergence.reason is not None
     test_accuracy = latency = None

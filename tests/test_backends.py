@@ -1,0 +1,46 @@
+"""The core on every Keras backend: FLOPs by one definition, and a search that records what it ran on.
+
+`KERAS_BACKEND=jax pytest -m core` runs these, and the other core tests, under JAX.
+"""
+
+import keras
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.model import build_model
+from harness.training.costs import count_flops
+from harness.training.device import description
+from tests.test_search import TINY, search_args, stores, write_space
+
+pytestmark = pytest.mark.core
+
+# Forward FLOPs per sample on 8x8x1 inputs and 10 classes, as TensorFlow's profiler counted them.
+PROFILED_FLOPS = [
+    ({}, 1_010_492),
+    ({"insertion": "dense", "function": "softplus", "order": 3}, 1_014_076),
+    ({"insertion": "all", "function": "tanh", "order": 5, "mode": "weighted", "conditioning": "tanh"}, 1_058_766),
+    ({"insertion": "input", "mode": "expand", "order": 2}, 1_084_604),
+    ({"insertion": "conv2", "conditioning": "batchnorm", "order": 4, "per_unit": True, "coefficients": "trainable"}, 1_013_564),
+    ({"insertion": "conv1", "conditioning": "clip", "order": 1, "center": 0.5}, 1_020_732),
+]
+
+
+@pytest.mark.parametrize("params,profiled", PROFILED_FLOPS)
+def test_flops_are_the_same_on_every_backend(params, profiled):
+    assert count_flops(build_model(params, (8, 8, 1), 10)) == profiled
+
+
+def test_a_two_trial_search_records_its_backend_and_reports(tmp_path):
+    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": ["none", "dense"]}})
+    assert main(search_args(tmp_path, space, "--study", "on-backend", "--trials", "2", "--pruner", "none", "--seed", "0")) == 0
+    storage, tracking = stores(tmp_path)
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("on-backend").experiment_id], "tags.`harness.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert run.data.tags["backend"] == keras.backend.backend() == description()["backend"]
+        assert run.data.tags["backend_version"] and run.data.tags["device"] and run.data.tags["determinism"]
+        assert run.data.metrics["flops"] > 0 and run.data.metrics["latency_ms"] > 0
+    assert main(["report", "--study", "on-backend", "--storage", storage, "--tracking-uri", tracking,
+                 "--out", str(tmp_path / "report")]) == 0
