@@ -48,6 +48,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=f"imagefolder:{CIFAR_SUBSET}" if CIFAR_SUBSET.is_dir() else "digits")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-size", type=int, help="training images (default: the whole training set)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="model or training param (default: the plain CNN)")
@@ -56,8 +57,9 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     import optuna
-    import tensorflow as tf
     from rich.console import Console
+
+    from harness.training.device import description
 
     from harness.study.search import Search, SearchSettings
     from harness.study.space import parse_space
@@ -65,12 +67,13 @@ def main():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = {"insertion": "none", "seed": 0}
     params.update({key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in args.param)})
-    space = parse_space({"dataset": {"name": args.dataset}, "params": {"insertion": "none"}})
+    space = parse_space({"dataset": {"name": args.dataset, "train_size": args.train_size}, "params": {"insertion": "none"}})
     search = Search(space, SearchSettings(study_name="throughput"), console=Console(quiet=True))
     dataset = search.dataset
     images = len(dataset.x_train) * args.epochs
-    devices = [d.device_type for d in tf.config.list_physical_devices() if d.device_type != "CPU"] or ["CPU"]
-    print(f"TensorFlow {tf.__version__} on {', '.join(devices)}; {args.dataset}: {len(dataset.x_train)} training images "
+    on = description()
+    print(f"Keras {on['keras_version']} on {on['backend']} {on['backend_version']}, {on['device']}; {args.dataset}: "
+          f"{len(dataset.x_train)} training images "
           f"x {args.epochs} epochs, params {params}; {args.rounds} rounds\n")
     ratios = []
     with search.parent_run():

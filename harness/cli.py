@@ -74,7 +74,7 @@ def cmd_search(args):
     from harness.study.search import Search, outcome_line, where
     from harness.study.space import find_space
     from harness.study.workers import WorkerPool
-    from harness.training.device import configure_tensorflow, gpu_ids
+    from harness.training.device import configure, gpu_ids
 
     _quiet_libraries()
     gpus = gpu_ids(args.gpus, args.workers_per_gpu) if args.gpus else None
@@ -85,7 +85,7 @@ def cmd_search(args):
     # Workers are processes of their own; a GPU is always pinned through one, even a single GPU.
     pool = WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir) if gpus or workers > 1 else None
     if pool is None:
-        configure_tensorflow(args.threads, args.mixed_precision)
+        configure(args.threads, args.mixed_precision)
     if args.engine == "keras-tuner":
         return _run_keras_tuner(args, space, settings)
     search = Search(space, settings)
@@ -121,11 +121,11 @@ def cmd_benchmark(args):
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     from harness.study.confirm import run_benchmark
     from harness.study.search import outcome_line
-    from harness.training.device import configure_tensorflow
+    from harness.training.device import configure
 
     _quiet_libraries()
     settings = _settings(args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none")
-    configure_tensorflow(mixed_precision=args.mixed_precision)
+    configure(mixed_precision=args.mixed_precision)
     study = run_benchmark(space, settings, range(args.seeds), args.from_study, args.top)
     print(outcome_line(f"benchmark {settings.study_name!r}", study))
     print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
@@ -137,11 +137,11 @@ def cmd_compare_engines(args):
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     from harness.study.compare import STRATEGIES, compare_engines
-    from harness.training.device import configure_tensorflow
+    from harness.training.device import configure
 
     _quiet_libraries()
     settings = _settings(args, f"{Path(args.space).stem}-compare")
-    configure_tensorflow(mixed_precision=args.mixed_precision)
+    configure(mixed_precision=args.mixed_precision)
     summary = compare_engines(space, settings, args.budget, args.repeats, args.strategy or tuple(STRATEGIES),
                               args.target, args.out)
     print(summary.round(4).to_string())
@@ -205,6 +205,17 @@ def _show_library_notes():
         logger.propagate = False
 
 
+def _use_backend(name):
+    """Train on Keras backend `name`: Keras reads KERAS_BACKEND once, when it is first imported (workers inherit it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        raise ValueError(f"--backend {name}: {name} is not installed; pip install 'taylor-harness[{name}]'")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
+        raise ValueError(f"--backend {name}: Keras already runs on {sys.modules['keras'].backend.backend()} in this process")
+    os.environ["KERAS_BACKEND"] = name
+
+
 def main(argv=None):
     args = build_parser(COMMANDS).parse_args(argv)
     _show_library_notes()
@@ -212,6 +223,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
+        if getattr(args, "backend", None):
+            _use_backend(args.backend)
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: a flag, a file, a study, a store
         print(f"harness: error: {redact_text(str(error))}", file=sys.stderr)

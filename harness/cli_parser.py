@@ -5,6 +5,7 @@ import argparse
 import yaml
 
 DEFAULT_SPACE = "search_spaces/quick.yaml"
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3's, as KERAS_BACKEND names them
 
 
 def _param(text):
@@ -22,6 +23,12 @@ def _add_study_options(parser, space, study):
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
     parser.add_argument("--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)")
     parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+    _add_backend_option(parser)
+
+
+def _add_backend_option(parser):
+    parser.add_argument("--backend", choices=BACKENDS, help="the Keras backend to train on (default: $KERAS_BACKEND, "
+                        "else tensorflow); jax and torch come with the extras .[jax] and .[torch]")
 
 
 def build_parser(commands_run):
@@ -41,6 +48,7 @@ def build_parser(commands_run):
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE.keras", help="save the trained model")
     train.add_argument("--verbose", type=int, default=0)
+    _add_backend_option(train)
     train.set_defaults(run=commands_run["train"])
 
     search = commands.add_parser("search", help="run (or resume) an Optuna study over a YAML search space")

@@ -3,6 +3,8 @@
 `KERAS_BACKEND=jax pytest -m core` runs these, and the other core tests, under JAX.
 """
 
+import itertools
+
 import keras
 import pytest
 from mlflow.tracking import MlflowClient
@@ -39,8 +41,46 @@ def test_a_two_trial_search_records_its_backend_and_reports(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("on-backend").experiment_id], "tags.`harness.role` = 'trial'")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
-        assert run.data.tags["backend"] == keras.backend.backend() == description()["backend"]
+        assert run.data.tags["backend"] == run.data.params["backend"] == keras.backend.backend() == description()["backend"]
         assert run.data.tags["backend_version"] and run.data.tags["device"] and run.data.tags["determinism"]
         assert run.data.metrics["flops"] > 0 and run.data.metrics["latency_ms"] > 0
     assert main(["report", "--study", "on-backend", "--storage", storage, "--tracking-uri", tracking,
                  "--out", str(tmp_path / "report")]) == 0
+
+
+def profiled_flops(model):
+    """Forward FLOPs per sample as TensorFlow's profiler counts them in the traced graph (plain ops: the profiler
+    cannot see inside XLA kernels)."""
+    import tensorflow as tf
+
+    from harness.expansion.layer import TaylorExpansion
+
+    def unfused(layer):
+        config = layer.get_config()
+        if isinstance(layer, TaylorExpansion):
+            config["fused"] = False
+        return layer.__class__.from_config(config)
+
+    counting_model = keras.models.clone_model(model, clone_function=unfused)
+    spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
+    graph = tf.function(lambda x: counting_model(x, training=False)).get_concrete_function(spec).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+
+
+ARCHITECTURES = [{}] + [
+    {"insertion": insertion, "mode": mode, "conditioning": conditioning, "order": order, "per_unit": per_unit,
+     "width": 0.5, "expand_outputs": outputs}
+    for insertion, (mode, outputs), conditioning, order, per_unit in itertools.product(
+        ["input", "conv2", "dense", "all"], [("series", "terms"), ("weighted", "terms"), ("expand", "partial_sums")],
+        ["none", "clip", "tanh", "batchnorm"], [0, 3], [False, True])
+    if not (insertion == "all" and mode == "expand") and (order == 3 or not per_unit)
+]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's profiler is the reference")
+def test_the_count_is_what_tensorflows_profiler_counts():
+    for params in ARCHITECTURES:
+        model = build_model(params, (8, 8, 1), 10)
+        assert count_flops(model) == profiled_flops(model), params

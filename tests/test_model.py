@@ -5,6 +5,8 @@ import pytest
 from harness.expansion.layer import TaylorExpansion
 from harness.model import INSERTION_POINTS, build_model
 
+pytestmark = pytest.mark.core
+
 EXPANSION = {"function": "softplus", "order": 3, "conditioning": "tanh"}
 CASES = [({"insertion": "none"})] + [
     {"insertion": point, **EXPANSION, "mode": mode}

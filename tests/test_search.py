@@ -98,7 +98,8 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
         for name, value in params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["dataset"] == "digits" and run.data.params["epochs"] == "2"
-        for tag in ("optuna.trial_number", "harness.study", "state", "tf_version", "device", "git_commit"):
+        for tag in ("optuna.trial_number", "harness.study", "state", "backend", "backend_version", "keras_version", "device",
+                    "determinism", "git_commit"):
             assert run.data.tags[tag]
         assert run.data.tags["state"] == "COMPLETE"
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):

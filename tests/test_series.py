@@ -5,6 +5,8 @@ import sympy as sp
 
 from harness.expansion import series
 
+pytestmark = pytest.mark.core
+
 x = sp.Symbol("x")
 # Written independently of harness.expansion.series, in sympy's plain forms.
 REFERENCE = {

@@ -4,6 +4,8 @@ import pytest
 
 from harness.training.trial import run_trial
 
+pytestmark = pytest.mark.core
+
 
 def test_a_trial_reports_accuracy_and_costs(digits):
     result = run_trial({"insertion": "dense", "function": "softplus", "order": 3, "batch_size": 32}, digits, epochs=2)
@@ -14,7 +16,7 @@ def test_a_trial_reports_accuracy_and_costs(digits):
     assert result.train_seconds > 0 and 0 < result.latency_seconds < 0.1
 
 
-def test_flops_are_counted_from_the_graph(digits):
+def test_flops_grow_by_the_series_ops(digits):
     """The series adds x - x0 and order multiply-adds per unit after Dense 512: (2 p + 1) * 512."""
     baseline = run_trial({}, digits, epochs=1).flops
     for order in (2, 5):

@@ -8,6 +8,12 @@ With u = x - x0, t_k = c_k u^k and partial sums s_k = t_0 + ... + t_k:
 
 ``series`` and ``weighted`` are one polynomial in u with effective
 coefficients, evaluated by Horner's rule; no tensor of all powers is built.
+
+The layer runs on every Keras backend through `keras.ops`. One seam
+(`FUSED_BACKENDS`) holds the fast path: on TensorFlow, the polynomial and its
+hand-written gradient run as XLA-fused kernels; elsewhere (JAX and PyTorch
+compile whole training steps) the same plain ops are differentiated by the
+backend, with the same numbers (a test compares the two).
 """
 
 import keras
@@ -18,13 +24,16 @@ from harness.expansion import series
 from harness.params import COEFFICIENTS, CONDITIONINGS, EXPAND_OUTPUTS, MODES
 
 
+FUSED_BACKENDS = ("tensorflow",)  # where `fused=True` takes the hand-written XLA kernels
+
+
 def _xla_compiled(function):
-    """Compile elementwise math into one fused kernel where the backend allows it.
+    """Compile elementwise math into one fused kernel on TensorFlow.
 
     Keras runs TensorFlow models without XLA on CPU, where each op of a
     Horner loop would be a separate pass over memory.
     """
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() not in FUSED_BACKENDS:
         return function
     import tensorflow as tf
 
@@ -196,8 +205,8 @@ class TaylorExpansion(keras.layers.Layer):
         limit: bound for "clip" and "tanh"; defaults to 0.9 of the radius of
             convergence (3.0 for functions whose series converges everywhere).
         fused: on TensorFlow, evaluate the polynomial and its gradient as
-            XLA-fused kernels. False builds plain ops (which a FLOP profiler
-            can see into); the results are the same.
+            XLA-fused kernels. False, or another backend, builds plain ops;
+            the results are the same.
     """
 
     def __init__(
@@ -258,7 +267,7 @@ class TaylorExpansion(keras.layers.Layer):
             # sum_k w_k s_k = sum_j c_j W_j u^j, with W_j = w_j + ... + w_p.
             w = self._read(self.term_weights)
             a = a * ops.flip(ops.cumsum(ops.flip(w, axis=0), axis=0), axis=0)
-        if not self.fused:
+        if not self.fused or keras.backend.backend() not in FUSED_BACKENDS:
             return horner(u, a)
         return _fused_polynomial(u, a, self.coefficients_trainable or self.mode == "weighted")
 

@@ -134,7 +134,7 @@ class TrialLifecycle:
         closing the run with its reason.
         """
         run_params = {"dataset": self.dataset.name, "epochs": epochs, **split_params(params)[1],
-                      "precision": "mixed_float16" if self.mixed_precision else "float32"}
+                      "precision": "mixed_float16" if self.mixed_precision else "float32", "backend": keras.backend.backend()}
         try:
             run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
                                               self.stage, self.dataset)

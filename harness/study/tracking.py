@@ -25,6 +25,7 @@ from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VI
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
 from harness.redaction import redact
 from harness.study.storage import StorageError, artifact_root, check_tracking_uri, default_home
+from harness.training import device
 
 # The experiment tag MLflow reads to open an experiment in its model-training view rather than GenAI's.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -41,18 +42,14 @@ class TrackingUnreachable(StorageError):
 
 @functools.cache
 def environment_tags():
-    """TensorFlow version, device, GPU pinning and the project's git commit, computed once per process."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    device = ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus) or "CPU"
+    """The backend, its version, the device, determinism, GPU pinning and the project's git commit, once per process."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
         ).stdout.strip()
     except OSError:
         commit = ""
-    tags = {"tf_version": tf.__version__, "device": device, "git_commit": commit or "unknown"}
+    tags = {**device.description(), "git_commit": commit or "unknown"}
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPU a worker was pinned to
         tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return tags

@@ -76,10 +76,10 @@ class WorkerPool:
 def run_worker(job):
     """Run a `WorkerPool` worker's `job`: trials of the study until it is full."""
     from harness.study.space import load_space
-    from harness.training.device import configure_tensorflow
+    from harness.training.device import configure
 
     settings = SearchSettings(**job["settings"])
-    configure_tensorflow(job["threads"], settings.mixed_precision)
+    configure(job["threads"], settings.mixed_precision)
     search = Search(load_space(job["space"], job["data_dir"]), settings)
     with search.parent_run():
         search.run()

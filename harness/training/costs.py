@@ -1,14 +1,21 @@
-"""What a model costs: parameters, forward FLOPs per sample, and inference latency.
+"""What a model costs: parameters, forward FLOPs per sample, and inference latency, on every Keras backend.
+
+FLOPs are counted from each layer's shapes, one definition for every backend.
+It follows TensorFlow's profiler (`tf.compat.v1.profiler`'s float_operation),
+which a test checks it against where TensorFlow is installed: a multiply-add
+counts 2; an elementwise add, subtract, multiply, divide, minimum or maximum
+1 per element; a bias 1 per output; a max-pool window 1 per element; a
+softmax 5 per output; ReLU, tanh, casts and copies nothing.
 
 FLOPs and latency depend on the architecture alone, not on the weights, so a
 process measures them once per architecture (`per_architecture`).
 """
 
+import math
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from harness.expansion.layer import TaylorExpansion
 
@@ -19,36 +26,79 @@ def parameter_counts(model):
     return model.count_params(), trainable
 
 
+SOFTMAX_PER_OUTPUT = 5
+BATCHNORM_PER_CHANNEL = 6  # rsqrt(variance + epsilon) * scale, and offset - mean * that: once per channel
+
+
+def _size(shape):
+    return math.prod(d for d in shape[1:] if d is not None)
+
+
+def _activation(layer, outputs):
+    activation = getattr(layer, "activation", None)
+    return SOFTMAX_PER_OUTPUT * outputs if activation is keras.activations.softmax else 0
+
+
+def _conv(layer, inputs, outputs):
+    kernel = math.prod(layer.kernel_size) * (inputs[-1] // layer.groups)
+    count = _size(outputs) * 2 * kernel
+    return count + (_size(outputs) if layer.use_bias else 0) + _activation(layer, _size(outputs))
+
+
+def _dense(layer, inputs, outputs):
+    count = _size(outputs) * 2 * inputs[-1]
+    return count + (_size(outputs) if layer.use_bias else 0) + _activation(layer, _size(outputs))
+
+
+def _max_pool(layer, inputs, outputs):
+    return _size(outputs) * math.prod(layer.pool_size)
+
+
+def _taylor(layer, inputs, outputs):
+    elements, p = _size(inputs), layer.order
+    if layer.conditioning == "batchnorm":
+        count = 2 * elements + BATCHNORM_PER_CHANNEL * inputs[-1]
+    else:
+        count = elements * (1 + (2 if layer.conditioning in ("clip", "tanh") else 0))  # x - x0, then the bounds
+    if layer.mode == "expand":
+        return count + elements * (1 + 2 * p)  # a_0, then u^k = u^(k-1) u and a_k u^k for each k
+    count += elements * (2 * p if p else 1)  # Horner's rule
+    if layer.mode == "weighted":
+        count += math.prod(layer.coefficients.shape)  # the effective coefficients c_j W_j
+    return count
+
+
+COUNTERS = {
+    keras.layers.Conv2D: _conv,
+    keras.layers.Dense: _dense,
+    keras.layers.MaxPooling2D: _max_pool,
+    TaylorExpansion: _taylor,
+}
+FREE = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Flatten)
+
+
 def count_flops(model):
-    """Forward FLOPs for one sample, counted by TensorFlow's profiler on the traced graph.
-
-    The profiler cannot see inside XLA-compiled functions, so expansion layers
-    are traced unfused: the same arithmetic as plain ops. A multiply-add counts 2.
-    """
-
-    def unfused(layer):
-        config = layer.get_config()
-        if isinstance(layer, TaylorExpansion):
-            config["fused"] = False
-        return layer.__class__.from_config(config)
-
-    counting_model = keras.models.clone_model(model, clone_function=unfused)
-    spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
-    graph = tf.function(lambda x: counting_model(x, training=False)).get_concrete_function(spec).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+    """Forward FLOPs for one sample of a functional `model`, layer by layer; ValueError for a layer it cannot count."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, FREE):
+            continue
+        counter = next((count for kind, count in COUNTERS.items() if isinstance(layer, kind)), None)
+        if counter is None:
+            raise ValueError(f"FLOPs: no count for layer {layer.name!r} ({type(layer).__name__})")
+        total += counter(layer, tuple(layer.input.shape), tuple(layer.output.shape))
+    return int(total)
 
 
 def latency_per_sample(model, images, batch_size=256, repeats=7):
-    """Median seconds per sample over `repeats` timed inference batches, after a warm-up."""
-    batch = tf.convert_to_tensor(images[:batch_size])
-    infer = tf.function(lambda x: model(x, training=False))
-    infer(batch)
+    """Median seconds per sample over `repeats` timed inference batches through Keras's compiled predict step,
+    after a warm-up that compiles it; each batch's result is read back, so queued device work is counted."""
+    batch = images[:batch_size]
+    model.predict_on_batch(batch)
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
-        infer(batch).numpy()
+        model.predict_on_batch(batch)
         timings.append(time.perf_counter() - start)
     return float(np.median(timings)) / len(batch)
 

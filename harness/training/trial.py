@@ -5,9 +5,9 @@ import math
 import time
 
 import keras
-import tensorflow as tf
 
 from harness.training import costs
+from harness.training.device import enable_determinism
 from harness.model import build_model
 from harness.params import TRAINING_DEFAULTS
 
@@ -72,14 +72,15 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
     """Train the model `params` describes on `dataset` and return a `TrialResult`.
 
     `params` holds the model's keys and the training's (`TRAINING_DEFAULTS`).
-    The seed fixes initialisation, shuffling and dropout, and TensorFlow's ops
-    run deterministically, so a configuration and seed give the same result.
+    The seed fixes initialisation, shuffling and dropout, and the backend's ops
+    run deterministically (`device.enable_determinism`), so a configuration and
+    seed give the same result.
     Bad params raise ValueError. A loss that turns NaN or infinite stops training
     at once; the result then has `diverged=True`, the reason, and no accuracy.
     """
     model_params, training = split_params(params)
     keras.utils.set_random_seed(int(training["seed"]))
-    tf.config.experimental.enable_op_determinism()
+    enable_determinism()
     model = build_model(model_params, dataset.input_shape, dataset.num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(training["learning_rate"]),
