@@ -7,7 +7,12 @@ callbacks. Each round trains both, in alternating order, in one process; the
 ratio is the median over rounds of each round's pair, so the machine's slow
 drifts cancel out. Target: a ratio of at least 0.95.
 
-    python benchmarks/throughput.py [--dataset cifar10-subset] [--epochs 2] [--rounds 5] [--param insertion=dense ...]
+`--versus KEY=VALUE` adds a third side each round: a harness trial with those
+params changed, and its images/s against the harness's own (say
+`--versus augment=crop_flip`: what augmentation costs; target at least 0.9).
+
+    python benchmarks/throughput.py [--dataset cifar10-subset] [--epochs 2] [--rounds 5] [--param backbone=resnet20 ...]
+                                    [--versus augment=crop_flip]
 
 The default dataset is the CIFAR-10 JPEG subset in ../shared/data where it
 exists (9,000 training images), else scikit-learn's digits.
@@ -27,19 +32,15 @@ CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10-jpeg-subset"
 
 
 def plain_fit_seconds(params, dataset, epochs):
-    """Seconds inside `model.fit` for the model `params` describes, built and compiled as `run_trial` does."""
-    import keras
+    """Seconds inside `model.fit` for the model `params` describes, built and compiled as `run_trial` does (its
+    backbone, recipe and augmentation)."""
+    from harness.training import recipe
+    from harness.training.trial import compiled_model
 
-    from harness.model import build_model
-    from harness.training.trial import split_params
-
-    model_params, training = split_params(params)
-    keras.utils.set_random_seed(int(training["seed"]))
-    model = build_model(model_params, dataset.input_shape, dataset.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model, training = compiled_model(params, dataset, epochs)
+    y_train, y_val = (recipe.targets(y, training, dataset.num_classes) for y in (dataset.y_train, dataset.y_val))
     start = time.perf_counter()
-    model.fit(dataset.x_train, dataset.y_train, validation_data=(dataset.x_val, dataset.y_val), epochs=epochs,
+    model.fit(dataset.x_train, y_train, validation_data=(dataset.x_val, y_val), epochs=epochs,
               batch_size=int(training["batch_size"]), verbose=0)
     return time.perf_counter() - start
 
@@ -52,6 +53,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="model or training param (default: the plain CNN)")
+    parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
+                        help="params of a third side, a harness trial timed against the first")
     args = parser.parse_args()
     os.environ["HARNESS_HOME"] = tempfile.mkdtemp(prefix="harness-throughput-")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,6 +70,7 @@ def main():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = {"insertion": "none", "seed": 0}
     params.update({key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in args.param)})
+    versus = {**params, **{key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in args.versus)}}
     space = parse_space({"dataset": {"name": args.dataset, "train_size": args.train_size}, "params": {"insertion": "none"}})
     search = Search(space, SearchSettings(study_name="throughput"), console=Console(quiet=True))
     dataset = search.dataset
@@ -75,18 +79,27 @@ def main():
     print(f"Keras {on['keras_version']} on {on['backend']} {on['backend_version']}, {on['device']}; {args.dataset}: "
           f"{len(dataset.x_train)} training images "
           f"x {args.epochs} epochs, params {params}; {args.rounds} rounds\n")
-    ratios = []
+    ratios, versus_ratios = [], []
     with search.parent_run():
         for round_number in range(1, args.rounds + 1):
             # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
             sides = [("harness", lambda: search.lifecycle.run(round_number, params, args.epochs).train_seconds),
                      ("plain", lambda: plain_fit_seconds(params, dataset, args.epochs))]
+            if args.versus:
+                sides.append(("versus", lambda: search.lifecycle.run(round_number, versus, args.epochs).train_seconds))
             seconds = {name: measure() for name, measure in (sides if round_number % 2 else sides[::-1])}
             ratios.append(seconds["plain"] / seconds["harness"])
-            print(f"round {round_number}: harness {images / seconds['harness']:6.0f} images/s, plain model.fit "
-                  f"{images / seconds['plain']:6.0f} images/s, ratio {ratios[-1]:.3f}")
+            line = (f"round {round_number}: harness {images / seconds['harness']:6.0f} images/s, plain model.fit "
+                    f"{images / seconds['plain']:6.0f} images/s, ratio {ratios[-1]:.3f}")
+            if args.versus:
+                versus_ratios.append(seconds["harness"] / seconds["versus"])
+                line += f"; with {' '.join(args.versus)} {images / seconds['versus']:6.0f} images/s, {versus_ratios[-1]:.3f}"
+            print(line)
     print(f"\nratio harness / plain, median of {len(ratios)} paired rounds: {statistics.median(ratios):.3f} "
           "(target >= 0.95)")
+    if args.versus:
+        print(f"ratio with {' '.join(args.versus)} / without, median of {len(versus_ratios)} rounds: "
+              f"{statistics.median(versus_ratios):.3f}")
 
 
 if __name__ == "__main__":

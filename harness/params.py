@@ -17,19 +17,37 @@ COEFFICIENTS = ("fixed", "trainable")
 CONDITIONINGS = ("none", "clip", "tanh", "batchnorm")
 EXPAND_OUTPUTS = ("terms", "partial_sums")
 
-# The CNN's: where the expansion goes, and its arguments.
-INSERTION_POINTS = ("none", "input", "conv1", "conv2", "dense", "all")
+# The networks (`harness.model.backbones`); a `backbone` may also name a builder ("package.module:function") or a
+# saved model ("path/net.keras"), a researcher's own network.
+BACKBONES = ("seed_cnn", "vgg", "resnet20", "resnet56")
+# Where the expansion goes. Every network has none, input, all, first and last; "after:PATTERN" inserts it after
+# each layer whose name matches the glob PATTERN.
+INSERTIONS_EVERYWHERE = ("none", "input", "all", "first", "last")
+INSERTIONS_BY_BACKBONE = {
+    "seed_cnn": INSERTIONS_EVERYWHERE + ("conv1", "conv2", "dense"),
+    "vgg": INSERTIONS_EVERYWHERE,
+    "resnet20": INSERTIONS_EVERYWHERE + ("stage1", "stage2", "stage3"),
+    "resnet56": INSERTIONS_EVERYWHERE + ("stage1", "stage2", "stage3"),
+}
+INSERTION_POINTS = tuple(dict.fromkeys(p for points in INSERTIONS_BY_BACKBONE.values() for p in points))
+AFTER = "after:"
 EXPANSION_KEYS = ("function", "order", "center", "mode", "coefficients", "per_unit", "conditioning", "expand_outputs",
                   "limit")
-MODEL_KEYS = ("insertion", "width") + EXPANSION_KEYS
+MODEL_KEYS = ("backbone", "insertion", "width") + EXPANSION_KEYS
 
-# Training's, with their defaults.
-TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "seed": 0}
+# Training's, with their defaults (today's recipe: Adam at a constant rate, no decay, smoothing or augmentation).
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("none", "crop_flip")
+TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
+                     "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0, "augment": "none", "seed": 0}
 PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
 
 # The values a categorical param may take.
 ALLOWED_VALUES = {
-    "insertion": INSERTION_POINTS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "augment": AUGMENTATIONS,
     "function": FUNCTIONS,
     "mode": MODES,
     "coefficients": COEFFICIENTS,
@@ -38,21 +56,26 @@ ALLOWED_VALUES = {
     "per_unit": (True, False),
 }
 
-# What a baseline shares with the configurations it is compared to, and its values when a space searches them.
-BASELINE_DEFAULTS = {"width": 1.0, "learning_rate": TRAINING_DEFAULTS["learning_rate"],
-                     "batch_size": TRAINING_DEFAULTS["batch_size"]}
+# What a matched baseline shares with the configuration it is compared to (everything but the expansion and the
+# seed), and its values where a space searches them.
+BASELINE_DEFAULTS = {"backbone": "seed_cnn", "width": 1.0,
+                     **{key: value for key, value in TRAINING_DEFAULTS.items() if key != "seed"}}
 
 
 def describe(params):
     """A configuration in a few words, e.g. 'dense softplus p3 weighted trainable per-unit tanh'.
 
-    Only the keys present are described; training params (width, learning
-    rate, batch size, seed) are left out.
+    Only the keys present are described, and the backbone only when it is not
+    the seed CNN; training params (width, learning rate, batch size, seed, the
+    recipe) are left out.
     """
+    backbone = params.get("backbone", BASELINE_DEFAULTS["backbone"])
+    network = [] if backbone == BASELINE_DEFAULTS["backbone"] else [backbone_label(backbone)]
     if params.get("insertion", "none") == "none":
-        return "baseline"
-    words = [params["insertion"], params.get("function"), params.get("order"), params.get("mode")]
-    words[2] = None if words[2] is None else f"p{words[2]}"
+        return " ".join(network + ["baseline"])
+    words = network + [params["insertion"], params.get("function"), params.get("order"), params.get("mode")]
+    order = len(network) + 2
+    words[order] = None if words[order] is None else f"p{words[order]}"
     if params.get("center"):
         words.append(f"x0={params['center']:g}")
     if params.get("expand_outputs") not in (None, "terms"):
@@ -66,13 +89,40 @@ def describe(params):
     return " ".join(str(w) for w in words if w is not None)
 
 
+def backbone_label(backbone):
+    """A backbone in one word: its name, a builder's function name, or a saved model's file name."""
+    return backbone.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+
+
+def custom_backbone(backbone):
+    """Whether `backbone` names a researcher's own network: a builder ("package.module:function") or a ".keras" file."""
+    return backbone not in BACKBONES
+
+
 def check_value(name, value):
     """Raise ValueError, starting with `name`, if `value` is not one param `name` can take."""
+    if name == "backbone" and not (value in BACKBONES or _is_builder(value) or str(value).endswith(".keras")):
+        raise ValueError(f"backbone: {value!r} is not one of {', '.join(BACKBONES)}, a builder "
+                         "'package.module:function' or a saved model 'path/net.keras'")
+    if name == "insertion" and value not in INSERTION_POINTS and not (isinstance(value, str) and value.startswith(AFTER)
+                                                                        and len(value) > len(AFTER)):
+        raise ValueError(f"insertion: {value!r} is not one of {', '.join(INSERTION_POINTS)} or '{AFTER}PATTERN'")
     allowed = ALLOWED_VALUES.get(name)
     if allowed is not None and value not in allowed:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
     if name == "order" and not (isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= MAX_ORDER):
         raise ValueError(f"order: {value!r} is out of range; orders are integers from 0 to {MAX_ORDER}")
-    numeric_positive = ("width", "learning_rate", "batch_size", "limit")
-    if name in numeric_positive and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if name in ("width", "learning_rate", "batch_size", "limit") and not (numeric and value > 0):
         raise ValueError(f"{name}: {value!r} must be a positive number")
+    if name in ("weight_decay", "warmup_epochs") and not (numeric and value >= 0):
+        raise ValueError(f"{name}: {value!r} must be a number of at least 0")
+    if name == "warmup_epochs" and not float(value).is_integer():
+        raise ValueError(f"warmup_epochs: {value!r} must be a whole number of epochs")
+    if name == "label_smoothing" and not (numeric and 0 <= value < 1):
+        raise ValueError(f"label_smoothing: {value!r} must be at least 0 and below 1")
+
+
+def _is_builder(value):
+    module, _, function = str(value).partition(":")
+    return bool(module and function) and all(part.isidentifier() for part in [*module.split("."), function])

@@ -76,6 +76,10 @@ ARCHITECTURES = [{}] + [
         ["input", "conv2", "dense", "all"], [("series", "terms"), ("weighted", "terms"), ("expand", "partial_sums")],
         ["none", "clip", "tanh", "batchnorm"], [0, 3], [False, True])
     if not (insertion == "all" and mode == "expand") and (order == 3 or not per_unit)
+] + [
+    {"backbone": backbone, "width": 0.25, **expansion} for backbone in ("vgg", "resnet20")
+    for expansion in ({}, {"insertion": "all", "mode": "weighted", "conditioning": "tanh"},
+                      {"insertion": "input", "mode": "expand", "conditioning": "batchnorm"})
 ]
 
 

@@ -262,7 +262,10 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
 
     storage, tracking = stores(tmp_path)
     # Every sampled trial expanded (the baseline is queued anyway), so there is always a configuration to confirm.
-    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense", "width": [0.25, 0.5]}})
+    # It searches the recipe too: a matched baseline must train the way its configuration does.
+    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense", "width": [0.25, 0.5],
+                                                      "optimizer": ["adam", "adamw"], "augment": ["none", "crop_flip"],
+                                                      "schedule": "cosine"}})
     args = search_args(tmp_path, space, "--study", "judged", "--trials", "4", "--pruner", "none",
                        "--confirm", "1", "--seeds", "2", "--seed", "0")
     assert main(args) == 0
@@ -280,6 +283,12 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     confirm_runs = client.search_runs([experiment], "tags.`harness.stage` = 'confirm'")
     assert len(confirm_runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
+    recipe = ("optimizer", "augment", "schedule", "learning_rate", "width", "batch_size", "weight_decay", "backbone")
+    by_seed = {}
+    for run in confirm_runs:  # read back from MLflow: each seed's baseline and configuration share the recipe
+        by_seed.setdefault(run.data.params["seed"], []).append({k: run.data.params.get(k) for k in recipe})
+    assert len(by_seed) == 2 and all(len(pair) == 2 and pair[0] == pair[1] for pair in by_seed.values()), by_seed
+    assert next(iter(by_seed.values()))[0]["schedule"] == "cosine"
     for run in confirm_runs:  # every confirmation run keeps its final model
         assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
 

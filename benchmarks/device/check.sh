@@ -7,7 +7,8 @@
 #     bash benchmarks/device/rehearse.sh                # here, on the CPU: the same command, to the end
 #
 # It installs the carried wheels with --no-index, then under KERAS_BACKEND (default jax): the core tests, the
-# training throughput against plain model.fit, what deterministic ops cost, and an MNIST search with --gpus all
+# training throughput against plain model.fit (the seed CNN, then ResNet-20 with the CIFAR recipe, with and without
+# crop-flip), what deterministic ops cost, and an MNIST search with --gpus all
 # in float32, in mixed precision, and with 2 and 4 workers per GPU, sampling nvidia-smi's utilisation every
 # second; summary.txt sums it up.
 set -uo pipefail
@@ -67,6 +68,9 @@ search=(python3 -m harness.cli search --space "$space" --trials 4 --sampler rand
 phase 170 "core tests on ${KERAS_BACKEND}" python3 -m pytest -q -p no:cacheprovider -m core tests
 phase 100 "throughput" python3 benchmarks/throughput.py --dataset mnist --train-size "$images" --epochs 2 --rounds 3 \
     --param batch_size=256
+phase 90 "resnet20 recipe throughput" python3 benchmarks/throughput.py --dataset mnist --train-size "$images" --epochs 2 \
+    --rounds 2 --param backbone=resnet20 --param optimizer=sgd --param learning_rate=0.05 --param schedule=cosine \
+    --param batch_size=128 --versus augment=crop_flip
 phase 60 "determinism" python3 benchmarks/determinism.py --dataset mnist --train-size "$images" --epochs 2 --rounds 1 \
     --param batch_size=256
 phase 60 "search float32" "${search[@]}" --study float32 "${gpus[@]}"

@@ -194,7 +194,8 @@ def pivot_best(trials, index, columns="function", metric=ACCURACY):
 
 
 def _with_matched_keys(frame):
-    """`frame` with width, learning rate and batch size filled with their defaults where a run left them out."""
+    """`frame` with what a matched baseline shares (backbone, width, the training recipe) filled with the defaults
+    where a run left it out."""
     frame = frame.copy()
     for key, default in BASELINE_DEFAULTS.items():
         frame[key] = frame[key].fillna(default) if key in frame else default
@@ -291,8 +292,8 @@ def _paired_test(values, reference, confidence):
 def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     """Each seeded configuration against its matched baseline, paired by seed.
 
-    The matched baseline is the plain CNN run with the same width, learning
-    rate, batch size and seeds. Per configuration: the difference in `metric`
+    The matched baseline is the plain network run with the same backbone,
+    width, training recipe and seeds: everything but the expansion. Per configuration: the difference in `metric`
     in points with its t-based CI over the seeds both completed, the paired
     t-test's p-value, Holm-adjusted over the configurations, the cost ratios
     against the same baseline, and a finding: pays off (CI above 0), costs
@@ -379,8 +380,8 @@ def verdict(trials, confirm_command=None, metric=ACCURACY):
     if not comparisons.empty:
         seeded = seeded_stage(trials)
         intro = (f"From {len(seeded)} seeded runs judged on the test set: {len(comparisons)} configuration(s), each "
-                 f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline, the plain ReLU CNN with "
-                 "the same width, learning rate, batch size, epochs and seeds.")
+                 f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with "
+                 "the same backbone, width, training recipe, epochs and seeds, everything but the expansion.")
         if "duplicates left out" in comparisons:
             intro += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
                       "were left out: each seed counts once, with its earliest run.")
@@ -426,8 +427,20 @@ def _confirmed_sentence(row):
         statement += " once corrected for the comparisons made (Holm)"
     return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
             f"baseline ({ci}; paired over {row['seeds']} seeds; {p_holm}), "
-            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: width {row['width']:g}, "
-            f"learning rate {row['learning_rate']:.3g}, batch size {row['batch_size']:g}.")
+            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: {baseline_words(row)}.")
+
+
+def baseline_words(row):
+    """What a matched baseline shares with its configuration, in words: 'seed_cnn at width 1, adam at learning rate
+    0.001 (constant), batch size 64, no augmentation'."""
+    words = [f"{row['backbone']} at width {row['width']:g}", f"{row['optimizer']} at learning rate {row['learning_rate']:.3g} "
+             f"({row['schedule']}" + (f", warm-up {row['warmup_epochs']:g} epoch(s))" if row["warmup_epochs"] else ")")]
+    if row["weight_decay"]:
+        words.append(f"weight decay {row['weight_decay']:.3g}")
+    if row["label_smoothing"]:
+        words.append(f"label smoothing {row['label_smoothing']:g}")
+    words += [f"batch size {row['batch_size']:g}", "no augmentation" if row["augment"] == "none" else f"{row['augment']} augmentation"]
+    return ", ".join(words)
 
 
 def _plain(value):

@@ -12,9 +12,10 @@ import time
 import keras
 import optuna
 
-from harness.model import check_params
+from harness.model import ModelError, check_params, load_backbone, surgery_plan
+from harness.params import AFTER, BASELINE_DEFAULTS
 from harness.study.tracking import Tracker
-from harness.training import data
+from harness.training import costs, data
 from harness.training.trial import run_trial, split_params
 
 OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
@@ -133,7 +134,8 @@ class TrialLifecycle:
         or pruned), TrialDiverged, or the trial's own exception, each after
         closing the run with its reason.
         """
-        run_params = {"dataset": self.dataset.name, "epochs": epochs, **split_params(params)[1],
+        network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
+        run_params = {"dataset": self.dataset.name, "epochs": epochs, **network, **split_params(params)[1],
                       "precision": "mixed_float16" if self.mixed_precision else "float32", "backend": keras.backend.backend()}
         try:
             run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
@@ -151,13 +153,13 @@ class TrialLifecycle:
 
         try:
             remember("mlflow_run_id", run_id)
-            try:
-                check_params(split_params(params)[0])
-            except ValueError as error:
-                raise optuna.TrialPruned(f"invalid combination: {error}") from None
             in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
             callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
-            result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
+            try:
+                check_params(split_params(params)[0])
+                result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
+            except ModelError as error:
+                raise optuna.TrialPruned(f"invalid combination: {error}") from None
             if self.interrupted:
                 raise KeyboardInterrupt
             # The rest of the result lives in the MLflow run; each remembered value can be a storage write.
@@ -188,13 +190,36 @@ class TrialLifecycle:
         return True
 
 
+def check_networks(space, dataset):
+    """Raise `ModelError` before any training if a network the space names cannot be built for `dataset`, has a
+    layer whose FLOPs are not counted, or if an "after:" insertion matches no layer of any of them."""
+    backbones = space.choices("backbone") or [BASELINE_DEFAULTS["backbone"]]
+    patterns = [i for i in space.choices("insertion") if str(i).startswith(AFTER)]
+    unmatched = set(patterns)
+    for backbone in backbones:
+        model = load_backbone(backbone, dataset.input_shape, dataset.num_classes)
+        try:
+            costs.count_flops(model)
+        except ValueError as error:
+            raise ModelError(f"backbone {backbone}: {error}") from None
+        for pattern in patterns:
+            try:
+                surgery_plan(model, backbone, pattern)
+                unmatched.discard(pattern)
+            except ModelError:
+                pass
+    if unmatched:
+        raise ModelError(f"insertion {sorted(unmatched)[0]!r} matches no layer of {', '.join(backbones)}")
+
+
 def open_lifecycle(space, settings, console, dataset=None):
-    """A `TrialLifecycle` for `settings`' study: the space's dataset (unless given) loaded, its MLflow
-    experiment opened."""
+    """A `TrialLifecycle` for `settings`' study: the space's dataset (unless given) loaded and its networks
+    checked, its MLflow experiment opened."""
     dataset = dataset or data.load(
         space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
         val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
     )
+    check_networks(space, dataset)
     tracker = Tracker(settings.tracking_uri, settings.study_name,
                       say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,

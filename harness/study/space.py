@@ -2,6 +2,7 @@
 
     dataset:    {name: digits, train_size: 800}
     training:   {epochs: 3, seed: 0}
+    model:      {builder: "mypackage.nets:small_net"}   # optional: your own network (or {file: net.keras})
     configurations: [{insertion: dense, function: exp}]   # optional: what `harness benchmark` runs
     objectives: [accuracy]            # or [accuracy, flops | params | latency | train_seconds]
     params:
@@ -41,6 +42,22 @@ class DatasetSpec(_Strict):
     test_size: pydantic.PositiveInt | None = None
 
 
+class ModelSpec(_Strict):
+    """A researcher's own network: a builder "package.module:function", or a saved model file (relative to the
+    space file). It becomes the space's fixed `backbone`."""
+
+    builder: str | None = None
+    file: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self):
+        if (self.builder is None) == (self.file is None):
+            raise ValueError("give either builder: package.module:function or file: path/net.keras")
+        if self.file is not None and not self.file.endswith(".keras"):
+            raise ValueError(f"file: {self.file}: a saved Keras model ends in .keras")
+        return self
+
+
 class TrainingSpec(_Strict):
     epochs: pydantic.PositiveInt = 3
     seed: int = 0
@@ -76,6 +93,7 @@ class Range(_Strict):
 class Space(_Strict):
     dataset: DatasetSpec = DatasetSpec()
     training: TrainingSpec = TrainingSpec()
+    model: ModelSpec | None = None
     objectives: list[Literal["accuracy", "flops", "params", "latency", "train_seconds"]] = ["accuracy"]
     params: dict[str, list[Any] | Range | int | float | str | bool]
     configurations: list[dict[str, Any]] = []
@@ -110,6 +128,19 @@ class Space(_Strict):
         return params
 
     @pydantic.model_validator(mode="after")
+    def _model_is_the_backbone(self):
+        if self.model is None:
+            return self
+        if "backbone" in self.params:
+            raise ValueError("name the network once: model, or params.backbone")
+        if self.model.builder is not None:
+            self.params["backbone"] = self.model.builder
+        else:
+            beside_space = Path(self.source).parent if self.source != "<memory>" else Path()
+            self.params["backbone"] = str((beside_space / Path(self.model.file).expanduser()).resolve())
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _values_make_sense(self):
         for name, dimension in self.params.items():
             values = dimension if isinstance(dimension, list) else dimension.values() if isinstance(dimension, Range) else [dimension]
@@ -126,6 +157,13 @@ class Space(_Strict):
     def fixed_params(self):
         """The params the space fixes to one value."""
         return {name: value for name, value in self.params.items() if not isinstance(value, (list, Range))}
+
+    def choices(self, name):
+        """The values param `name` may take in this space (a fixed value's one, a list's, none for a range or
+        a param the space leaves out), with its configurations' values."""
+        dimension = self.params.get(name)
+        values = dimension if isinstance(dimension, list) else [] if dimension is None or isinstance(dimension, Range) else [dimension]
+        return list(dict.fromkeys([*values, *(c[name] for c in self.configurations if name in c)]))
 
     @property
     def is_multi_objective(self):
@@ -153,14 +191,16 @@ class Space(_Strict):
         return full
 
     def baseline_params(self):
-        """The plain CNN under this space's training: fixed values as given, searched ones at their defaults.
+        """The plain network under this space's training: fixed values as given, searched ones at their defaults.
 
-        A searched width, learning rate or batch size takes its default where
+        A searched backbone, width or training param takes its default where
         the space allows it, else the nearest value it does allow.
         """
         params = {"insertion": "none"}
         for name, default in BASELINE_DEFAULTS.items():
-            dimension = self.params.get(name, default)
+            if name not in self.params:
+                continue  # the trial takes its default, as every trial of this space does
+            dimension = self.params[name]
             if isinstance(dimension, list):
                 params[name] = default if default in dimension else dimension[0]
             elif isinstance(dimension, Range):

@@ -54,6 +54,22 @@ def _max_pool(layer, inputs, outputs):
     return _size(outputs) * math.prod(layer.pool_size)
 
 
+def _batchnorm(layer, inputs, outputs):
+    return 2 * _size(inputs) + BATCHNORM_PER_CHANNEL * inputs[-1]
+
+
+def _global_average_pool(layer, inputs, outputs):
+    return _size(inputs)
+
+
+def _activation_layer(layer, inputs, outputs):
+    return _activation(layer, _size(outputs))
+
+
+def _add(layer, inputs, outputs):
+    return _size(outputs) * (len(layer.input) - 1)
+
+
 def _taylor(layer, inputs, outputs):
     elements, p = _size(inputs), layer.order
     if layer.conditioning == "batchnorm":
@@ -72,9 +88,14 @@ COUNTERS = {
     keras.layers.Conv2D: _conv,
     keras.layers.Dense: _dense,
     keras.layers.MaxPooling2D: _max_pool,
+    keras.layers.BatchNormalization: _batchnorm,
+    keras.layers.GlobalAveragePooling2D: _global_average_pool,
+    keras.layers.Activation: _activation_layer,
+    keras.layers.Add: _add,
     TaylorExpansion: _taylor,
 }
-FREE = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Flatten)
+FREE = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
+        keras.layers.ZeroPadding2D, keras.layers.RandomFlip, keras.layers.RandomTranslation)
 
 
 def count_flops(model):
@@ -86,7 +107,8 @@ def count_flops(model):
         counter = next((count for kind, count in COUNTERS.items() if isinstance(layer, kind)), None)
         if counter is None:
             raise ValueError(f"FLOPs: no count for layer {layer.name!r} ({type(layer).__name__})")
-        total += counter(layer, tuple(layer.input.shape), tuple(layer.output.shape))
+        first_input = keras.tree.flatten(layer.input)[0]  # an Add's inputs share one shape
+        total += counter(layer, tuple(first_input.shape), tuple(layer.output.shape))
     return int(total)
 
 

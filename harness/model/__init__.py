@@ -1,0 +1,170 @@
+"""The expandable network: a backbone, and a Taylor expansion put in where `insertion` says.
+
+Backbones (`harness.model.backbones`): seed_cnn (the default), vgg, resnet20,
+resnet56, or a researcher's own network: a builder "package.module:function"
+called with (input shape, classes) and `width=` if it takes one, or a saved
+"path/net.keras" (its architecture, initialised afresh from the trial's seed).
+
+Insertion points, on every backbone:
+    none        the plain backbone, the baseline
+    input       each pixel expanded (the second question)
+    all         every activation replaced by the series
+    first, last the first or the last activation replaced
+    after:GLOB  an expansion after each layer whose name matches GLOB
+and on some:
+    stage1..3   (resnet20, resnet56) every activation of one stage
+    conv1       (seed_cnn) after the first conv's ReLU
+    conv2       (seed_cnn) after the conv block (after pooling)
+    dense       (seed_cnn) after Dense 512's ReLU (the first question's answer)
+"""
+
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import keras
+
+from harness.expansion.layer import TaylorExpansion
+from harness.model import surgery
+from harness.model.backbones import BUILDERS
+from harness.params import (AFTER, BASELINE_DEFAULTS, EXPANSION_KEYS, INSERTIONS_BY_BACKBONE, INSERTIONS_EVERYWHERE,
+                            MODEL_KEYS, check_value)
+
+# The seed CNN's own insertion points: the layer each follows, and the expansion's name.
+SEED_CNN_POINTS = {"conv1": "conv1_activation", "conv2": "pool", "dense": "dense_activation"}
+REPLACING = ("all", "first", "last", "stage1", "stage2", "stage3")  # points that replace activations
+
+
+class ModelError(ValueError):
+    """Params that describe no network: an unknown value, an impossible combination, a backbone that cannot be had."""
+
+
+def insertion_points(backbone):
+    """The named insertion points `backbone` has (besides "after:GLOB")."""
+    return INSERTIONS_BY_BACKBONE.get(backbone, INSERTIONS_EVERYWHERE)
+
+
+def check_params(params):
+    """Raise `ModelError` if `params` cannot describe a model; return the expansion arguments."""
+    try:
+        return _checked_expansion(params)
+    except ModelError:
+        raise
+    except ValueError as error:
+        raise ModelError(str(error)) from None
+
+
+def _checked_expansion(params):
+    unknown = sorted(set(params) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_KEYS)}")
+    backbone = params.get("backbone", BASELINE_DEFAULTS["backbone"])
+    check_value("backbone", backbone)
+    insertion = params.get("insertion", "none")
+    if insertion not in insertion_points(backbone) and not str(insertion).startswith(AFTER):
+        raise ValueError(f"insertion must be one of {', '.join(insertion_points(backbone))} or '{AFTER}GLOB' "
+                         f"on {backbone}; got {insertion!r}")
+    width = params.get("width", 1.0)
+    if not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"width must be a positive number, got {width!r}")
+    expansion = {key: params[key] for key in EXPANSION_KEYS if key in params}
+    if insertion == "none" and expansion:
+        raise ValueError(
+            f"insertion 'none' is the plain baseline and takes no expansion parameters; got {', '.join(expansion)}"
+        )
+    if insertion in REPLACING and expansion.get("mode") == "expand":
+        raise ValueError(f"insertion {insertion!r} replaces activations elementwise, so mode must be 'series' or "
+                         "'weighted', not 'expand'")
+    if insertion != "none":
+        TaylorExpansion(**expansion)  # validates function, order, center and the choices
+    return expansion
+
+
+def load_backbone(backbone, input_shape, num_classes, width=1.0):
+    """The plain network `backbone` names, for inputs of `input_shape` and `num_classes` classes; ValueError naming
+    the problem if it cannot be had."""
+    if backbone in BUILDERS:
+        return BUILDERS[backbone](input_shape, num_classes, width=width)
+    if backbone.endswith(".keras"):
+        if not Path(backbone).is_file():
+            raise ModelError(f"backbone {backbone}: no such model file")
+        # Its architecture; the weights are drawn afresh from the trial's seed, as a built-in backbone's are.
+        model = keras.models.clone_model(keras.saving.load_model(backbone, compile=False))
+    else:
+        module_name, _, function_name = backbone.partition(":")
+        if os.getcwd() not in sys.path:  # a researcher's package in the folder they run from, as `python -m` finds it
+            sys.path.insert(0, os.getcwd())
+        try:
+            builder = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as error:
+            raise ModelError(f"backbone {backbone}: cannot import it ({type(error).__name__}: {error})") from None
+        takes_width = "width" in inspect.signature(builder).parameters
+        model = builder(tuple(input_shape), num_classes, **({"width": width} if takes_width else {}))
+        if not isinstance(model, keras.Model):
+            raise ModelError(f"backbone {backbone}: returned {type(model).__name__}, not a keras.Model")
+    if tuple(model.input_shape[1:]) != tuple(input_shape) or model.output_shape[-1] != num_classes:
+        raise ModelError(f"backbone {backbone}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} classes; "
+                         f"the dataset has {tuple(input_shape)} and {num_classes}")
+    if isinstance(model, keras.Sequential):  # surgery needs a functional graph
+        inputs = keras.Input(batch_shape=model.inputs[0].shape, name="image")
+        h = inputs
+        for layer in model.layers:
+            h = layer(h)
+        model = keras.Model(inputs, h, name=model.name)
+    return model
+
+
+def surgery_plan(model, backbone, insertion):
+    """What `surgery.rebuild` does for `insertion`: (activations replaced, {layer: expansion inserted after it})."""
+    if insertion in SEED_CNN_POINTS and backbone == "seed_cnn":
+        return (), {SEED_CNN_POINTS[insertion]: f"{insertion}_expansion"}
+    if insertion.startswith(AFTER):
+        pattern = insertion.removeprefix(AFTER)
+        matched = surgery.matching_layers(model, pattern)
+        if not matched:
+            raise ModelError(f"insertion {insertion!r}: no layer of {backbone} matches {pattern!r}")
+        return (), {name: f"{name}_expansion" for name in matched}
+    if insertion not in REPLACING:
+        return (), {}
+    found = surgery.activations(model)
+    chosen = {"all": found, "first": found[:1], "last": found[-1:]}.get(insertion)
+    if chosen is None:  # a stage
+        chosen = [name for name in found if name.startswith(f"{insertion}_")]
+    if not chosen:
+        raise ModelError(f"insertion {insertion!r}: {backbone} has no activation to replace there")
+    return chosen, {}
+
+
+def build_model(params, input_shape, num_classes, *, augmentation=()):
+    """Build the network described by `params`, a flat dict of `MODEL_KEYS`.
+
+    `backbone` (default "seed_cnn") picks the network, `insertion` (default
+    "none") where the expansion goes and `width` (default 1.0) scales every
+    layer's filters and units. The other keys are `TaylorExpansion`'s
+    arguments. `augmentation` layers, if any, come first (they act in training
+    only). Nonsensical combinations raise ValueError.
+
+    >>> model = build_model({"backbone": "resnet20", "insertion": "stage2", "function": "gelu", "order": 4},
+    ...                     (32, 32, 3), 10)
+    >>> sum(isinstance(layer, TaylorExpansion) for layer in model.layers)
+    6
+    """
+    expansion = check_params(params)
+    backbone = params.get("backbone", BASELINE_DEFAULTS["backbone"])
+    insertion = params.get("insertion", "none")
+    model = load_backbone(backbone, input_shape, num_classes, params.get("width", 1.0))
+    if insertion == "none" and not augmentation:
+        return model
+
+    def make_expansion(name):
+        # float32 even under mixed precision: high powers overflow float16.
+        return TaylorExpansion(**expansion, dtype="float32", name=name)
+
+    replace, insert_after = surgery_plan(model, backbone, insertion)
+    input_stage = [*augmentation, *([make_expansion("input_expansion")] if insertion == "input" else [])]
+    try:
+        return surgery.rebuild(model, make_expansion, replace=replace, insert_after=insert_after, input_stage=input_stage)
+    except ValueError as error:  # Keras's word on shapes that no longer fit (an "expand" before an Add, say)
+        raise ModelError(f"insertion {insertion!r} on {backbone}: {str(error).splitlines()[0]}") from None
