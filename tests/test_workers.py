@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.study.search import SURPLUS, counted_trials
 from harness.study.storage import open_storage, resolve_stores
+from harness.study.tracking import process_alive
 
 GRID_OF_9 = {
     "dataset": {"name": "digits", "train_size": 150, "val_size": 50, "test_size": 50},
@@ -86,6 +87,19 @@ def test_three_workers_on_the_journal_default(tmp_path):
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'")
     assert len(runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+
+
+def test_a_killed_process_not_yet_reaped_is_not_alive():
+    """A killed worker stays a zombie until its pool waits for it; its trial must not count as in flight meanwhile."""
+    process = subprocess.Popen(["sleep", "30"])
+    assert process_alive(process.pid)
+    process.kill()
+    deadline = time.time() + 10
+    while Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(process.pid)  # a zombie: kill(pid, 0) still answers
+    process.wait()
+    assert not process_alive(process.pid)
 
 
 def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_database):

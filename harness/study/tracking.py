@@ -60,7 +60,8 @@ def _process_tags():
 
 
 def process_alive(pid):
-    """Whether process `pid` exists on this host."""
+    """Whether process `pid` runs on this host. A zombie (dead, not yet reaped by its parent, as a killed worker is
+    until the pool waits for it) does not: it still answers kill(pid, 0), and its trial would count as in flight."""
     if not pid:
         return False
     try:
@@ -69,7 +70,11 @@ def process_alive(pid):
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux): kill(pid, 0) is all there is
+        return True
+    return state != "Z"
 
 
 _SUMMARIES = {}
