@@ -94,11 +94,6 @@ def backbone_label(backbone):
     return backbone.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def custom_backbone(backbone):
-    """Whether `backbone` names a researcher's own network: a builder ("package.module:function") or a ".keras" file."""
-    return backbone not in BACKBONES
-
-
 def check_value(name, value):
     """Raise ValueError, starting with `name`, if `value` is not one param `name` can take."""
     if name == "backbone" and not (value in BACKBONES or _is_builder(value) or str(value).endswith(".keras")):
