@@ -153,7 +153,9 @@ def cmd_report(args):
     from harness.report.pages import write_report
     from harness.study.storage import resolve_stores
 
-    out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out)
+    if not args.rope > 0:
+        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out, rope=args.rope)
     print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
     return 0
 

@@ -97,6 +97,8 @@ def build_parser(commands_run):
     report.add_argument("--out", help="output folder (default reports/<study>[-vs-<study>...])")
     report.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else the search's default)")
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)")
+    report.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
+                        help="margin of practical equivalence, in points of accuracy (default 1.0)")
     report.set_defaults(run=commands_run["report"])
 
     for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):

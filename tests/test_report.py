@@ -305,6 +305,55 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     assert set(trials["stage"]) == {"search", "confirm"}
 
 
+def paired(differences, baseline=70.0):
+    """Confirmation runs of one configuration whose test accuracy differs from its baseline's by `differences`
+    points, seed by seed."""
+    rows = []
+    for seed, difference in enumerate(differences, start=1):
+        noise = 0.3 * np.sin(seed)  # the baseline varies by seed; the pairing takes it out
+        for insertion, accuracy in (("none", baseline + noise), ("dense", baseline + noise + difference)):
+            rows.append({"study": "eq", "stage": "confirm", "state": "COMPLETE", "insertion": insertion, "seed": seed,
+                         "function": None if insertion == "none" else "softplus", "order": None if insertion == "none" else 3,
+                         "test_accuracy": accuracy / 100})
+    return pd.DataFrame(rows)
+
+
+def test_equivalence_and_power_come_from_statsmodels():
+    from statsmodels.stats.power import TTestPower
+    from statsmodels.stats.weightstats import ttost_paired
+
+    differences = np.array([0.3, -0.4, 0.1, 0.2, -0.3, 0.0])
+    row = report.paired_comparisons(paired(differences), rope=1.0).iloc[0]
+    baseline = np.array([70.0 + 0.3 * np.sin(seed) for seed in range(1, 7)])
+    assert row["p equivalent"] == pytest.approx(ttost_paired(baseline + differences, baseline, -1.0, 1.0)[0])
+    assert row["p equivalent"] < 0.05 and row["finding"] == "equivalent"
+    effect = TTestPower().solve_power(nobs=6, alpha=0.05, power=0.8, alternative="two-sided")
+    assert row["detectable (points)"] == pytest.approx(effect * differences.std(ddof=1), rel=1e-6)
+    # Hand-made: 6 pairs with a spread of 0.27 points detect about 0.4 points; 1.0 would be equivalence's bound.
+    assert 0.3 < row["detectable (points)"] < 0.5
+    assert "is equivalent to its baseline within +-1 point(s)" in report.verdict(paired(differences), rope=1.0)[1]
+    # The same differences judged against a margin of 0.1 point: too narrow to show with 6 seeds.
+    narrow = report.paired_comparisons(paired(differences), rope=0.1).iloc[0]
+    assert narrow["finding"] == "inconclusive" and narrow["seeds to settle"] > 6
+
+
+def test_a_gain_inside_the_margin_says_so_and_an_inconclusive_one_says_what_would_settle_it():
+    small = report.paired_comparisons(paired([0.30, 0.35, 0.40, 0.32, 0.38]), rope=1.0).iloc[0]
+    assert small["ci low"] > 0 and small["ci high"] < 1.0 and small["finding"] == "pays off, by less than the margin"
+    large = report.paired_comparisons(paired([2.0, 2.5, 1.8, 2.2, 2.4]), rope=1.0).iloc[0]
+    assert large["ci low"] > 1.0 and large["finding"] == "pays off"
+    unclear = paired([1.5, -1.0, 2.5, -0.5, 1.0])
+    row = report.paired_comparisons(unclear, rope=1.0).iloc[0]
+    assert row["finding"] == "inconclusive"
+    from statsmodels.stats.power import TTestPower
+
+    differences = np.array([1.5, -1.0, 2.5, -0.5, 1.0])
+    to_detect = TTestPower().solve_power(effect_size=differences.mean() / differences.std(ddof=1), alpha=0.05, power=0.8)
+    assert row["seeds to settle"] == int(np.ceil(to_detect))  # a mean of 0.7 > 0: detecting it is the nearer route
+    sentence = report.verdict(unclear, rope=1.0)[1]
+    assert "is inconclusive at this budget" in sentence and f"settling it would take about {row['seeds to settle']:g} seeds" in sentence
+
+
 def test_a_finding_needs_the_holm_correction_to_agree():
     trials, _ = seeded_runs()
     # Seven more configurations whose differences are pure noise: eight comparisons in all.
@@ -317,9 +366,9 @@ def test_a_finding_needs_the_holm_correction_to_agree():
     table = report.paired_comparisons(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
     for _, row in table.iterrows():
         excludes_zero = row["ci low"] > 0 or row["ci high"] < 0
-        assert (row["finding"] != "no difference detected") == (excludes_zero and row["p (Holm)"] < 0.05)
+        assert row["finding"].startswith(("pays off", "costs accuracy")) == (excludes_zero and row["p (Holm)"] < 0.05)
     dense = table.set_index("configuration").loc["dense softplus p3"]
-    assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "no difference detected"
+    assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "inconclusive"
     assert any("once corrected for the comparisons made" in sentence for sentence in report.verdict(
         pd.concat([trials, pd.DataFrame(extra)], ignore_index=True)))
 
@@ -335,7 +384,7 @@ def test_a_constant_difference_gets_no_p_value_and_no_finding():
     row = report.paired_comparisons(trials).set_index("configuration").loc["dense softplus p3"]
     assert row["delta (points)"] == pytest.approx(1.0)
     assert np.isnan(row["p-value"]) and np.isnan(row["p (Holm)"]) and np.isnan(row["ci low"])
-    assert row["finding"] == "no difference detected"
+    assert row["finding"] == "inconclusive" and np.isnan(row["p equivalent"])
     sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
     assert "every seed gave the same difference" in sentence and "no p-value" in sentence and "pays off" not in sentence
 
@@ -357,3 +406,8 @@ def test_duplicate_runs_of_a_seed_are_paired_once():
     summary = report.config_summary(pd.concat([trials, twins], ignore_index=True))
     assert summary.loc[summary["insertion"] == "dense", "count"].item() == 4
 
+
+
+def test_a_margin_that_is_not_positive_is_one_line_and_exit_2(capsys):
+    assert main(["report", "--study", "any", "--rope", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "harness: error: --rope must be a positive number of points, got 0"

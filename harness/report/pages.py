@@ -38,8 +38,10 @@ SHORT_NAMES = {
 }
 
 
-def write_report(studies, storage, tracking_uri=None, out=None):
+def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.DEFAULT_ROPE):
     """Write the report of one or more studies to `out` (default reports/<names>); return its path.
+
+    `rope` is the margin of practical equivalence, in points of accuracy, that the verdict judges by.
 
     `out` must be new, empty, or an earlier report, which is replaced whole;
     a folder holding anything else is refused before any work is done.
@@ -53,7 +55,7 @@ def write_report(studies, storage, tracking_uri=None, out=None):
     def fill(folder):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            render(folder, studies, frames, storage, tracking_uri)
+            render(folder, studies, frames, storage, tracking_uri, rope)
 
     write_output_folder(out, fill)
     if tracking_uri is not None:
@@ -76,12 +78,12 @@ def _attach_to_parent_run(study_name, tracking_uri, folder):
         client.log_artifacts(parents[0].info.run_id, str(folder), artifact_path="report")
 
 
-def render(folder, studies, frames, storage, tracking_uri):
+def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_ROPE):
     trials = pd.concat(frames, ignore_index=True)
     trials.to_csv(folder / "trials.csv", index=False)
     blocks = [("h1", "Does the Taylor expansion pay off? " + ", ".join(studies))]
     if len(studies) > 1:
-        blocks += [("h2", "Studies side by side"), ("table", _comparison(frames))]
+        blocks += [("h2", "Studies side by side"), ("table", _comparison(frames, rope))]
     opened = open_storage(storage)
     for name, frame in zip(studies, frames):
         prefix = f"{name}_" if len(studies) > 1 else ""
@@ -89,19 +91,19 @@ def render(folder, studies, frames, storage, tracking_uri):
             study = optuna.load_study(study_name=name, storage=opened)
         except KeyError:
             study = None  # searched by keras-tuner: known from its MLflow runs only
-        blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri)
+        blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri, rope)
     blocks += [("p", "All trials and runs, with their stage, params, states, failure reasons, costs and MLflow run "
                      "links: trials.csv.")]
     (folder / "index.md").write_text(_markdown(blocks))
     (folder / "index.html").write_text(_html(blocks, ", ".join(studies)))
 
 
-def _comparison(frames):
+def _comparison(frames, rope):
     rows = []
     for frame in frames:
         done = tables.completed(tables.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-        confirmed = tables.paired_comparisons(frame)
+        confirmed = tables.paired_comparisons(frame, rope=rope)
         rows.append({
             "study": frame["study"].iloc[0],
             **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
@@ -109,7 +111,7 @@ def _comparison(frames):
             "baseline val accuracy": baseline[tables.ACCURACY].max() if not baseline.empty else np.nan,
             "median flops": done["flops"].median() if "flops" in done else np.nan,
             "confirmed": len(confirmed),
-            "paying off": int((confirmed["finding"] == "pays off").sum()) if not confirmed.empty else 0,
+            "paying off": int(confirmed["finding"].str.startswith("pays off").sum()) if not confirmed.empty else 0,
         })
     return pd.DataFrame(rows)
 
@@ -125,14 +127,14 @@ def _confirm_command(name, study):
     return f"harness search --space {space} --study {name} --confirm 3 --seeds 5"
 
 
-def _study_blocks(folder, prefix, name, trials, study, tracking_uri):
+def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
     attrs = study.user_attrs if study else {
         "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
         "epochs": trials["epochs"].max() if "epochs" in trials else "?",
     }
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study))]
-    comparisons = tables.paired_comparisons(trials)
+    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study), rope=rope)]
+    comparisons = tables.paired_comparisons(trials, rope=rope)
     seeded = tables.seeded_stage(trials)
     if not comparisons.empty:
         seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
@@ -199,7 +201,8 @@ def _answer_plot(folder, prefix, comparisons):
     ratio = comparisons["flops ratio"] if "flops ratio" in comparisons else pd.Series(1.0, index=comparisons.index)
     delta = comparisons["delta (points)"]
     errors = np.array([delta - comparisons["ci low"], comparisons["ci high"] - delta])
-    colours = comparisons["finding"].map({"pays off": "tab:green", "costs accuracy": "tab:red"}).fillna("tab:grey")
+    colours = comparisons["finding"].str.split(",").str[0].map(
+        {"pays off": "tab:green", "costs accuracy": "tab:red", "equivalent": "tab:blue"}).fillna("tab:grey")
     for finding, rows in comparisons.groupby("finding"):
         axis.errorbar(ratio[rows.index], delta[rows.index], yerr=errors[:, rows.index], fmt="o", capsize=4,
                       color=colours[rows.index[0]], label=finding)

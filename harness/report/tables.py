@@ -10,11 +10,15 @@ of rows feed them, told apart by the `stage` column:
   (`paired_comparisons`, `verdict`) comes from these alone.
 """
 
+import math
+
 import numpy as np
 import optuna
 import pandas as pd
 import yaml
 from scipy import stats
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
 from harness.redaction import redact
@@ -28,6 +32,9 @@ CONFIG_COLUMNS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
 CONFIGURATION_KEYS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
 ACCURACY = "val_accuracy"
 SEEDED_STAGES = ("confirm", "benchmark")
+DEFAULT_ROPE = 1.0  # points of accuracy: the margin of practical equivalence, unless `harness report --rope` says
+ALPHA, POWER = 0.05, 0.8
+MAX_SEEDS = 1000  # "seeds to settle" beyond this reads as "more than 1000"
 
 
 def load_trials(study_name, storage, tracking_uri=None):
@@ -289,16 +296,53 @@ def _paired_test(values, reference, confidence):
     return mean, interval.low, interval.high, test.pvalue
 
 
-def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
+def _equivalence_p(values, reference, rope):
+    """The p-value of statsmodels' paired TOST that the mean difference lies within +-`rope` (NaN where the seeds
+    say nothing of the spread, as in `_paired_test`)."""
+    differences = values - reference
+    if len(differences) < 2 or np.ptp(differences) == 0:
+        return np.nan
+    return float(ttost_paired(values, reference, -rope, rope)[0])
+
+
+def _power(differences, rope):
+    """(the smallest difference these seeds detect with 80% power at the 5% level, the seeds that would settle an
+    inconclusive comparison), from the observed spread of the paired differences (statsmodels' `TTestPower`).
+
+    Settling means either detecting the observed difference (two-sided) or showing it lies within +-`rope`
+    (one side of the TOST, at the observed difference): whichever needs fewer seeds.
+    """
+    n, spread = len(differences), np.std(differences, ddof=1) if len(differences) > 1 else np.nan
+    if n < 2 or not spread > 0:
+        return np.nan, np.nan
+    analysis = TTestPower()
+    detectable = analysis.solve_power(nobs=n, alpha=ALPHA, power=POWER, alternative="two-sided") * spread
+    observed = abs(float(np.mean(differences)))
+    routes = [(observed / spread, "two-sided"), ((rope - observed) / spread, "larger")]
+    needed = [_seeds_for(analysis, effect, alternative) for effect, alternative in routes if effect > 0]
+    return float(detectable), min(needed, default=math.inf)
+
+
+def _seeds_for(analysis, effect, alternative):
+    try:
+        seeds = analysis.solve_power(effect_size=effect, alpha=ALPHA, power=POWER, alternative=alternative, nobs=None)
+    except (ValueError, RuntimeError):  # no solution in the solver's range: a tiny effect
+        return math.inf
+    seeds = float(np.ravel(seeds)[0])
+    return math.ceil(seeds) if math.isfinite(seeds) and seeds <= MAX_SEEDS else math.inf
+
+
+def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE):
     """Each seeded configuration against its matched baseline, paired by seed.
 
     The matched baseline is the plain network run with the same backbone,
     width, training recipe and seeds: everything but the expansion. Per configuration: the difference in `metric`
     in points with its t-based CI over the seeds both completed, the paired
-    t-test's p-value, Holm-adjusted over the configurations, the cost ratios
-    against the same baseline, and a finding: pays off (CI above 0), costs
-    accuracy (CI below 0), or no difference detected (CI spans 0, or the
-    Holm-adjusted p-value is 0.05 or more).
+    t-test's p-value and the paired TOST's against +-`rope` points, each
+    Holm-adjusted over the configurations, the smallest difference the seeds
+    could detect and the seeds that would settle it (`_power`), the cost ratios
+    against the same baseline, and a finding (`_finding`): pays off, costs
+    accuracy, equivalent, or inconclusive.
     """
     seeded = seeded_stage(trials)
     done = _with_matched_keys(completed(seeded))
@@ -317,8 +361,9 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
         pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
         if pairs.empty:
             continue
-        delta, low, high, p_value = _paired_test(pairs[metric].to_numpy() * 100, pairs[f"{metric} baseline"].to_numpy() * 100,
-                                                 confidence)
+        values, reference = pairs[metric].to_numpy() * 100, pairs[f"{metric} baseline"].to_numpy() * 100
+        delta, low, high, p_value = _paired_test(values, reference, confidence)
+        detectable, seeds_to_settle = _power(values - reference, rope)
         rows.append({
             "configuration": describe({k: _plain(v) for k, v in configuration.items() if v != "-"}),
             **{k: _plain(configuration[k]) for k in matched},
@@ -328,6 +373,8 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
             "accuracy": pairs[metric].mean(),
             "baseline accuracy": pairs[f"{metric} baseline"].mean(),
             "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
+            "p equivalent": _equivalence_p(values, reference, rope),
+            "detectable (points)": detectable, "seeds to settle": seeds_to_settle,
             **{f"{cost} ratio": pairs[cost].mean() / pairs[f"{cost} baseline"].mean()
                for cost in COSTS if cost in pairs and pairs[f"{cost} baseline"].notna().any()},
         })
@@ -337,7 +384,9 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95):
     if not table["duplicates left out"].any():
         table = table.drop(columns="duplicates left out")
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
-    table["finding"] = [_finding(low, high, p) for low, high, p in zip(table["ci low"], table["ci high"], table["p (Holm)"])]
+    table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
+    table["finding"] = [_finding(row, rope) for _, row in table.iterrows()]
+    table.attrs["rope"] = rope
     return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
 
 
@@ -346,13 +395,19 @@ def _matches(frame, configuration):
     return np.logical_and.reduce([frame[k] == v for k, v in configuration.items() if k in frame])
 
 
-def _finding(low, high, p_holm, alpha=0.05):
-    """What a configuration's CI says, once the Holm correction agrees, so K comparisons cannot manufacture a finding."""
-    if low > 0 and p_holm < alpha:
-        return "pays off"
-    if high < 0 and p_holm < alpha:
-        return "costs accuracy"
-    return "no difference detected"
+def _finding(row, rope):
+    """What a comparison says, each once its Holm-adjusted test agrees, so K comparisons cannot manufacture one:
+    pays off (CI above 0) or costs accuracy (CI below 0), either "by less than the margin" when the CI also lies
+    within +-`rope`; else equivalent (the TOST within +-`rope`); else inconclusive."""
+    low, high = row["ci low"], row["ci high"]
+    within = -rope < low and high < rope
+    if low > 0 and row["p (Holm)"] < ALPHA:
+        return "pays off, by less than the margin" if within else "pays off"
+    if high < 0 and row["p (Holm)"] < ALPHA:
+        return "costs accuracy, by less than the margin" if within else "costs accuracy"
+    if row["p equivalent (Holm)"] < ALPHA:
+        return "equivalent"
+    return "inconclusive"
 
 
 def pareto_front(trials, cost, metric=ACCURACY):
@@ -371,21 +426,25 @@ def counts(trials):
     return {state: int(states.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
 
-def verdict(trials, confirm_command=None, metric=ACCURACY):
+def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE):
     """The answer in words: one sentence per confirmed configuration, else the search's best, flagged as optimistic.
 
-    `confirm_command` is shown to a study that has no confirmation runs.
+    `confirm_command` is shown to a study that has no confirmation runs; `rope` is the margin of practical
+    equivalence in points.
     """
-    comparisons = paired_comparisons(trials)
+    comparisons = paired_comparisons(trials, rope=rope)
     if not comparisons.empty:
         seeded = seeded_stage(trials)
         intro = (f"From {len(seeded)} seeded runs judged on the test set: {len(comparisons)} configuration(s), each "
                  f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with "
-                 "the same backbone, width, training recipe, epochs and seeds, everything but the expansion.")
+                 "the same backbone, width, training recipe, epochs and seeds, everything but the expansion. "
+                 f"Differences within +-{rope:g} point(s) count as practically none (the margin of practical "
+                 "equivalence, `harness report --rope`); each finding needs its Holm-adjusted test (paired t, or paired "
+                 "TOST for equivalence) below 0.05.")
         if "duplicates left out" in comparisons:
             intro += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
                       "were left out: each seed counts once, with its earliest run.")
-        return [intro, *(_confirmed_sentence(row) for _, row in comparisons.iterrows())]
+        return [intro, *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows())]
     done = completed(search_stage(trials))
     if done.empty:  # seeded runs alone, and no expanded configuration among those that completed
         seeded = seeded_stage(trials)
@@ -409,7 +468,7 @@ def verdict(trials, confirm_command=None, metric=ACCURACY):
     return lines
 
 
-def _confirmed_sentence(row):
+def _confirmed_sentence(row, rope):
     if pd.notna(row["ci low"]):
         ci = f"95% CI {row['ci low']:+.1f} to {row['ci high']:+.1f}"
     elif row["seeds"] >= 2:
@@ -417,17 +476,31 @@ def _confirmed_sentence(row):
     else:
         ci = "no CI from one seed"
     p_holm = f"Holm-adjusted p = {row['p (Holm)']:.3g}" if pd.notna(row["p (Holm)"]) else "no p-value"
+    if pd.notna(row["p equivalent (Holm)"]):
+        p_holm += f", equivalence p = {row['p equivalent (Holm)']:.3g}"
     statement = {
         "pays off": "pays off",
+        "pays off, by less than the margin": f"pays off, by less than the +-{rope:g}-point margin",
         "costs accuracy": "costs accuracy",
-        "no difference detected": "makes no difference detectable at this budget",
+        "costs accuracy, by less than the margin": f"costs accuracy, by less than the +-{rope:g}-point margin",
+        "equivalent": f"is equivalent to its baseline within +-{rope:g} point(s)",
+        "inconclusive": "is inconclusive at this budget",
     }[row["finding"]]
     costs = ", ".join(f"{row[f'{c} ratio']:.2f}x its {name}" for c, name in COSTS.items() if pd.notna(row.get(f"{c} ratio")))
-    if row["finding"] == "no difference detected" and (row["ci low"] > 0 or row["ci high"] < 0):
+    if row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0):
         statement += " once corrected for the comparisons made (Holm)"
+    power = ""
+    if pd.notna(row["detectable (points)"]):
+        power = (f" These {row['seeds']} seeds detect a difference of {row['detectable (points)']:.1f} points with 80% "
+                 "power at the 5% level (from the spread of the paired differences)")
+        if row["finding"] == "inconclusive":
+            power += ("; settling it would take about " + (f"{row['seeds to settle']:g} seeds" if math.isfinite(
+                row["seeds to settle"]) else f"more than {MAX_SEEDS} seeds"))
+        power += "."
     return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
             f"baseline ({ci}; paired over {row['seeds']} seeds; {p_holm}), "
-            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}. Its baseline: {baseline_words(row)}.")
+            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}.{power} "
+            f"Its baseline: {baseline_words(row)}.")
 
 
 def baseline_words(row):
