@@ -164,7 +164,9 @@ def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tm
 
 
 def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys):
-    space = {**TINY, "training": {"epochs": 12, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 400}}
+    # Long enough (about 5 s of training on 2 cores) that the peer's poll sees the trial still running (at 400 images
+    # and 12 epochs, CI once finished it first).
+    space = {**TINY, "training": {"epochs": 16, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 800}}
     storage, tracking = stores(tmp_path)
     peer_storage = optuna.storages.RDBStorage(storage)  # its tables made before the search and the peer both look
 
