@@ -73,9 +73,8 @@ def describe(params):
     network = [] if backbone == BASELINE_DEFAULTS["backbone"] else [backbone_label(backbone)]
     if params.get("insertion", "none") == "none":
         return " ".join(network + ["baseline"])
-    words = network + [params["insertion"], params.get("function"), params.get("order"), params.get("mode")]
-    order = len(network) + 2
-    words[order] = None if words[order] is None else f"p{words[order]}"
+    order = params.get("order")
+    words = network + [params["insertion"], params.get("function"), None if order is None else f"p{order}", params.get("mode")]
     if params.get("center"):
         words.append(f"x0={params['center']:g}")
     if params.get("expand_outputs") not in (None, "terms"):

@@ -280,6 +280,11 @@ def holm(p_values):
     return adjusted
 
 
+def _says_nothing_of_spread(differences):
+    """Fewer than two pairs, or the same difference on every seed: no spread to judge a test by."""
+    return len(differences) < 2 or np.ptp(differences) == 0
+
+
 def _paired_test(values, reference, confidence):
     """(mean difference, CI low, CI high, p-value) of paired samples, by scipy's paired t-test.
 
@@ -289,7 +294,7 @@ def _paired_test(values, reference, confidence):
     """
     differences = values - reference
     mean = differences.mean()
-    if len(differences) < 2 or np.ptp(differences) == 0:
+    if _says_nothing_of_spread(differences):
         return mean, np.nan, np.nan, np.nan
     test = stats.ttest_rel(values, reference)
     interval = test.confidence_interval(confidence)
@@ -299,8 +304,7 @@ def _paired_test(values, reference, confidence):
 def _equivalence_p(values, reference, rope):
     """The p-value of statsmodels' paired TOST that the mean difference lies within +-`rope` (NaN where the seeds
     say nothing of the spread, as in `_paired_test`)."""
-    differences = values - reference
-    if len(differences) < 2 or np.ptp(differences) == 0:
+    if _says_nothing_of_spread(values - reference):
         return np.nan
     return float(ttost_paired(values, reference, -rope, rope)[0])
 
@@ -312,11 +316,11 @@ def _power(differences, rope):
     Settling means either detecting the observed difference (two-sided) or showing it lies within +-`rope`
     (one side of the TOST, at the observed difference): whichever needs fewer seeds.
     """
-    n, spread = len(differences), np.std(differences, ddof=1) if len(differences) > 1 else np.nan
-    if n < 2 or not spread > 0:
+    if _says_nothing_of_spread(differences):
         return np.nan, np.nan
+    spread = np.std(differences, ddof=1)
     analysis = TTestPower()
-    detectable = analysis.solve_power(nobs=n, alpha=ALPHA, power=POWER, alternative="two-sided") * spread
+    detectable = analysis.solve_power(nobs=len(differences), alpha=ALPHA, power=POWER, alternative="two-sided") * spread
     observed = abs(float(np.mean(differences)))
     routes = [(observed / spread, "two-sided"), ((rope - observed) / spread, "larger")]
     needed = [_seeds_for(analysis, effect, alternative) for effect, alternative in routes if effect > 0]
@@ -386,7 +390,6 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
     table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
     table["finding"] = [_finding(row, rope) for _, row in table.iterrows()]
-    table.attrs["rope"] = rope
     return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
 
 

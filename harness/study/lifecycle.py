@@ -12,7 +12,7 @@ import time
 import keras
 import optuna
 
-from harness.model import ModelError, check_params, load_backbone, surgery_plan
+from harness.model import ModelError, load_backbone, surgery_plan
 from harness.params import AFTER, BASELINE_DEFAULTS
 from harness.study.tracking import Tracker
 from harness.training import costs, data
@@ -155,8 +155,7 @@ class TrialLifecycle:
             remember("mlflow_run_id", run_id)
             in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
             callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
-            try:
-                check_params(split_params(params)[0])
+            try:  # the model is built, and its params checked, before any training
                 result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
             except ModelError as error:
                 raise optuna.TrialPruned(f"invalid combination: {error}") from None
@@ -215,11 +214,12 @@ def check_networks(space, dataset):
 def open_lifecycle(space, settings, console, dataset=None):
     """A `TrialLifecycle` for `settings`' study: the space's dataset (unless given) loaded and its networks
     checked, its MLflow experiment opened."""
-    dataset = dataset or data.load(
-        space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
-        val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
-    )
-    check_networks(space, dataset)
+    if dataset is None:  # a dataset handed over comes from a stage of the same space, whose networks were checked
+        dataset = data.load(
+            space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
+            val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
+        )
+        check_networks(space, dataset)
     tracker = Tracker(settings.tracking_uri, settings.study_name,
                       say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
