@@ -51,12 +51,28 @@ def _check_search_args(args):
     for flag, value, least in (("--trials", args.trials, 1), ("--confirm", args.confirm, 0), ("--workers", args.workers, 1)):
         if value < least:
             raise ValueError(f"{flag} must be at least {least}, got {value}")
-    if args.seeds < 2:
-        raise ValueError(f"--seeds must be at least 2 to give a confidence interval, got {args.seeds}")
+    if args.baseline_every < 0:
+        raise ValueError(f"--baseline-every must be at least 0 (0: the baseline gets no turns), got {args.baseline_every}")
     if args.workers_per_gpu < 1 or (args.workers_per_gpu > 1 and not args.gpus):
         raise ValueError(f"--workers-per-gpu must be at least 1 and comes with --gpus; got {args.workers_per_gpu}")
     if args.engine == "keras-tuner" and (args.workers > 1 or args.gpus):
         raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
+
+
+def _seeds(args, least):
+    """--seeds as `run_seeded` takes it: a count, or `AutoSeeds`; checked before TensorFlow loads."""
+    from harness.statistics import MIN_SEEDS, AutoSeeds
+
+    if args.seeds == "auto":
+        if args.max_seeds < MIN_SEEDS:
+            raise ValueError(f"--max-seeds must be at least {MIN_SEEDS}, got {args.max_seeds}")
+        if not args.rope > 0:
+            raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+        return AutoSeeds(args.max_seeds, args.rope)
+    if args.seeds < least:
+        raise ValueError(f"--seeds must be at least {least}" + (" to give a confidence interval" if least > 1 else "")
+                         + f", got {args.seeds}")
+    return args.seeds
 
 
 def _settings(args, default_name, **options):
@@ -70,6 +86,7 @@ def _settings(args, default_name, **options):
 def cmd_search(args):
     space = _load_space(args)
     _check_search_args(args)
+    seeds = _seeds(args, 2)
     from harness.study.confirm import search_and_confirm
     from harness.study.search import Search, outcome_line, where
     from harness.study.space import find_space
@@ -81,7 +98,8 @@ def cmd_search(args):
     workers = len(gpus) if gpus else args.workers
     settings = _settings(args, Path(args.space).stem, n_trials=args.trials, timeout=args.timeout, sampler=args.sampler,
                          pruner=args.pruner, seed=args.seed, heartbeat_interval=args.heartbeat, workers=workers,
-                         parent_run_id=args.parent_run_id, save_models=args.save_models)
+                         parent_run_id=args.parent_run_id, save_models=args.save_models,
+                         baseline_every=args.baseline_every, vary_split=args.vary_split)
     # Workers are processes of their own; a GPU is always pinned through one, even a single GPU.
     pool = WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir) if gpus or workers > 1 else None
     if pool is None:
@@ -89,11 +107,11 @@ def cmd_search(args):
     if args.engine == "keras-tuner":
         return _run_keras_tuner(args, space, settings)
     search = Search(space, settings)
-    code, confirm = search_and_confirm(search, args.confirm, args.seeds, pool)
+    code, confirm = search_and_confirm(search, args.confirm, seeds, pool)
     print(outcome_line(f"study {settings.study_name!r}", search.study))
     if confirm is not None:
-        print(outcome_line(f"confirmation {confirm.settings.optuna_study!r} (the {args.confirm} best x {args.seeds} "
-                           "seeds, with matched baselines)", confirm.study))
+        print(outcome_line(f"confirmation {confirm.settings.optuna_study!r} (the {args.confirm} best x "
+                           f"{len(confirm.study.user_attrs['seeds'])} seeds, with their baselines)", confirm.study))
     print("\n".join(where(settings)))
     return code
 
@@ -117,18 +135,40 @@ def _run_keras_tuner(args, space, settings):
 
 def cmd_benchmark(args):
     space = _load_space(args)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    seeds = _seeds(args, 1)
     from harness.study.confirm import run_benchmark
     from harness.study.search import outcome_line
     from harness.training.device import configure
 
     _quiet_libraries()
-    settings = _settings(args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none")
+    settings = _settings(args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none",
+                         vary_split=args.vary_split)
     configure(mixed_precision=args.mixed_precision)
-    study = run_benchmark(space, settings, range(args.seeds), args.from_study, args.top)
+    study = run_benchmark(space, settings, seeds, args.from_study, args.top)
     print(outcome_line(f"benchmark {settings.study_name!r}", study))
     print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
+    return 0
+
+
+def cmd_suite(args):
+    from harness.study.suite import load_suite
+
+    suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
+    if not args.rope > 0:
+        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    from harness.report.suite import write_suite_report
+    from harness.study.search import SearchSettings
+    from harness.study.suite import run_suite
+    from harness.training.device import configure
+
+    _quiet_libraries()
+    settings = SearchSettings(study_name=suite.name, storage=args.storage, tracking_uri=args.tracking_uri,
+                              sampler="random", pruner="none", mixed_precision=args.mixed_precision,
+                              vary_split=args.vary_split)
+    configure(mixed_precision=args.mixed_precision)
+    run_suite(suite, settings, say=_say)
+    out = write_suite_report(suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope)
+    print(f"suite report written to {out}/index.html (and index.md, differences.csv, accuracy.csv, critical_difference.png)")
     return 0
 
 
@@ -189,7 +229,8 @@ def _say(line):
     print(line, flush=True)
 
 
-COMMANDS = {"train": cmd_train, "search": cmd_search, "benchmark": cmd_benchmark, "compare-engines": cmd_compare_engines,
+COMMANDS = {"train": cmd_train, "search": cmd_search, "benchmark": cmd_benchmark, "suite": cmd_suite,
+            "compare-engines": cmd_compare_engines,
             "report": cmd_report, "ui": cmd_ui, "dashboard": cmd_dashboard, "worker": cmd_worker}
 
 
@@ -232,7 +273,7 @@ def main(argv=None):
         print(f"harness: error: {redact_text(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        trains = args.command in ("search", "benchmark", "compare-engines", "worker")
+        trains = args.command in ("search", "benchmark", "suite", "compare-engines", "worker")
         print("harness: interrupted" + (": the trial in flight is marked FAIL and its MLflow runs KILLED" if trains else ""),
               file=sys.stderr)
         return 130

@@ -16,6 +16,27 @@ def _param(text):
     return key, yaml.safe_load(value)
 
 
+def _seeds(text):
+    """A seed count, or "auto": sized by a pilot."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds or auto, got {text!r}") from None
+
+
+def _add_seed_options(parser, default, what):
+    parser.add_argument("--seeds", type=_seeds, default=default, metavar="N|auto", help=f"seeds per {what} (default "
+                        f"{default}); auto: a pilot of 3 other seeds, never tested, sizes it to detect a difference of "
+                        "--rope points with 80%% power, at most --max-seeds")
+    parser.add_argument("--max-seeds", type=int, default=20, help="with --seeds auto, the most seeds (default 20)")
+    parser.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
+                        help="with --seeds auto, the difference in points of accuracy to detect (default 1.0)")
+    parser.add_argument("--vary-split", action="store_true",
+                        help="each seed also redraws the train/validation split (the test set stays the same)")
+
+
 def _add_study_options(parser, space, study):
     parser.add_argument("--space", default=space, help=f"search space YAML (default {space})")
     parser.add_argument("--study", help=f"study name (default: {study}); the same name resumes it")
@@ -71,17 +92,34 @@ def build_parser(commands_run):
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
     search.add_argument("--confirm", type=int, default=2, metavar="K", help="then re-train the K best configurations and "
                         "their matched baselines with --seeds fresh seeds, judged on the test set (default 2; 0 skips)")
-    search.add_argument("--seeds", type=int, default=5, help="seeds per confirmed configuration (default 5)")
+    _add_seed_options(search, 5, "confirmed configuration")
+    search.add_argument("--baseline-every", type=int, default=4, metavar="N", help="every Nth sampled trial tunes the "
+                        "baseline over the hyperparameters it shares with the expanded networks (default 4; 0: never)")
     search.add_argument("--save-models", default="best", choices=("best", "all", "none"), help="which search trials save "
                         "model.keras (default: each that beats the best saved so far); confirmation runs always do")
     search.set_defaults(run=commands_run["search"])
 
     benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
     _add_study_options(benchmark, "search_spaces/benchmark.yaml", "<space>-benchmark")
-    benchmark.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3: seeds 0, 1, 2)")
+    _add_seed_options(benchmark, 3, "configuration, from seed 0")
     benchmark.add_argument("--from-study", help="benchmark the top configurations of this earlier study instead")
     benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
     benchmark.set_defaults(run=commands_run["benchmark"])
+
+    suite = commands.add_parser("suite", help="benchmark configurations across datasets and backbones, then report "
+                                "one table with average ranks")
+    suite.add_argument("file", metavar="FILE.yaml", help="the suite: configurations, datasets, backbones, seeds")
+    suite.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)")
+    suite.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
+    suite.add_argument("--data-dir", help="folder holding downloaded datasets (default: each dataset's, then $HARNESS_DATA_DIR)")
+    suite.add_argument("--out", help="report folder (default reports/<suite name>)")
+    suite.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
+                       help="margin of practical equivalence, in points of accuracy (default 1.0)")
+    suite.add_argument("--vary-split", action="store_true",
+                       help="each seed also redraws the train/validation split (the test set stays the same)")
+    suite.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+    _add_backend_option(suite)
+    suite.set_defaults(run=commands_run["suite"])
 
     compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")
     _add_study_options(compare, DEFAULT_SPACE, "<space>-compare, a prefix")

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -5,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from harness import report
 from harness.cli import main
 from tests.test_search import TINY, stores, write_space
 
@@ -30,8 +33,6 @@ def test_two_configurations_with_two_seeds(tmp_path):
     table = pd.read_csv(out / "trials.csv").sort_values("seed")
     dense = table.loc[table["insertion"] == "dense", "test_accuracy"].to_numpy()
     baseline = table.loc[table["insertion"] == "none", "test_accuracy"].to_numpy()
-    from harness import report
-
     trials = report.load_trials("bench", storage, tracking)
     summary = report.config_summary(trials).set_index("insertion")
     low, high = stats.t.interval(0.95, 1, loc=dense.mean(), scale=stats.sem(dense))
@@ -97,3 +98,38 @@ def test_a_benchmark_whose_expanded_runs_never_complete_still_reports(tmp_path):
     verdict = (out / "index.md").read_text().split("### Verdict")[1]
     assert "No expanded configuration completed (1 seeded run(s), none complete)" in verdict
     assert "invalid combination" in verdict
+
+
+def test_seeds_sized_by_a_pilot_whose_runs_are_not_tested_with_the_split_redrawn(tmp_path):
+    space = {**TINY, "params": {"width": 0.25, "batch_size": 32},
+             "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}]}
+    storage, tracking = stores(tmp_path)
+    args = ["--storage", storage, "--tracking-uri", tracking]
+    command = ["benchmark", "--space", str(write_space(tmp_path, space)), "--study", "auto", "--seeds", "auto",
+               "--max-seeds", "4", "--vary-split", *args]
+    assert main(command) == 0
+    study = optuna.load_study(study_name="auto", storage=storage)
+    pilot = [t for t in study.trials if t.user_attrs.get("pilot")]
+    tested = [t for t in study.trials if not t.user_attrs.get("pilot")]
+    assert sorted({t.user_attrs["seed"] for t in pilot}) == [0, 1, 2] == study.user_attrs["pilot_seeds"]
+    sized = study.user_attrs["seeds"]  # fresh seeds after the pilot's, between the floor and the cap
+    assert sized[0] == 3 and 3 <= len(sized) <= 4 and sorted({t.user_attrs["seed"] for t in tested}) == sized
+    assert len(tested) == 2 * len(sized) and all(t.user_attrs.get("vary_split") for t in study.trials)
+
+    trials = report.load_trials("auto", storage, tracking)
+    comparison = report.paired_comparisons(trials).iloc[0]
+    assert comparison["seeds"] == len(sized)  # the pilot's runs are not among the pairs
+    intro = report.verdict(trials)[0]
+    assert "sized by a pilot of 3 other seeds" in intro and "the train/validation split (--vary-split)" in intro
+    assert main(command) == 0  # resumed: the same pilot sizes it the same, and nothing trains twice
+    assert len(optuna.load_study(study_name="auto", storage=storage).trials) == len(study.trials)
+
+
+def test_bad_seed_options_are_one_line_each(tmp_path, capsys):
+    space = str(write_space(tmp_path, {**TINY, "configurations": [{"insertion": "dense"}]}))
+    for options, message in ((["--seeds", "some"], "expected a number of seeds or auto, got 'some'"),
+                             (["--seeds", "auto", "--max-seeds", "2"], "--max-seeds must be at least 3, got 2"),
+                             (["--seeds", "auto", "--rope", "-1"], "--rope must be a positive number of points, got -1")):
+        with pytest.raises(SystemExit) if options[1] == "some" else contextlib.nullcontext():
+            assert main(["benchmark", "--space", space, *options]) == 2
+        assert message in capsys.readouterr().err

@@ -32,6 +32,16 @@ def test_subsets_are_seeded_and_disjoint():
     assert not {row.tobytes() for row in a.x_train} & {row.tobytes() for row in a.x_val}
 
 
+def test_a_redrawn_split_keeps_its_sizes_and_the_test_set():
+    dataset = data.load("digits", train_size=300, val_size=100, test_size=50, seed=0)
+    first, again, other = (data.redrawn_split(dataset, seed) for seed in (1, 1, 2))
+    assert first.x_train.shape == dataset.x_train.shape and first.x_val.shape == dataset.x_val.shape
+    assert np.array_equal(first.x_test, dataset.x_test) and np.array_equal(first.x_val, again.x_val)
+    assert not np.array_equal(first.x_val, other.x_val)
+    pooled = np.concatenate([dataset.y_train, dataset.y_val])  # the same images, split another way
+    assert np.array_equal(np.sort(np.concatenate([first.y_train, first.y_val])), np.sort(pooled))
+
+
 def test_subset_larger_than_data_is_an_error():
     with pytest.raises(ValueError, match="train_size must be between 1 and"):
         data.load("digits", train_size=10**6)

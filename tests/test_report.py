@@ -194,7 +194,56 @@ def test_paired_comparisons_match_scipy_against_the_matched_baseline():
     assert table.loc["dense softplus p3", "finding"] == "pays off"
     assert table.loc["input softplus p3", "finding"] == "costs accuracy"
     sentences = report.verdict(trials)
-    assert any(s.startswith("dense softplus p3 pays off: +2.0 points") and "95% CI" in s for s in sentences)
+    assert any(s.startswith("dense softplus p3 against its matched baseline pays off: +2.0 points") and "95% CI" in s for s in sentences)
+
+
+def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
+    trials, accuracy = seeded_runs()
+    # The search's best plain network had the other learning rate: the tuned baseline, re-trained with the same seeds.
+    trials["tuned_baseline"] = (trials["insertion"] == "none") & (trials["learning_rate"] == 3e-3)
+    trials.loc[trials["tuned_baseline"], "test_accuracy"] = [0.95, 0.94, 0.96, 0.95]
+    table = report.paired_comparisons(trials).set_index(["configuration", "baseline"])
+    assert sorted(table.index) == [("dense softplus p3", "matched"), ("dense softplus p3", "tuned"),
+                                   ("input softplus p3", "matched"), ("input softplus p3", "tuned")]
+    dense, tuned = np.array(accuracy[("dense", 1.0, 1e-3)]), np.array([0.95, 0.94, 0.96, 0.95])
+    row = table.loc[("dense softplus p3", "tuned")]
+    assert row["delta (points)"] == pytest.approx((dense - tuned).mean() * 100)
+    assert row["p-value"] == pytest.approx(stats.ttest_rel(dense, tuned).pvalue) and row["learning_rate"] == 3e-3
+    assert table["p (Holm)"].to_numpy() == pytest.approx(report.holm(table["p-value"].to_numpy()))  # over all four
+    sentences = report.verdict(trials)
+    assert any(s.startswith("dense softplus p3 against the tuned baseline") and "learning rate 0.003" in s
+               for s in sentences)
+
+    # A tuned baseline that is the matched one is one network: one row, said once.
+    trials["tuned_baseline"] = (trials["insertion"] == "none") & (trials["learning_rate"] == 1e-3) & (trials["width"] == 1.0)
+    table = report.paired_comparisons(trials).set_index("configuration")
+    assert table.loc["dense softplus p3", "baseline"] == "matched = tuned"
+    assert set(table.loc["input softplus p3", "baseline"]) == {"matched", "tuned"}  # its width has its own matched one
+
+
+def test_the_train_time_ratio_is_paired_by_seed_with_its_range():
+    trials, _ = seeded_runs()
+    dense = trials["insertion"] == "dense"
+    trials.loc[dense, "train_seconds"] = [3.0, 2.0, 4.0, 2.2]  # against 2.0 a seed: ratios 1.5, 1.0, 2.0, 1.1
+    row = report.paired_comparisons(trials).set_index("configuration").loc["dense softplus p3"]
+    assert (row["train_seconds ratio"], row["train_seconds ratio low"], row["train_seconds ratio high"]) == \
+        pytest.approx((1.3, 1.0, 2.0))
+    sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
+    assert "1.30x its train time (median of 4 per-seed ratios, 1.00 to 2.00; wall clock" in sentence
+    assert "latency" not in sentence  # no timer: latencies cached at different moments make no ratio
+
+
+def test_two_identical_networks_time_at_a_latency_ratio_of_one_within_its_range():
+    from harness.model import build_model
+    from harness.training.costs import latency_ratio
+
+    images = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    first, second = (build_model({"width": 0.5}, (8, 8, 1), 10) for _ in range(2))
+    median, low, high = latency_ratio(first, second, images, rounds=15)
+    assert low <= 1.0 <= high and low <= median <= high
+    # A network that does more work is slower, side by side.
+    heavy = build_model({"width": 4.0}, (8, 8, 1), 10)
+    assert latency_ratio(heavy, first, images, rounds=5)[0] > 1.5
 
 
 def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
@@ -269,37 +318,56 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     args = search_args(tmp_path, space, "--study", "judged", "--trials", "4", "--pruner", "none",
                        "--confirm", "1", "--seeds", "2", "--seed", "0")
     assert main(args) == 0
+    search = optuna.load_study(study_name="judged", storage=storage)
+    # Trial 3 tuned the baseline: the hyperparameters it shares sampled, no expansion.
+    assert search.trials[3].user_attrs["baseline_turn"] and search.trials[3].user_attrs["insertion"] == "none"
+    assert "function" not in search.trials[3].params and "width" in search.trials[3].params
     confirm = optuna.load_study(study_name="judged-confirm", storage=storage)
-    runs = [{k: t.user_attrs.get(k) for k in ("insertion", "width", "learning_rate", "batch_size", "seed")} for t in confirm.trials]
-    assert len(runs) == 4 and {r["seed"] for r in runs} == {1, 2}  # fresh seeds: the search trained with 0
+    recipe = ("width", "learning_rate", "batch_size", "optimizer", "augment")
+    runs = [{k: t.user_attrs.get(k) for k in ("insertion", "seed", *recipe)} for t in confirm.trials]
+    assert {r["seed"] for r in runs} == {1, 2}  # fresh seeds: the search trained with 0
     configuration = next(r for r in runs if r["insertion"] != "none")
-    baseline = next(r for r in runs if r["insertion"] == "none")
-    assert {k: baseline[k] for k in ("width", "learning_rate", "batch_size")} == \
-        {k: configuration[k] for k in ("width", "learning_rate", "batch_size")}
+    matched = [r for r in runs if r["insertion"] == "none" and all(r[k] == configuration[k] for k in recipe)]
+    assert len(matched) == 2
+    # The tuned baseline: the search's best plain network (its queued baseline or trial 3), with the same seeds.
+    best = max((t for t in search.trials if t.user_attrs.get("insertion") == "none" and t.values), key=lambda t: t.values[0])
+    tuned = confirm.user_attrs["tuned_baseline"]
+    assert tuned == {k: v for k, v in {**best.params, **best.user_attrs}.items() if k in tuned} and tuned["insertion"] == "none"
+    tuned_runs = [r for r in runs if r["insertion"] == "none" and all(r[k] == tuned[k] for k in recipe if k in tuned)]
+    assert sorted(r["seed"] for r in tuned_runs) == [1, 2]
+    assert len(runs) == 6 if tuned_runs != matched else 4  # one network, trained once, where the two coincide
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("judged").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`harness.role` = 'search'")
     confirm_runs = client.search_runs([experiment], "tags.`harness.stage` = 'confirm'")
-    assert len(confirm_runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
+    assert len(confirm_runs) == len(runs) and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
     recipe = ("optimizer", "augment", "schedule", "learning_rate", "width", "batch_size", "weight_decay", "backbone")
     by_seed = {}
-    for run in confirm_runs:  # read back from MLflow: each seed's baseline and configuration share the recipe
-        by_seed.setdefault(run.data.params["seed"], []).append({k: run.data.params.get(k) for k in recipe})
-    assert len(by_seed) == 2 and all(len(pair) == 2 and pair[0] == pair[1] for pair in by_seed.values()), by_seed
-    assert next(iter(by_seed.values()))[0]["schedule"] == "cosine"
+    for run in confirm_runs:  # read back from MLflow: each seed's matched baseline and configuration share the recipe
+        by_seed.setdefault(run.data.params["seed"], []).append(
+            (run.data.params["insertion"], {k: run.data.params.get(k) for k in recipe}))
+    assert len(by_seed) == 2, by_seed
+    for seeded in by_seed.values():
+        (expanded,) = [r for insertion, r in seeded if insertion != "none"]
+        assert [r for insertion, r in seeded if insertion == "none"].count(expanded) == 1, seeded
+    assert expanded["schedule"] == "cosine"
     for run in confirm_runs:  # every confirmation run keeps its final model
         assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
     assert main(args) == 0  # resumes: nothing is trained twice
-    assert len(optuna.load_study(study_name="judged-confirm", storage=storage).trials) == 4
+    assert len(optuna.load_study(study_name="judged-confirm", storage=storage).trials) == len(runs)
 
     out = tmp_path / "report"
     assert main(["report", "--study", "judged", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
     page = (out / "index.md").read_text()
     verdict = page.split("### Verdict")[1].split("![")[0]
-    assert "95% CI" in verdict and "matched baseline" in verdict and "Holm" in verdict
+    assert "95% CI" in verdict and "Holm" in verdict
+    if len(runs) == 6:
+        assert "against its matched baseline" in verdict and "against the tuned baseline" in verdict
+        assert "among the baseline's 2 search trial(s), against 2 search trial(s) of expanded networks" in verdict
+    assert "Each seed varied the initialisation" in verdict and "latency (median of 15 interleaved rounds" in verdict
     assert page.index("answer.png") < page.index("Search stage of judged")
     trials = pd.read_csv(out / "trials.csv")
     assert set(trials["stage"]) == {"search", "confirm"}
@@ -331,7 +399,7 @@ def test_equivalence_and_power_come_from_statsmodels():
     assert row["detectable (points)"] == pytest.approx(effect * differences.std(ddof=1), rel=1e-6)
     # Hand-made: 6 pairs with a spread of 0.27 points detect about 0.4 points; 1.0 would be equivalence's bound.
     assert 0.3 < row["detectable (points)"] < 0.5
-    assert "is equivalent to its baseline within +-1 point(s)" in report.verdict(paired(differences), rope=1.0)[1]
+    assert "against its matched baseline is equivalent to it within +-1 point(s)" in report.verdict(paired(differences), rope=1.0)[1]
     # The same differences judged against a margin of 0.1 point: too narrow to show with 6 seeds.
     narrow = report.paired_comparisons(paired(differences), rope=0.1).iloc[0]
     assert narrow["finding"] == "inconclusive" and narrow["seeds to settle"] > 6

@@ -27,13 +27,15 @@ from harness.study.storage import check_tracking_uri, open_storage  # noqa: E402
 TOP_CURVES = 5
 MIN_TRIALS_FOR_IMPORTANCE = 8
 # Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
-DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration",
+DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration", "baseline",
                *tables.CONFIG_COLUMNS}
 SHORT_NAMES = {
     "val_accuracy": "val acc", "test_accuracy": "test acc", "total_params": "params", "latency_ms": "latency ms",
     "train_seconds": "train s", "learning_rate": "lr", "batch_size": "batch", "baseline accuracy": "baseline acc",
     "accuracy": "test acc", "delta (points)": "delta (points)", "flops ratio": "FLOPs x", "total_params ratio": "params x",
-    "latency_ms ratio": "latency x", "train_seconds ratio": "train time x", "mean flops": "mean FLOPs",
+    "latency_ms ratio": "latency x", "train_seconds ratio": "train time x", "latency_ms ratio low": "latency x low",
+    "latency_ms ratio high": "latency x high", "train_seconds ratio low": "train time x low",
+    "train_seconds ratio high": "train time x high", "mean flops": "mean FLOPs",
     "mean total_params": "mean params", "failure_reason": "reason",
 }
 
@@ -132,18 +134,25 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
         "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
         "epochs": trials["epochs"].max() if "epochs" in trials else "?",
     }
+    # Latency ratios come from both networks timed side by side here, where the study says what data they take.
+    shape = study.user_attrs.get("input_shape") if study else None
+    latency = tables.latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
+    comparisons = tables.paired_comparisons(trials, rope=rope, latency=latency)
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study), rope=rope)]
-    comparisons = tables.paired_comparisons(trials, rope=rope)
+    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study), rope=rope,
+                                                       comparisons=comparisons)]
     seeded = tables.seeded_stage(trials)
     if not comparisons.empty:
         seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
         blocks += [
             ("img", _answer_plot(folder, prefix, comparisons)),
-            ("h3", "Confirmed configurations against their matched baselines"),
-            ("p", f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}); differences in points with 95% "
-                  "t-based CIs; p-values from the paired t-test, Holm-adjusted over the configurations; cost ratios "
-                  "against the same baseline."),
+            ("h3", "Confirmed configurations against their baselines"),
+            ("p", f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}), against the matched baseline "
+                  "(the configuration's hyperparameters, no expansion) and the tuned one (the baseline's own best) "
+                  "where the search had one; differences in points with 95% t-based CIs; p-values from the paired "
+                  "t-test and the paired TOST, Holm-adjusted over the comparisons; cost ratios against the same "
+                  "baseline: latency from both networks timed interleaved by this report (median, lowest, highest), "
+                  "train time as the median of per-seed wall-clock ratios (lowest, highest)."),
             ("table", comparisons),
         ]
         summary = tables.config_summary(seeded)
@@ -207,16 +216,17 @@ def _answer_plot(folder, prefix, comparisons):
         axis.errorbar(ratio[rows.index], delta[rows.index], yerr=errors[:, rows.index], fmt="o", capsize=4,
                       color=colours[rows.index[0]], label=finding)
     for index, row in comparisons.iterrows():
-        axis.annotate(row["configuration"], (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="matched baseline", zorder=3)
+        label = row["configuration"] + (" vs tuned" if row["baseline"] == tables.TUNED else "")
+        axis.annotate(label, (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="baseline", zorder=3)
     axis.margins(x=0.3, y=0.15)  # room for the labels
     axis.axhline(0, color="black", linewidth=0.8)
     axis.axvline(1, color="black", linewidth=0.8, linestyle=":")
-    _label(axis, "FLOPs per sample, ratio to the matched baseline", "test accuracy difference (points), 95% CI",
+    _label(axis, "FLOPs per sample, ratio to the baseline", "test accuracy difference (points), 95% CI",
            "Does the expansion pay off? Confirmed configurations")
     return _save(figure, folder, f"{prefix}answer.png",
                  "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
-                 "baseline over the same seeds, with 95% CIs")
+                 "baseline (and the tuned one, marked) over the same seeds, with 95% CIs")
 
 
 def _plots(folder, prefix, trials, study, tracking_uri):
@@ -312,7 +322,7 @@ def _display(table):
     table.columns = [str(c) for c in table.columns]
     expansion = [c for c in EXPANSION_KEYS if c in table]
     if "insertion" in table and expansion:
-        described = [describe({k: tables._plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
+        described = [describe({k: tables.plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
                      for row in table[["insertion", *expansion]].to_dict("records")]
         table.insert(table.columns.get_loc("insertion"), "configuration", described)
         table = table.drop(columns=["insertion", *expansion])

@@ -17,12 +17,11 @@ import optuna
 import pandas as pd
 import yaml
 from scipy import stats
-from statsmodels.stats.power import TTestPower
-from statsmodels.stats.weightstats import ttost_paired
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
 from harness.redaction import redact
-from harness.study.search import CONFIRM_SUFFIX, SURPLUS
+from harness.statistics import MAX_SEEDS, equivalence_p, finding, holm, paired_test, power
+from harness.study.search import CONFIRM_SUFFIX, PILOT, SURPLUS, TUNED_BASELINE, enqueued_params
 from harness.study.storage import open_storage
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
@@ -33,8 +32,6 @@ CONFIGURATION_KEYS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
 ACCURACY = "val_accuracy"
 SEEDED_STAGES = ("confirm", "benchmark")
 DEFAULT_ROPE = 1.0  # points of accuracy: the margin of practical equivalence, unless `harness report --rope` says
-ALPHA, POWER = 0.05, 0.8
-MAX_SEEDS = 1000  # "seeds to settle" beyond this reads as "more than 1000"
 
 
 def load_trials(study_name, storage, tracking_uri=None):
@@ -74,9 +71,15 @@ def load_trials(study_name, storage, tracking_uri=None):
 def _study_frame(study, study_name, runs):
     """`study`'s trials as rows, joined with `runs` (`_trial_runs`' answer, or None)."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
+    tuned = study.user_attrs.get(TUNED_BASELINE)
+    if tuned is not None:  # a confirmation's runs of the search's best baseline
+        frame[TUNED_BASELINE] = [{k: v for k, v in enqueued_params(t).items() if k != "seed"} == tuned
+                                 for t in study.get_trials(deepcopy=False)]
     surplus = f"user_attrs_{SURPLUS}"
     if surplus in frame:  # asked for once the study was full: never trained
         frame = frame[~frame.pop(surplus).eq(True)]
+    stage = study.user_attrs.get("stage", "search")
+    pilot = frame.pop(f"user_attrs_{PILOT}").eq(True) if f"user_attrs_{PILOT}" in frame else np.zeros(len(frame), bool)
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
     # The first objective is `value`, `values_0`, or `values_val_accuracy` once the study names its metrics.
     frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, f"values_{ACCURACY}": ACCURACY,
@@ -86,13 +89,13 @@ def _study_frame(study, study_name, runs):
     if "latency_ms" in frame:
         frame["latency_ms"] = frame["latency_ms"] * 1000
     frame["duration_s"] = frame.pop("duration").dt.total_seconds()
-    frame.insert(0, "stage", study.user_attrs.get("stage", "search"))
+    frame.insert(0, "stage", np.where(pilot, "pilot", stage))  # a pilot's runs size a stage and are not tested
     frame.insert(0, "study", study_name)
     if "insertion" in frame:
         frame["insertion"] = frame["insertion"].fillna("none")
     if runs is not None and "mlflow_run_id" in frame:
         frame = _join_mlflow(frame, runs)
-    drop = [c for c in frame.columns if c.startswith("values_") or c in ("outcome", "benchmark", "baseline")]
+    drop = [c for c in frame.columns if c.startswith("values_") or c in ("outcome", "benchmark", "baseline", "baseline_turn")]
     return frame.drop(columns=drop)
 
 
@@ -269,84 +272,26 @@ def one_run_per_seed(runs, keys):
     return kept, len(runs) - len(kept)
 
 
-def holm(p_values):
-    """Holm's step-down adjustment of `p_values` for multiple comparisons (NaN stays NaN, out of the count)."""
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid])]
-    scaled = (len(order) - np.arange(len(order))) * p[order]
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return adjusted
+def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE, latency=None):
+    """Each seeded configuration against its baselines, paired by seed.
 
+    Its *matched* baseline is the plain network run with the same backbone,
+    width, training recipe and seeds: everything but the expansion, so the
+    difference is the expansion's. Its *tuned* baseline, where a confirmed
+    search has one, is the plain network with the hyperparameters its own search
+    trials found best: what a practitioner would otherwise use. Where the two
+    are one network, one row says "matched = tuned".
 
-def _says_nothing_of_spread(differences):
-    """Fewer than two pairs, or the same difference on every seed: no spread to judge a test by."""
-    return len(differences) < 2 or np.ptp(differences) == 0
-
-
-def _paired_test(values, reference, confidence):
-    """(mean difference, CI low, CI high, p-value) of paired samples, by scipy's paired t-test.
-
-    Fewer than two pairs, or the same difference on every seed, leave the CI and
-    the p-value undefined (NaN): the seeds then say nothing of the spread, and
-    a constant difference is no certainty.
-    """
-    differences = values - reference
-    mean = differences.mean()
-    if _says_nothing_of_spread(differences):
-        return mean, np.nan, np.nan, np.nan
-    test = stats.ttest_rel(values, reference)
-    interval = test.confidence_interval(confidence)
-    return mean, interval.low, interval.high, test.pvalue
-
-
-def _equivalence_p(values, reference, rope):
-    """The p-value of statsmodels' paired TOST that the mean difference lies within +-`rope` (NaN where the seeds
-    say nothing of the spread, as in `_paired_test`)."""
-    if _says_nothing_of_spread(values - reference):
-        return np.nan
-    return float(ttost_paired(values, reference, -rope, rope)[0])
-
-
-def _power(differences, rope):
-    """(the smallest difference these seeds detect with 80% power at the 5% level, the seeds that would settle an
-    inconclusive comparison), from the observed spread of the paired differences (statsmodels' `TTestPower`).
-
-    Settling means either detecting the observed difference (two-sided) or showing it lies within +-`rope`
-    (one side of the TOST, at the observed difference): whichever needs fewer seeds.
-    """
-    if _says_nothing_of_spread(differences):
-        return np.nan, np.nan
-    spread = np.std(differences, ddof=1)
-    analysis = TTestPower()
-    detectable = analysis.solve_power(nobs=len(differences), alpha=ALPHA, power=POWER, alternative="two-sided") * spread
-    observed = abs(float(np.mean(differences)))
-    routes = [(observed / spread, "two-sided"), ((rope - observed) / spread, "larger")]
-    needed = [_seeds_for(analysis, effect, alternative) for effect, alternative in routes if effect > 0]
-    return float(detectable), min(needed, default=math.inf)
-
-
-def _seeds_for(analysis, effect, alternative):
-    try:
-        seeds = analysis.solve_power(effect_size=effect, alpha=ALPHA, power=POWER, alternative=alternative, nobs=None)
-    except (ValueError, RuntimeError):  # no solution in the solver's range: a tiny effect
-        return math.inf
-    seeds = float(np.ravel(seeds)[0])
-    return math.ceil(seeds) if math.isfinite(seeds) and seeds <= MAX_SEEDS else math.inf
-
-
-def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE):
-    """Each seeded configuration against its matched baseline, paired by seed.
-
-    The matched baseline is the plain network run with the same backbone,
-    width, training recipe and seeds: everything but the expansion. Per configuration: the difference in `metric`
-    in points with its t-based CI over the seeds both completed, the paired
-    t-test's p-value and the paired TOST's against +-`rope` points, each
-    Holm-adjusted over the configurations, the smallest difference the seeds
-    could detect and the seeds that would settle it (`_power`), the cost ratios
-    against the same baseline, and a finding (`_finding`): pays off, costs
-    accuracy, equivalent, or inconclusive.
+    Per comparison: the difference in `metric` in points with its t-based CI
+    over the seeds both completed, the paired t-test's p-value and the paired
+    TOST's against +-`rope` points, each Holm-adjusted over every comparison
+    of the table, the smallest difference the seeds could detect and the seeds
+    that would settle it (`statistics.power`), cost ratios, and a finding
+    (`statistics.finding`): pays off, costs accuracy, equivalent, or
+    inconclusive. FLOPs and parameter ratios are exact; the train-time ratio is the median of the per-seed ratios
+    with their range; the latency ratio comes from `latency(params,
+    baseline_params)` -> (median, low, high) if given (`latency_timer`), else
+    is left out: latencies cached at different moments do not make a ratio.
     """
     seeded = seeded_stage(trials)
     done = _with_matched_keys(completed(seeded))
@@ -354,34 +299,24 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
     if done.empty or metric not in done or "insertion" not in keys:
         return pd.DataFrame()
     done = done.fillna({k: "-" for k in keys})
-    matched = list(BASELINE_DEFAULTS)
+    shared = list(BASELINE_DEFAULTS)
     baselines = done[done["insertion"] == "none"]
+    tuned = baselines[baselines["tuned_baseline"].eq(True)] if "tuned_baseline" in baselines else baselines.iloc[:0]
     failed = _with_matched_keys(seeded[seeded["state"] != "COMPLETE"])
     rows = []
     for values, group in done[done["insertion"] != "none"].groupby(keys):
-        configuration = dict(zip(keys, values))
-        baseline = baselines[(baselines[matched] == group[matched].iloc[0]).all(axis=1)]
-        (group, duplicates), (baseline, baseline_duplicates) = one_run_per_seed(group, keys), one_run_per_seed(baseline, keys)
-        pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
-        if pairs.empty:
-            continue
-        values, reference = pairs[metric].to_numpy() * 100, pairs[f"{metric} baseline"].to_numpy() * 100
-        delta, low, high, p_value = _paired_test(values, reference, confidence)
-        detectable, seeds_to_settle = _power(values - reference, rope)
-        rows.append({
-            "configuration": describe({k: _plain(v) for k, v in configuration.items() if v != "-"}),
-            **{k: _plain(configuration[k]) for k in matched},
-            "seeds": len(pairs),
-            "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0,
-            "duplicates left out": duplicates + baseline_duplicates,
-            "accuracy": pairs[metric].mean(),
-            "baseline accuracy": pairs[f"{metric} baseline"].mean(),
-            "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
-            "p equivalent": _equivalence_p(values, reference, rope),
-            "detectable (points)": detectable, "seeds to settle": seeds_to_settle,
-            **{f"{cost} ratio": pairs[cost].mean() / pairs[f"{cost} baseline"].mean()
-               for cost in COSTS if cost in pairs and pairs[f"{cost} baseline"].notna().any()},
-        })
+        configuration = {k: plain(v) for k, v in zip(keys, values) if v != "-"}
+        matched = baselines[(baselines[shared] == group[shared].iloc[0]).all(axis=1)]
+        for label, baseline in _references(matched, tuned, shared):
+            row = _compared(group, baseline, keys, metric, confidence, rope)
+            if row is None:
+                continue
+            recipe = {k: plain(baseline[k].iloc[0]) for k in shared}
+            if latency is not None:
+                ratio = latency(configuration, {**recipe, "insertion": "none"})
+                row["latency_ms ratio"], row["latency_ms ratio low"], row["latency_ms ratio high"] = ratio
+            rows.append({"configuration": describe(configuration), "baseline": label, **recipe,
+                         "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0, **row})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
@@ -389,28 +324,76 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
         table = table.drop(columns="duplicates left out")
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
     table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
-    table["finding"] = [_finding(row, rope) for _, row in table.iterrows()]
-    return table.sort_values("delta (points)", ascending=False).reset_index(drop=True)
+    table["finding"] = [finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
+                        for _, row in table.iterrows()]
+    return table.sort_values(["configuration", "baseline"]).sort_values(
+        "delta (points)", ascending=False, kind="stable").reset_index(drop=True)
+
+
+MATCHED, TUNED, ONE_BASELINE = "matched", "tuned", "matched = tuned"
+
+
+def _references(matched, tuned, shared):
+    """(label, runs) of the baselines a configuration is compared with: its matched one, and the tuned one where
+    there is one and it is another network."""
+    if tuned.empty:
+        return [(MATCHED, matched)]
+    if not matched.empty and (matched[shared].iloc[0] == tuned[shared].iloc[0]).all():
+        return [(ONE_BASELINE, matched)]
+    return [(MATCHED, matched), (TUNED, tuned)]
+
+
+def _compared(group, baseline, keys, metric, confidence, rope):
+    """The columns of one comparison of a configuration's runs (`group`) with a baseline's, paired by seed; None
+    if no seed has both."""
+    (group, duplicates), (baseline, baseline_duplicates) = one_run_per_seed(group, keys), one_run_per_seed(baseline, keys)
+    pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
+    if pairs.empty:
+        return None
+    values, reference = pairs[metric].to_numpy() * 100, pairs[f"{metric} baseline"].to_numpy() * 100
+    delta, low, high, p_value = paired_test(values, reference, confidence)
+    detectable, seeds_to_settle = power(values - reference, rope)
+    row = {
+        "seeds": len(pairs),
+        "duplicates left out": duplicates + baseline_duplicates,
+        "accuracy": pairs[metric].mean(),
+        "baseline accuracy": pairs[f"{metric} baseline"].mean(),
+        "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
+        "p equivalent": equivalence_p(values, reference, rope),
+        "detectable (points)": detectable, "seeds to settle": seeds_to_settle,
+    }
+    for cost in ("flops", "total_params"):  # the same for every seed: a ratio of means
+        if cost in pairs and pairs[f"{cost} baseline"].notna().any():
+            row[f"{cost} ratio"] = pairs[cost].mean() / pairs[f"{cost} baseline"].mean()
+    if "train_seconds" in pairs and pairs["train_seconds baseline"].notna().any():
+        ratios = (pairs["train_seconds"] / pairs["train_seconds baseline"]).dropna()
+        row["train_seconds ratio"] = ratios.median()
+        row["train_seconds ratio low"], row["train_seconds ratio high"] = ratios.min(), ratios.max()
+    return row
+
+
+LATENCY_ROUNDS = 15
+
+
+def latency_timer(input_shape, num_classes, rounds=LATENCY_ROUNDS):
+    """`latency(params, baseline_params)` for `paired_comparisons`: both networks built for `input_shape` and
+    timed interleaved in this process (`costs.latency_ratio`), so the ratio sees one machine at one moment."""
+    from harness.model import build_model
+    from harness.training.costs import latency_ratio
+
+    images = np.random.default_rng(0).random((256, *input_shape), dtype=np.float32)
+
+    def latency(params, baseline_params):
+        models = [build_model({k: v for k, v in p.items() if k in MODEL_KEYS}, tuple(input_shape), int(num_classes))
+                  for p in (params, baseline_params)]
+        return latency_ratio(*models, images, rounds=rounds)
+
+    return latency
 
 
 def _matches(frame, configuration):
     frame = frame.fillna({k: "-" for k in configuration if k in frame})
     return np.logical_and.reduce([frame[k] == v for k, v in configuration.items() if k in frame])
-
-
-def _finding(row, rope):
-    """What a comparison says, each once its Holm-adjusted test agrees, so K comparisons cannot manufacture one:
-    pays off (CI above 0) or costs accuracy (CI below 0), either "by less than the margin" when the CI also lies
-    within +-`rope`; else equivalent (the TOST within +-`rope`); else inconclusive."""
-    low, high = row["ci low"], row["ci high"]
-    within = -rope < low and high < rope
-    if low > 0 and row["p (Holm)"] < ALPHA:
-        return "pays off, by less than the margin" if within else "pays off"
-    if high < 0 and row["p (Holm)"] < ALPHA:
-        return "costs accuracy, by less than the margin" if within else "costs accuracy"
-    if row["p equivalent (Holm)"] < ALPHA:
-        return "equivalent"
-    return "inconclusive"
 
 
 def pareto_front(trials, cost, metric=ACCURACY):
@@ -429,25 +412,15 @@ def counts(trials):
     return {state: int(states.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
 
-def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE):
-    """The answer in words: one sentence per confirmed configuration, else the search's best, flagged as optimistic.
+def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, comparisons=None):
+    """The answer in words: one sentence per confirmed comparison, else the search's best, flagged as optimistic.
 
     `confirm_command` is shown to a study that has no confirmation runs; `rope` is the margin of practical
-    equivalence in points.
+    equivalence in points; `comparisons` is `paired_comparisons(trials, rope=rope)` where the caller has it.
     """
-    comparisons = paired_comparisons(trials, rope=rope)
+    comparisons = paired_comparisons(trials, rope=rope) if comparisons is None else comparisons
     if not comparisons.empty:
-        seeded = seeded_stage(trials)
-        intro = (f"From {len(seeded)} seeded runs judged on the test set: {len(comparisons)} configuration(s), each "
-                 f"re-trained with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with "
-                 "the same backbone, width, training recipe, epochs and seeds, everything but the expansion. "
-                 f"Differences within +-{rope:g} point(s) count as practically none (the margin of practical "
-                 "equivalence, `harness report --rope`); each finding needs its Holm-adjusted test (paired t, or paired "
-                 "TOST for equivalence) below 0.05.")
-        if "duplicates left out" in comparisons:
-            intro += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
-                      "were left out: each seed counts once, with its earliest run.")
-        return [intro, *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows())]
+        return [_seeded_intro(trials, comparisons, rope), *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows())]
     done = completed(search_stage(trials))
     if done.empty:  # seeded runs alone, and no expanded configuration among those that completed
         seeded = seeded_stage(trials)
@@ -459,7 +432,7 @@ def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE):
         return [f"No expanded configuration completed ({len(expanded)} seeded run(s), none complete), so there is "
                 "nothing to compare with the baseline." + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")]
     best = done.loc[done[metric].idxmax()]
-    described = describe({k: _plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
+    described = describe({k: plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
     text = (f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
             f"(#{int(best['trial'])}, {described}) reaches {best[metric]:.1%} validation accuracy")
     if pd.notna(best.get("test_accuracy")):
@@ -469,6 +442,54 @@ def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE):
     if confirm_command:
         lines.append(f"No configuration was confirmed with seeds on held-out data. Confirm the best: {confirm_command}")
     return lines
+
+
+def _seeded_intro(trials, comparisons, rope):
+    """What the seeded comparisons rest on: runs, baselines and how they were tuned, what each seed varied, the
+    margin and the tests."""
+    seeded = seeded_stage(trials)
+    configurations = comparisons["configuration"].nunique()
+    text = (f"From {len(seeded)} seeded runs judged on the test set: {configurations} configuration(s), each re-trained "
+            f"with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with the same "
+            "backbone, width, training recipe, epochs and seeds, everything but the expansion.")
+    searched = search_stage(trials)
+    baseline_trials = int((searched["insertion"] == "none").sum()) if "insertion" in searched else 0
+    if comparisons["baseline"].isin([TUNED, ONE_BASELINE]).any():
+        text += (f" The tuned baseline is the plain network with the hyperparameters that did best (on validation) "
+                 f"among the baseline's {baseline_trials} search trial(s), against {len(searched) - baseline_trials} "
+                 "search trial(s) of expanded networks; it is re-trained with the same seeds.")
+        if (comparisons["baseline"] == ONE_BASELINE).all():
+            text += (" Its hyperparameters are the matched baseline's (the space searches none that the baseline "
+                     "shares, or the best were the defaults), so the two are one network, trained once.")
+    pilot = trials[trials["stage"] == "pilot"] if "stage" in trials else trials.iloc[:0]
+    if not pilot.empty:
+        text += (f" The seeds were sized by a pilot of {pilot['seed'].nunique()} other seeds (`--seeds auto`: enough to "
+                 "detect a difference of the margin with 80% power at 0.05 over the comparisons, from the pilot's "
+                 "spread); the pilot's runs are not tested, so the sizing leaves the tests at their 5% level.")
+    text += " " + variance_sources(seeded)
+    text += (f" Differences within +-{rope:g} point(s) count as practically none (the margin of practical equivalence, "
+             "`harness report --rope`); each finding needs its test (paired t, or paired TOST for equivalence) below "
+             f"0.05 once Holm-adjusted over the {len(comparisons)} comparisons.")
+    if "duplicates left out" in comparisons:
+        text += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
+                 "were left out: each seed counts once, with its earliest run.")
+    return text
+
+
+def variance_sources(runs):
+    """Which sources of variance `runs`' seeds covered, in a sentence."""
+    varied = ["the initialisation", "the order of the training data", "dropout (where the network has it)"]
+    if "augment" in runs and runs["augment"].fillna("none").ne("none").any():
+        varied.append("the augmentation")
+    redrawn = "vary_split" in runs and runs["vary_split"].eq(True).any()
+    if redrawn:
+        varied.append("the train/validation split (--vary-split)")
+    return (f"Each seed varied {', '.join(varied[:-1])} and {varied[-1]}; the test set was the same for every run"
+            + ("." if redrawn else ", and so was the train/validation split (--vary-split redraws it per seed)."))
+
+
+BASELINE_WORDS = {MATCHED: "its matched baseline", TUNED: "the tuned baseline",
+                  ONE_BASELINE: "its baseline (matched and tuned: one network)"}
 
 
 def _confirmed_sentence(row, rope):
@@ -486,10 +507,9 @@ def _confirmed_sentence(row, rope):
         "pays off, by less than the margin": f"pays off, by less than the +-{rope:g}-point margin",
         "costs accuracy": "costs accuracy",
         "costs accuracy, by less than the margin": f"costs accuracy, by less than the +-{rope:g}-point margin",
-        "equivalent": f"is equivalent to its baseline within +-{rope:g} point(s)",
+        "equivalent": f"is equivalent to it within +-{rope:g} point(s)",
         "inconclusive": "is inconclusive at this budget",
     }[row["finding"]]
-    costs = ", ".join(f"{row[f'{c} ratio']:.2f}x its {name}" for c, name in COSTS.items() if pd.notna(row.get(f"{c} ratio")))
     if row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0):
         statement += " once corrected for the comparisons made (Holm)"
     power = ""
@@ -500,10 +520,22 @@ def _confirmed_sentence(row, rope):
             power += ("; settling it would take about " + (f"{row['seeds to settle']:g} seeds" if math.isfinite(
                 row["seeds to settle"]) else f"more than {MAX_SEEDS} seeds"))
         power += "."
-    return (f"{row['configuration']} {statement}: {row['delta (points)']:+.1f} points of test accuracy against its matched "
-            f"baseline ({ci}; paired over {row['seeds']} seeds; {p_holm}), "
-            f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, at {costs}.{power} "
-            f"Its baseline: {baseline_words(row)}.")
+    return (f"{row['configuration']} against {BASELINE_WORDS[row['baseline']]} {statement}: {row['delta (points)']:+.1f} "
+            f"points of test accuracy ({ci}; paired over {row['seeds']} seeds; {p_holm}), {row['accuracy']:.1%} against "
+            f"{row['baseline accuracy']:.1%}, at {cost_words(row)}.{power} The baseline: {baseline_words(row)}.")
+
+
+def cost_words(row):
+    """A comparison's cost ratios in words, each saying how it was measured."""
+    words = [f"{row[f'{cost} ratio']:.2f}x its {name}" for cost, name in (("flops", "FLOPs"), ("total_params", "parameters"))
+             if pd.notna(row.get(f"{cost} ratio"))]
+    for cost, how in (("latency_ms", f"{LATENCY_ROUNDS} interleaved rounds timed by this report"),
+                      ("train_seconds", f"{row['seeds']} per-seed ratios")):
+        if pd.notna(row.get(f"{cost} ratio")):
+            words.append(f"{row[f'{cost} ratio']:.2f}x its {COSTS[cost]} (median of {how}, {row[f'{cost} ratio low']:.2f} "
+                         f"to {row[f'{cost} ratio high']:.2f}" + ("; wall clock on the machine that trained them)"
+                                                                  if cost == "train_seconds" else ")"))
+    return ", ".join(words) or "no cost measured"
 
 
 def baseline_words(row):
@@ -519,7 +551,7 @@ def baseline_words(row):
     return ", ".join(words)
 
 
-def _plain(value):
+def plain(value):
     """6.0 -> 6 and 0.00246091 -> 0.00246: params read back from a table with gaps are floats."""
     if isinstance(value, (float, np.floating)):
         value = float(value)

@@ -3,14 +3,20 @@
 Each (configuration, seed) is an enqueued Optuna trial whose user attributes
 carry its params, so it is logged to MLflow, read by `harness report` like any
 trial, and a killed run resumes where it stopped. Every configuration comes
-with its matched baseline: the plain CNN with the same width, learning rate,
-batch size, epochs and seeds, so `report.paired_comparisons` compares like with like.
+with its matched baseline: the plain network with the same backbone, width,
+training recipe, epochs and seeds, so `report.paired_comparisons` compares like
+with like. A confirmation also re-trains the search's tuned baseline: the plain
+network with the hyperparameters its own trials found best, what a practitioner
+would compare against.
 
 Confirmation answers the winner's curse. A search ranks its trials on a small
 validation set with one seed each, so its best figures are biased upward; the
 top K distinct configurations are re-trained with seeds the search did not
 use, in a study of their own (`<study>-confirm`) under the same MLflow
 experiment and parent run.
+
+How many seeds: a count, or `AutoSeeds` (`--seeds auto`), where a pilot
+sizes the stage and only fresh seeds are tested (`run_seeded`).
 """
 
 import dataclasses
@@ -19,11 +25,14 @@ import math
 import sys
 import time
 
+import numpy as np
 import optuna
 
 from harness.params import BASELINE_DEFAULTS
 from harness.redaction import redact
-from harness.study.search import BENCHMARK_RUN, SURPLUS, Search, counted_trials, enqueued_key, trial_params, unfilled_line
+from harness.statistics import PILOT_SEEDS, AutoSeeds, sized_seeds
+from harness.study.search import (BENCHMARK_RUN, PILOT, SURPLUS, TUNED_BASELINE, Search, counted_trials, enqueued_key,
+                                  enqueued_params, trial_params, unfilled_line)
 from harness.study.storage import open_storage
 
 MAX_GRID = 100
@@ -34,10 +43,12 @@ def matched_baseline(configuration):
     return {"insertion": "none", **{k: configuration[k] for k in BASELINE_DEFAULTS if k in configuration}}
 
 
-def with_baselines(configurations):
-    """The configurations' matched baselines, then the configurations, without seeds or duplicates."""
+def with_baselines(configurations, tuned=None):
+    """The configurations' matched baselines and the `tuned` baseline if given, then the configurations, without
+    seeds or duplicates (a tuned baseline that is also a matched one is trained once)."""
     unique = {}
-    for configuration in [*map(matched_baseline, configurations), *configurations]:
+    baselines = [*map(matched_baseline, configurations), *([tuned] if tuned else [])]
+    for configuration in [*baselines, *configurations]:
         params = {k: v for k, v in configuration.items() if k != "seed"}
         unique.setdefault(tuple(sorted(params.items())), params)
     return list(unique.values())
@@ -70,13 +81,18 @@ def configurations(space, from_study=None, storage=None, top=5):
     return with_baselines([space.complete(c) for c in chosen])
 
 
-def top_configurations(study, space, k):
-    """The `k` best distinct expanded configurations of a search study, by validation accuracy, without seeds."""
+def ranked_configurations(study, space):
+    """A search study's completed configurations without seeds, best validation accuracy first."""
     ranked = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                     key=lambda t: t.values[0], reverse=True)
-    chosen = {}
     for trial in ranked:
-        params = {k: v for k, v in trial_params(trial, space).items() if k != "seed"}
+        yield {k: v for k, v in trial_params(trial, space).items() if k != "seed"}
+
+
+def top_configurations(study, space, k):
+    """The `k` best distinct expanded configurations of a search study, by validation accuracy, without seeds."""
+    chosen = {}
+    for params in ranked_configurations(study, space):
         if params.get("insertion", "none") != "none":
             chosen.setdefault(tuple(sorted(params.items())), params)
         if len(chosen) == k:
@@ -84,9 +100,15 @@ def top_configurations(study, space, k):
     return list(chosen.values())
 
 
-def enqueue(study, configurations, seeds):
+def tuned_baseline(study, space):
+    """The best plain network of a search study (its baseline turns, its sampled `insertion: none` trials and its
+    queued baseline), by validation accuracy, without seed; None if none completed."""
+    return next((p for p in ranked_configurations(study, space) if p.get("insertion", "none") == "none"), None)
+
+
+def enqueue(study, configurations, seeds, *, pilot=False):
     """Queue every (configuration, seed) the study does not hold yet (waiting, running, or ended by its own doing);
-    return how many runs the study then holds.
+    return how many runs the study then holds. `pilot` marks runs that size a stage and are not tested.
 
     Two processes queueing at the same moment can still queue a run twice: the later trial stands down when it
     starts (`search.earlier_twin`), so each run trains once.
@@ -102,31 +124,68 @@ def enqueue(study, configurations, seeds):
         attrs = {**configuration, "seed": seed}
         key = tuple(sorted(attrs.items()))
         if key not in held:
-            study.enqueue_trial({}, user_attrs={**attrs, BENCHMARK_RUN: True})
+            study.enqueue_trial({}, user_attrs={**attrs, BENCHMARK_RUN: True, **({PILOT: True} if pilot else {})})
             held.add(key)
     return len(held)
 
 
+def run_seeded(stage, runs, seeds, first_seed, run):
+    """Train each of `runs` (configurations and their baselines) with `seeds` seeds from `first_seed` on, a count or
+    `AutoSeeds`, in `stage` through `run(stage)`; return the worst exit code `run` gave."""
+    code = 0
+    if isinstance(seeds, AutoSeeds):
+        pilot = list(range(first_seed, first_seed + PILOT_SEEDS))
+        stage.study.set_user_attr("pilot_seeds", pilot)
+        stage.settings.n_trials = enqueue(stage.study, runs, pilot, pilot=True)
+        code = run(stage)
+        first_seed += PILOT_SEEDS
+        seeds = sized_seeds(pilot_differences(stage.study, runs), seeds.rope, seeds.max_seeds)
+        stage.console.print(f"{stage.settings.stage}: its pilot ({PILOT_SEEDS} seeds, not tested) sizes it at {seeds} "
+                            "fresh seeds", highlight=False)
+    tested = list(range(first_seed, first_seed + seeds))
+    stage.study.set_user_attr("seeds", tested)
+    stage.settings.n_trials = enqueue(stage.study, runs, tested)
+    return max(code, run(stage))
+
+
+def pilot_differences(study, runs):
+    """The pilot's paired test-accuracy differences in points, one array per comparison: each expanded
+    configuration of `runs` against its matched baseline, and against the study's tuned baseline if that is
+    another network."""
+    def key(params):
+        return tuple(sorted((k, v) for k, v in params.items() if k != "seed"))
+
+    accuracy = {(key(enqueued_params(t)), t.user_attrs["seed"]): 100 * t.user_attrs["test_accuracy"]
+                for t in counted_trials(study) if t.user_attrs.get(PILOT) and t.state == optuna.trial.TrialState.COMPLETE}
+    tuned = study.user_attrs.get(TUNED_BASELINE)
+    differences = []
+    for configuration in (r for r in runs if r.get("insertion", "none") != "none"):
+        for baseline in {key(b): b for b in (matched_baseline(configuration), tuned) if b}.values():
+            seeds = sorted(s for k, s in accuracy if k == key(configuration) and (key(baseline), s) in accuracy)
+            differences.append(np.array([accuracy[key(configuration), s] - accuracy[key(baseline), s] for s in seeds]))
+    return differences
+
+
 def run_benchmark(space, settings, seeds, from_study=None, top=5, console=None):
-    """Run (or resume) the benchmark study; return it."""
+    """Run (or resume) the benchmark study with `seeds` seeds (a count, from 0, or `AutoSeeds`); return it."""
     chosen = configurations(space, from_study, settings.storage, top)
     settings = dataclasses.replace(settings, stage="benchmark")
     search = Search(space, settings, console=console)
     search.close_what_dead_processes_left()  # a run whose process died is queued again, not held
-    settings.n_trials = enqueue(search.study, chosen, seeds)
-    search.study.set_user_attr("seeds", list(seeds))
+
+    def run(stage):
+        stage.run()
+        return 0
+
     with search.parent_run():
-        return search.run()
+        run_seeded(search, chosen, seeds, 0, run)
+    return search.study
 
 
-def confirmation_seeds(space, count):
-    """`count` seeds the search did not train with, so a winner's lucky seed does not carry over."""
-    return [space.training.seed + 1 + i for i in range(count)]
-
-
-def confirmation(search, top, seeds):
-    """The confirm stage of `search`: a `Search` of `<study>-confirm` with its runs queued, or None if no
-    expanded configuration completed. Its trials nest under `search`'s parent run."""
+def confirmation(search, top):
+    """The confirm stage of `search` and the runs it trains (the `top` best expanded configurations, their matched
+    baselines and the tuned baseline), or None if no expanded configuration completed. Its trials nest under
+    `search`'s parent run."""
     chosen = top_configurations(search.study, search.space, top)
     if not chosen:
         return None
@@ -134,14 +193,15 @@ def confirmation(search, top, seeds):
                                    epoch_budget=None, parent_run_id=search.parent_run_id)
     confirm = Search(search.space, settings, search.console, search.dataset)
     confirm.close_what_dead_processes_left()  # a run whose process died is queued again, not held
-    settings.n_trials = enqueue(confirm.study, with_baselines(chosen), seeds)
-    confirm.study.set_user_attr("seeds", list(seeds))
-    return confirm
+    tuned = tuned_baseline(search.study, search.space)
+    confirm.study.set_user_attr(TUNED_BASELINE, tuned)
+    return confirm, with_baselines(chosen, tuned)
 
 
 def search_and_confirm(search, top, seeds, pool=None):
     """The default journey, under one MLflow parent run: the baseline queued, the search run, then its `top`
-    best expanded configurations re-trained with `seeds` fresh seeds beside their matched baselines.
+    best expanded configurations re-trained with `seeds` fresh seeds (a count or `AutoSeeds`; the search trained
+    with none of them) beside their matched baselines and the tuned baseline.
 
     Each stage runs in `pool`'s worker processes if given, else here. Returns
     (exit code, the confirmation's `Search` or None): 0 when each stage ended as asked (`unfilled_line`), else 1,
@@ -160,9 +220,9 @@ def search_and_confirm(search, top, seeds, pool=None):
     with search.parent_run():
         search.queue_baseline()
         code = run(search)
-        confirm = confirmation(search, top, confirmation_seeds(search.space, seeds)) if top else None
-        if top and confirm is None:
+        found = confirmation(search, top) if top else None
+        if top and found is None:
             search.console.print("nothing to confirm: no expanded configuration completed")
-        if confirm is not None:
-            code = max(code, run(confirm))
-    return code, confirm
+        if found is not None:
+            code = max(code, run_seeded(*found, seeds, search.space.training.seed + 1, run))
+    return code, found and found[0]

@@ -99,9 +99,11 @@ class TrialLifecycle:
     flight at its next batch; `progress` is the study's rich bar, if one shows.
     """
 
-    def __init__(self, tracker, dataset, experiment, console, stage="search", save_models="best", mixed_precision=False):
+    def __init__(self, tracker, dataset, experiment, console, stage="search", save_models="best", mixed_precision=False,
+                 vary_split=False):
         self.tracker, self.dataset, self.experiment, self.console = tracker, dataset, experiment, console
         self.stage, self.save_models, self.mixed_precision = stage, save_models, mixed_precision
+        self.vary_split = vary_split
         self.parent_run_id = None
         self.parent_status = "FINISHED"  # how a parent run started here ends if nothing goes wrong
         self.interrupted = False
@@ -136,10 +138,12 @@ class TrialLifecycle:
         """
         network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
         run_params = {"dataset": self.dataset.name, "epochs": epochs, **network, **split_params(params)[1],
-                      "precision": "mixed_float16" if self.mixed_precision else "float32", "backend": keras.backend.backend()}
+                      "precision": "mixed_float16" if self.mixed_precision else "float32", "backend": keras.backend.backend(),
+                      "vary_split": self.vary_split}
+        dataset = data.redrawn_split(self.dataset, params.get("seed", 0)) if self.vary_split else self.dataset
         try:
             run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
-                                              self.stage, self.dataset)
+                                              self.stage, dataset)
         except Exception as error:  # a locked or unreachable store: no run to record the reason in, so the engine does
             remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")
             raise
@@ -153,10 +157,12 @@ class TrialLifecycle:
 
         try:
             remember("mlflow_run_id", run_id)
+            if self.vary_split:
+                remember("vary_split", True)
             in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
             callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
             try:  # the model is built, and its params checked, before any training
-                result = run_trial(params, self.dataset, epochs=epochs, callbacks=callbacks)
+                result = run_trial(params, dataset, epochs=epochs, callbacks=callbacks)
             except ModelError as error:
                 raise optuna.TrialPruned(f"invalid combination: {error}") from None
             if self.interrupted:
@@ -223,6 +229,6 @@ def open_lifecycle(space, settings, console, dataset=None):
     tracker = Tracker(settings.tracking_uri, settings.study_name,
                       say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
-                               settings.mixed_precision)
+                               settings.mixed_precision, settings.vary_split)
     lifecycle.parent_run_id = settings.parent_run_id
     return lifecycle

@@ -34,6 +34,9 @@ SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; s
 PRUNERS = ("median", "hyperband", "none")
 BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
 BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
+TUNED_BASELINE = "tuned_baseline"  # a confirmation study's attr: the search's best baseline's params, without seed
+PILOT = "pilot"  # user attr of an enqueued run of a pilot, which sizes a seeded stage (`--seeds auto`) and is not tested
+BASELINE_TURN = "baseline_turn"  # user attr of a sampled trial that tunes the baseline (`SearchSettings.baseline_every`)
 SURPLUS = "surplus"  # user attr of a trial that never trains: asked for once the study was full, or a duplicate
 DUPLICATE_OF = "duplicate_of"  # user attr of an enqueued run that stood down: the number of its twin, queued before it
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
@@ -100,6 +103,9 @@ class SearchSettings:
     epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
     stage: str = "search"
     save_models: str = "best"
+    # Every Nth sampled trial tunes the baseline's shared hyperparameters, so the tuned baseline has its own search.
+    baseline_every: int = 4
+    vary_split: bool = False  # each seed also redraws the train/validation split
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -108,6 +114,8 @@ class SearchSettings:
             raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
         if self.n_trials < 1:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
+        if self.baseline_every < 0:
+            raise ValueError(f"baseline_every must be at least 0 (0: no baseline turns), got {self.baseline_every}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.save_models not in SAVE_MODELS:
@@ -175,7 +183,15 @@ def trial_params(trial, space):
     """The configuration a trial trained: its enqueued params, or its sampled ones with the space's fixed values."""
     if trial.user_attrs.get(BENCHMARK_RUN):
         return enqueued_params(trial)
-    return {**space.complete(trial.params), "seed": space.training.seed}
+    sampled = {**trial.params, "insertion": "none"} if trial.user_attrs.get(BASELINE_TURN) else trial.params
+    return {**space.complete(sampled), "seed": space.training.seed}
+
+
+def is_baseline_turn(number, space, settings):
+    """Whether sampled trial `number` tunes the baseline: every `baseline_every`th trial of a search whose space
+    searches a hyperparameter the baseline shares. The grid sampler has none (a turn would use up a grid point)."""
+    return (settings.stage == "search" and settings.sampler != "grid" and settings.baseline_every > 0
+            and bool(space.searched_baseline_keys) and number % settings.baseline_every == settings.baseline_every - 1)
 
 
 def _set_metric_names(study, objectives):
@@ -288,9 +304,16 @@ def stage_notes(space, settings):
     """What a user should know before this stage's trials start."""
     if space.is_multi_objective and settings.pruner != "none":
         yield "pruning is off: Optuna cannot prune multi-objective trials"
+    if settings.stage == "search" and space.searched_baseline_keys:
+        searched = ", ".join(space.searched_baseline_keys)
+        if settings.sampler == "grid" or not settings.baseline_every:
+            yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
+        else:
+            yield (f"1 sampled trial in {settings.baseline_every} tunes the baseline over the hyperparameters it "
+                   f"shares ({searched}), so the tuned baseline has a search of its own")
     if settings.stage == "confirm":
-        yield ("confirmation: the search's best configurations and their matched baselines, re-trained with fresh "
-               "seeds and judged on the test set")
+        yield ("confirmation: the search's best configurations, their matched baselines and the tuned baseline, "
+               "re-trained with fresh seeds and judged on the test set")
 
 
 def full_study_line(study, trials, settings):
@@ -342,8 +365,12 @@ class Search:
 
     @functools.cached_property
     def study(self):
-        """The Optuna study, created or loaded on first use."""
-        return open_study(self.settings, self.space, self.storage)
+        """The Optuna study, created or loaded on first use, with the shape of the data it trains on (a report
+        builds its networks from it to time them)."""
+        study = open_study(self.settings, self.space, self.storage)
+        study.set_user_attr("input_shape", [int(d) for d in self.dataset.input_shape])
+        study.set_user_attr("num_classes", int(self.dataset.num_classes))
+        return study
 
     def queue_baseline(self):
         """Queue the plain CNN as the next trial unless the study holds a baseline that waits, runs or completed.
@@ -398,6 +425,20 @@ class Search:
         fail_dead_trials(self.study, self.tracker)
         return self.study.get_trials(deepcopy=False)
 
+    def sample(self, trial):
+        """A sampled trial's params; the ones the sampler did not choose (fixed values, a baseline turn's
+        insertion) are kept as user attributes, so the trial's record holds everything it trained with."""
+        if is_baseline_turn(trial.number, self.space, self.settings):
+            trial.set_user_attr(BASELINE_TURN, True)
+            params = self.space.sample_baseline(trial)
+        else:
+            params = self.space.sample(trial)
+        params = self.space.complete(params)
+        for name, value in params.items():
+            if name not in trial.params:
+                trial.set_user_attr(name, value)
+        return params
+
     def _objective(self, trial):
         if is_surplus(self.study, trial, self.settings, self.shares_study):
             trial.set_user_attr(SURPLUS, True)
@@ -410,7 +451,7 @@ class Search:
             trial.set_user_attr(DUPLICATE_OF, twin)
             self.stood_down += 1
             raise DuplicateRun(f"trial #{twin} holds the same params and seed")
-        params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.space.sample(trial))}
+        params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.sample(trial))}
         if self.space.is_multi_objective:
             pruning = []  # Optuna takes no intermediate values from multi-objective trials
         elif self.settings.stage == "search" and not enqueued:

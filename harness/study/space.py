@@ -209,6 +209,17 @@ class Space(_Strict):
                 params[name] = dimension
         return params
 
+    @property
+    def searched_baseline_keys(self):
+        """The hyperparameters a baseline shares with an expanded network (backbone, width, the recipe) that this
+        space searches: more than one value to choose from."""
+        return [name for name in BASELINE_DEFAULTS if isinstance(self.params.get(name), (list, Range))
+                and not (isinstance(self.params[name], list) and len(set(map(repr, self.params[name]))) == 1)]
+
+    def sample_baseline(self, trial):
+        """Suggest a baseline's params from `trial`: no expansion, and only the hyperparameters it shares searched."""
+        return {"insertion": "none", **{name: self._suggest(trial, name) for name in self.searched_baseline_keys}}
+
     def _suggest(self, trial, name):
         dimension = self.params[name]
         if isinstance(dimension, list):

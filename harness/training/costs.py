@@ -125,6 +125,28 @@ def latency_per_sample(model, images, batch_size=256, repeats=7):
     return float(np.median(timings)) / len(batch)
 
 
+def latency_ratio(model, reference, images, rounds=15, batch_size=256):
+    """(median, lowest, highest) over `rounds` of `model`'s inference time per batch over `reference`'s, the two
+    timed back to back in each round, first one then the other in turn, after a warm-up that compiles both.
+
+    Timed side by side, the two see the same machine at the same moment: a
+    ratio of latencies measured at different times can be off by the machine's
+    swings (2x on a shared host).
+    """
+    batch = images[:batch_size]
+    for net in (model, reference):
+        net.predict_on_batch(batch)
+    nets, ratios = (model, reference), []
+    for round_ in range(rounds):
+        seconds = [0.0, 0.0]
+        for which in (0, 1) if round_ % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            nets[which].predict_on_batch(batch)
+            seconds[which] = time.perf_counter() - start
+        ratios.append(seconds[0] / seconds[1])
+    return float(np.median(ratios)), float(np.min(ratios)), float(np.max(ratios))
+
+
 _MEASURED = {}
 # Params that set the values a model computes with, not its ops or shapes: they change no FLOP count or latency.
 VALUE_ONLY_PARAMS = ("function", "center", "coefficients", "limit")

@@ -93,6 +93,16 @@ def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, va
     )
 
 
+def redrawn_split(dataset, seed):
+    """`dataset` with its training and validation images pooled and split again, at the same sizes, by `seed`;
+    the test set stays as it is (`--vary-split`)."""
+    images = np.concatenate([dataset.x_train, dataset.x_val])
+    labels = np.concatenate([dataset.y_train, dataset.y_val])
+    order = np.random.default_rng(seed).permutation(len(images))
+    val, train = order[:len(dataset.x_val)], order[len(dataset.x_val):]
+    return dataclasses.replace(dataset, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val])
+
+
 def _checked_size(option, size, available):
     if size is None:
         return available
