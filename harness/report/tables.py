@@ -326,8 +326,11 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
     table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
     table["finding"] = [finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
                         for _, row in table.iterrows()]
-    return table.sort_values(["configuration", "baseline"]).sort_values(
-        "delta (points)", ascending=False, kind="stable").reset_index(drop=True)
+    # A configuration's comparisons together, matched first; configurations by their best difference.
+    best = table.groupby("configuration")["delta (points)"].transform("max")
+    tuned_last = table["baseline"].eq(TUNED)
+    order = np.lexsort((tuned_last, table["configuration"].to_numpy(dtype=str), -best.fillna(-np.inf)))
+    return table.iloc[order].reset_index(drop=True)
 
 
 MATCHED, TUNED, ONE_BASELINE = "matched", "tuned", "matched = tuned"

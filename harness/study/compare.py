@@ -38,8 +38,10 @@ STRATEGIES = {
 def run_strategy(space, settings, strategy, budget, seed):
     """One run of `strategy` on a study of its own, stopped once `budget` epochs are trained."""
     engine, method, pruner = STRATEGIES[strategy]
+    # No baseline turns: every strategy spends its budget on the space as the sampler sees it, keras-tuner's too.
     settings = dataclasses.replace(settings, sampler=method if engine == "optuna" else "random",
-                                   pruner=pruner or "none", seed=seed, epoch_budget=budget, n_trials=10_000)
+                                   pruner=pruner or "none", seed=seed, epoch_budget=budget, n_trials=10_000,
+                                   baseline_every=0)
     if engine == "optuna":
         search = Search(space, settings)
         with search.parent_run():
