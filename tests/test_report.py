@@ -221,6 +221,15 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
     assert set(table.loc["input softplus p3", "baseline"]) == {"matched", "tuned"}  # its width has its own matched one
 
 
+def test_configurations_that_read_alike_are_told_apart_by_their_params():
+    from harness.report.tables import configuration_names
+
+    names = configuration_names([{"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00174},
+                                 {"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00251},
+                                 {"insertion": "dense", "function": "sin", "order": 3, "learning_rate": 0.00251}])
+    assert names == ["conv1 sin p2 (learning_rate=0.00174)", "conv1 sin p2 (learning_rate=0.00251)", "dense sin p3"]
+
+
 def test_the_train_time_ratio_is_paired_by_seed_with_its_range():
     trials, _ = seeded_runs()
     dense = trials["insertion"] == "dense"

@@ -304,7 +304,9 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
     tuned = baselines[baselines["tuned_baseline"].eq(True)] if "tuned_baseline" in baselines else baselines.iloc[:0]
     failed = _with_matched_keys(seeded[seeded["state"] != "COMPLETE"])
     rows = []
-    for values, group in done[done["insertion"] != "none"].groupby(keys):
+    groups = list(done[done["insertion"] != "none"].groupby(keys))
+    names = configuration_names([{k: plain(v) for k, v in zip(keys, values) if v != "-"} for values, _ in groups])
+    for (values, group), name in zip(groups, names):
         configuration = {k: plain(v) for k, v in zip(keys, values) if v != "-"}
         matched = baselines[(baselines[shared] == group[shared].iloc[0]).all(axis=1)]
         for label, baseline in _references(matched, tuned, shared):
@@ -315,7 +317,7 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
             if latency is not None:
                 ratio = latency(configuration, {**recipe, "insertion": "none"})
                 row["latency_ms ratio"], row["latency_ms ratio low"], row["latency_ms ratio high"] = ratio
-            rows.append({"configuration": describe(configuration), "baseline": label, **recipe,
+            rows.append({"configuration": name, "baseline": label, **recipe,
                          "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0, **row})
     if not rows:
         return pd.DataFrame()
@@ -334,6 +336,20 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
 
 
 MATCHED, TUNED, ONE_BASELINE = "matched", "tuned", "matched = tuned"
+
+
+def configuration_names(configurations):
+    """Each configuration described in words (`describe`), with the params that tell apart those whose words
+    are the same (two learning rates of one expansion: 'conv1 sin p2 (learning_rate=0.00174, batch_size=64)')."""
+    names = [describe(c) for c in configurations]
+    for name in set(names):
+        same = [c for c, n in zip(configurations, names) if n == name]
+        differing = [k for k in dict.fromkeys(k for c in same for k in c) if len({repr(c.get(k)) for c in same}) > 1]
+        if len(same) > 1:
+            for index in (i for i, n in enumerate(names) if n == name):
+                shown = ", ".join(f"{k}={configurations[index].get(k)}" for k in differing)
+                names[index] = f"{name} ({shown})"
+    return names
 
 
 def _references(matched, tuned, shared):
