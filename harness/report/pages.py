@@ -153,7 +153,7 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
                   "t-test and the paired TOST, Holm-adjusted over the comparisons; cost ratios against the same "
                   "baseline: latency from both networks timed interleaved by this report (median, lowest, highest), "
                   "train time as the median of per-seed wall-clock ratios (lowest, highest)."),
-            ("table", comparisons),
+            ("table", comparisons.set_axis(range(1, len(comparisons) + 1)).rename_axis("#").reset_index()),
         ]
         summary = tables.config_summary(seeded)
         if not summary.empty:
@@ -216,8 +216,9 @@ def _answer_plot(folder, prefix, comparisons):
         axis.errorbar(ratio[rows.index], delta[rows.index], yerr=errors[:, rows.index], fmt="o", capsize=4,
                       color=colours[rows.index[0]], label=finding)
     for index, row in comparisons.iterrows():
-        label = row["configuration"] + (" vs tuned" if row["baseline"] == tables.TUNED else "")
-        axis.annotate(label, (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # The row's number in the comparison table below: configuration names are too long for a plot.
+        label = f"{index + 1}" + ("t" if row["baseline"] == tables.TUNED else "")
+        axis.annotate(label, (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=9)
     axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="baseline", zorder=3)
     axis.margins(x=0.3, y=0.15)  # room for the labels
     axis.axhline(0, color="black", linewidth=0.8)
@@ -226,7 +227,8 @@ def _answer_plot(folder, prefix, comparisons):
            "Does the expansion pay off? Confirmed configurations")
     return _save(figure, folder, f"{prefix}answer.png",
                  "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
-                 "baseline (and the tuned one, marked) over the same seeds, with 95% CIs")
+                 "baseline and the tuned one (t) over the same seeds, with 95% CIs; the numbers are the rows of the "
+                 "table below")
 
 
 def _plots(folder, prefix, trials, study, tracking_uri):
