@@ -61,12 +61,13 @@ def test_the_simulation_catches_a_rule_that_peeks():
     assert rate > 0.05 + 4 * error, rate  # adding seeds until a test passes inflates it: the check has teeth
 
 
-def test_seeds_sized_by_a_pilot_find_a_true_effect_of_one_margin_four_times_in_five():
-    """The power `--seeds auto` states: a true gain of one margin (1 point, spread 1.5) found as "pays off" in
-    about 80% of studies, with the cap at 30 seeds."""
+def test_seeds_sized_by_a_pilot_find_a_true_effect_of_one_margin_three_times_in_four():
+    """The power `--seeds auto` gives: a true gain of one margin (1 point, spread 1.5, beside a null comparison)
+    found as "pays off" in 75% of 2,000 studies. The sizing aims at 80%; the cap at 30 seeds, which half the
+    studies reach (a 3-seed pilot often sees a wide spread), costs the rest."""
     rng = np.random.default_rng(1)
     found = [sized_by_pilot(rng, np.array([1.0, 0.0]))[0].startswith("pays off") for _ in range(STUDIES)]
-    assert 0.7 <= np.mean(found) <= 0.95, np.mean(found)
+    assert 0.7 <= np.mean(found) <= 0.9, np.mean(found)
 
 
 def test_sized_seeds_follow_statsmodels_at_the_bonferroni_level():
