@@ -67,3 +67,14 @@ def test_the_public_names_are_where_a_user_looks():
 
     assert TaylorExpansion.__module__ == "harness.expansion.layer" and build_model.__module__ == "harness.model"
     assert load_space.__module__ == "harness.study.space" and run_trial.__module__ == "harness.training.trial"
+
+
+def test_the_report_and_the_cli_load_no_tensorflow():
+    """A report reads studies, and the CLI parses and checks its input, without the seconds TensorFlow takes."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, harness.report, harness.cli, harness.cli_parser, harness.study.space, harness.study.suite; "
+             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from harness.study.search import BASELINE, SURPLUS, counted_trials
+from harness.study.records import BASELINE, SURPLUS, counted_trials
 from harness.study.storage import open_storage, resolve_stores
 from harness.study.tracking import process_alive
 

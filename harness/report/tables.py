@@ -21,7 +21,7 @@ from scipy import stats
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, PARAM_KEYS, TRAINING_DEFAULTS, describe
 from harness.redaction import redact
 from harness.statistics import MAX_SEEDS, equivalence_p, finding, holm, paired_test, power
-from harness.study.search import CONFIRM_SUFFIX, PILOT, SURPLUS, TUNED_BASELINE, enqueued_params
+from harness.study.records import CONFIRM_SUFFIX, PILOT, SURPLUS, TUNED_BASELINE, enqueued_params
 from harness.study.storage import open_storage
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")

@@ -14,11 +14,11 @@ import optuna
 
 from harness.model import ModelError, load_backbone, surgery_plan
 from harness.params import AFTER, BASELINE_DEFAULTS
+from harness.study.records import OUTCOME
 from harness.study.tracking import Tracker
 from harness.training import costs, data
 from harness.training.trial import run_trial, split_params
 
-OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
 
 
 class TrialDiverged(RuntimeError):

@@ -22,8 +22,9 @@ from optuna_integration import KerasPruningCallback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.params import PARAM_KEYS
-from harness.study.lifecycle import OUTCOME, open_lifecycle
+from harness.study.lifecycle import open_lifecycle
+from harness.study.records import (BASELINE, BASELINE_TURN, BENCHMARK_RUN, CONFIRM_SUFFIX, DUPLICATE_OF, OUTCOME, STAGES,
+                                   SURPLUS, counted_trials, enqueued_key, enqueued_params)
 from harness.study.space import COST_OBJECTIVES
 from harness.redaction import redact
 from harness.study.storage import open_storage, resolve_stores
@@ -32,16 +33,6 @@ from harness.study.tracking import TrackingUnreachable, close_dead_runs, process
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
 SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
 PRUNERS = ("median", "hyperband", "none")
-BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
-BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
-TUNED_BASELINE = "tuned_baseline"  # a confirmation study's attr: the search's best baseline's params, without seed
-PILOT = "pilot"  # user attr of an enqueued run of a pilot, which sizes a seeded stage (`--seeds auto`) and is not tested
-BASELINE_TURN = "baseline_turn"  # user attr of a sampled trial that tunes the baseline (`SearchSettings.baseline_every`)
-SURPLUS = "surplus"  # user attr of a trial that never trains: asked for once the study was full, or a duplicate
-DUPLICATE_OF = "duplicate_of"  # user attr of an enqueued run that stood down: the number of its twin, queued before it
-# search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
-STAGES = ("search", "confirm", "benchmark")
-CONFIRM_SUFFIX = "-confirm"  # the Optuna study holding a search's confirmation runs
 
 
 class StudyFull(RuntimeError):
@@ -153,18 +144,6 @@ def make_pruner(name, space):
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
 
 
-def enqueued_params(trial):
-    """The params an enqueued run (baseline, confirmation, benchmark) carries in its user attributes; {} otherwise."""
-    if not trial.user_attrs.get(BENCHMARK_RUN):
-        return {}
-    return {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}
-
-
-def enqueued_key(trial):
-    """What makes two enqueued runs the same run: their params and seed."""
-    return tuple(sorted(enqueued_params(trial).items()))
-
-
 def earlier_twin(study, trial):
     """The number of an earlier trial holding the same enqueued run as `trial` (waiting, running, or ended by its own
     doing), or None. Processes that queue runs at once can queue one twice; only the earliest trains."""
@@ -224,15 +203,6 @@ def outcome_counts(study, trials=None):
 def outcome_line(label, study):
     """`label: N complete, N pruned, N fail` for the study's counted trials."""
     return f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items())
-
-
-def counted_trials(study, trials=None):
-    """Trials that ended by their own doing: complete, pruned, or failed with a recorded reason.
-
-    `trials` is the study's trials when the caller has just read them.
-    """
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    return [t for t in trials if OUTCOME in t.user_attrs and t.state.is_finished()]
 
 
 def open_study(settings, space, storage):

@@ -15,7 +15,8 @@ import tempfile
 import keras_tuner as kt
 import optuna
 
-from harness.study.lifecycle import OUTCOME, TrialDiverged
+from harness.study.lifecycle import TrialDiverged
+from harness.study.records import OUTCOME
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
 
