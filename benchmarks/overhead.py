@@ -47,7 +47,7 @@ def main():
     import optuna
     from rich.console import Console
 
-    from harness.study import lifecycle, search, tracking
+    from harness.study import lifecycle, search, settings as stage_settings, tracking
     from harness.study.space import load_space
     from harness.training import costs, trial as train
 
@@ -77,7 +77,7 @@ def main():
     for label in ("cold: every architecture new to the process", "warm: architectures seen before"):
         totals.clear()
         keras_seconds.clear()
-        settings = search.SearchSettings(study_name=f"overhead-{label[:4]}", n_trials=args.trials, sampler="random",
+        settings = stage_settings.SearchSettings(study_name=f"overhead-{label[:4]}", n_trials=args.trials, sampler="random",
                                          pruner="none", seed=0)
         runner = search.Search(space, settings, console=Console(quiet=True))
         start = time.perf_counter()

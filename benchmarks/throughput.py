@@ -64,7 +64,8 @@ def main():
 
     from harness.training.device import description
 
-    from harness.study.search import Search, SearchSettings
+    from harness.study.search import Search
+    from harness.study.settings import SearchSettings
     from harness.study.space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

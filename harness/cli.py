@@ -77,7 +77,7 @@ def _seeds(args, least):
 
 def _settings(args, default_name, **options):
     """The study's settings; storage and tracking URLs left out come from the environment or the defaults."""
-    from harness.study.search import SearchSettings
+    from harness.study.settings import SearchSettings
 
     return SearchSettings(study_name=args.study or default_name, storage=args.storage, tracking_uri=args.tracking_uri,
                           mixed_precision=args.mixed_precision, **options)
@@ -88,7 +88,8 @@ def cmd_search(args):
     _check_search_args(args)
     seeds = _seeds(args, 2)
     from harness.study.confirm import search_and_confirm
-    from harness.study.search import Search, outcome_line, where
+    from harness.study.progress import outcome_line, where
+    from harness.study.search import Search
     from harness.study.space import find_space
     from harness.study.workers import WorkerPool
     from harness.training.device import configure, gpu_ids
@@ -120,7 +121,7 @@ def _run_keras_tuner(args, space, settings):
     from rich.console import Console
 
     from harness.study.lifecycle import open_lifecycle
-    from harness.study.search import where
+    from harness.study.progress import where
     from harness.study.storage import tuner_home
     from harness.study.tuner import run_tuner
 
@@ -137,7 +138,7 @@ def cmd_benchmark(args):
     space = _load_space(args)
     seeds = _seeds(args, 1)
     from harness.study.confirm import run_benchmark
-    from harness.study.search import outcome_line
+    from harness.study.progress import outcome_line
     from harness.training.device import configure
 
     _quiet_libraries()
@@ -157,7 +158,7 @@ def cmd_suite(args):
     if not args.rope > 0:
         raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
     from harness.report.suite import write_suite_report
-    from harness.study.search import SearchSettings
+    from harness.study.settings import SearchSettings
     from harness.study.suite import run_suite
     from harness.training.device import configure
 

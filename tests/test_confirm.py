@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.study.confirm import enqueue, with_baselines
 from harness.study.records import BENCHMARK_RUN, DUPLICATE_OF, counted_trials, enqueued_key
-from harness.study.search import Search, SearchSettings
+from harness.study.search import Search
+from harness.study.settings import SearchSettings
 from harness.study.space import load_space
 from harness.study.storage import open_storage
 from tests.test_search import TINY, stores, write_space

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from harness.cli import main
 from harness import report
 from harness.study.records import SURPLUS, counted_trials
-from harness.study.search import Search, SearchSettings, StudyFull, fail_dead_trials
+from harness.study.search import Search, StudyFull, fail_dead_trials
+from harness.study.settings import SearchSettings
 from harness.study.space import load_space
 from harness.study.tracking import Tracker
 

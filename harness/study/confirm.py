@@ -33,7 +33,8 @@ from harness.redaction import redact
 from harness.statistics import PILOT_SEEDS, AutoSeeds, sized_seeds
 from harness.study.records import (BENCHMARK_RUN, PILOT, SURPLUS, TUNED_BASELINE, counted_trials, enqueued_key,
                                    enqueued_params)
-from harness.study.search import Search, trial_params, unfilled_line
+from harness.study.progress import unfilled_line
+from harness.study.search import Search, trial_params
 from harness.study.storage import open_storage
 
 MAX_GRID = 100

@@ -5,6 +5,8 @@ Plain names and small functions over Optuna's trials, with no Keras: a report re
 loading TensorFlow.
 """
 
+import optuna
+
 from harness.params import PARAM_KEYS
 
 OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
@@ -39,3 +41,15 @@ def counted_trials(study, trials=None):
     """
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     return [t for t in trials if OUTCOME in t.user_attrs and t.state.is_finished()]
+
+
+def best_value(trials):
+    """The best first objective (validation accuracy) among complete `trials`, or None."""
+    values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return max(values) if values else None
+
+
+def trials_taken(study, trials):
+    """Of `trials` (the study's, just read), those that count toward n_trials: finished ones and those still running."""
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    return len(counted_trials(study, trials)) + len(running)

@@ -6,33 +6,25 @@ an impossible combination of sampled params is PRUNED with the reason.
 """
 
 import contextlib
-import dataclasses
 import functools
-import importlib.util
 import os
-import signal
 import socket
-import threading
-import time
 import warnings
 
 import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.study.lifecycle import open_lifecycle
-from harness.study.records import (BASELINE, BASELINE_TURN, BENCHMARK_RUN, CONFIRM_SUFFIX, DUPLICATE_OF, OUTCOME, STAGES,
-                                   SURPLUS, counted_trials, enqueued_key, enqueued_params)
-from harness.study.space import COST_OBJECTIVES
+from harness.study.progress import StudyProgress, full_study_line, stage_notes
 from harness.redaction import redact
-from harness.study.storage import open_storage, resolve_stores
+from harness.study.records import (BASELINE, BASELINE_TURN, BENCHMARK_RUN, DUPLICATE_OF, SURPLUS, counted_trials,
+                                   enqueued_key, enqueued_params, trials_taken)
+from harness.study.settings import make_pruner, make_sampler
+from harness.study.space import COST_OBJECTIVES
+from harness.study.storage import open_storage
 from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive
-
-SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
-SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
-PRUNERS = ("median", "hyperband", "none")
 
 
 class StudyFull(RuntimeError):
@@ -52,96 +44,6 @@ class ReportEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.trial.report(float((logs or {}).get("val_accuracy", float("nan"))), step=epoch)
-
-
-@contextlib.contextmanager
-def deferred_interrupts(on_interrupt):
-    """Turn the first Ctrl-C into a call to `on_interrupt` rather than an exception.
-
-    A KeyboardInterrupt raised at a random point can be swallowed by a library
-    or leave its bookkeeping half-done; a flag is checked where stopping is safe.
-    A second Ctrl-C interrupts at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, previous)
-        on_interrupt()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@dataclasses.dataclass
-class SearchSettings:
-    study_name: str
-    n_trials: int = 12
-    timeout: float | None = None
-    storage: str | None = None
-    tracking_uri: str | None = None
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int | None = None
-    heartbeat_interval: int = 30
-    workers: int = 1
-    parent_run_id: str | None = None
-    mixed_precision: bool = False
-    epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
-    stage: str = "search"
-    save_models: str = "best"
-    # Every Nth sampled trial tunes the baseline's shared hyperparameters, so the tuned baseline has its own search.
-    baseline_every: int = 4
-    vary_split: bool = False  # each seed also redraws the train/validation split
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
-        if self.n_trials < 1:
-            raise ValueError(f"trials must be at least 1, got {self.n_trials}")
-        if self.baseline_every < 0:
-            raise ValueError(f"baseline_every must be at least 0 (0: no baseline turns), got {self.baseline_every}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.save_models not in SAVE_MODELS:
-            raise ValueError(f"save_models must be one of {', '.join(SAVE_MODELS)}; got {self.save_models!r}")
-        if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
-        # Optuna imports PyTorch only when the sampler first samples: without this check every trial would fail.
-        if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
-            raise ValueError("--sampler gp needs PyTorch, which is not installed: pip install torch, or pick another sampler")
-        self.storage, self.tracking_uri = resolve_stores(self.storage, self.tracking_uri)
-
-    @property
-    def optuna_study(self):
-        """The Optuna study of this stage; its MLflow experiment is always `study_name`."""
-        return self.study_name + CONFIRM_SUFFIX if self.stage == "confirm" else self.study_name
-
-
-def make_sampler(name, space, seed):
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.GPSampler(seed=seed)
-
-
-def make_pruner(name, space):
-    if name == "none" or space.is_multi_objective:
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
 
 
 def earlier_twin(study, trial):
@@ -188,23 +90,6 @@ def name_objectives(storage):
         _set_metric_names(study, study.user_attrs.get("objectives", ["accuracy"])[:len(study.directions)])
 
 
-def best_value(trials):
-    """The best first objective (validation accuracy) among complete `trials`, or None."""
-    values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return max(values) if values else None
-
-
-def outcome_counts(study, trials=None):
-    """How many counted trials ended COMPLETE, PRUNED and FAIL."""
-    states = [t.user_attrs[OUTCOME] for t in counted_trials(study, trials)]
-    return {state: states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
-
-
-def outcome_line(label, study):
-    """`label: N complete, N pruned, N fail` for the study's counted trials."""
-    return f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items())
-
-
 def open_study(settings, space, storage):
     """The stage's Optuna study, created or loaded, with the space and objectives recorded on it."""
     study = optuna.create_study(
@@ -220,12 +105,6 @@ def open_study(settings, space, storage):
         study.set_user_attr(key, value)
     _set_metric_names(study, space.objectives)
     return study
-
-
-def trials_taken(study, trials):
-    """Of `trials` (the study's, just read), those that count toward n_trials: finished ones and those still running."""
-    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    return len(counted_trials(study, trials)) + len(running)
 
 
 def is_surplus(study, trial, settings, shared):
@@ -251,67 +130,6 @@ def fail_dead_trials(study, tracker):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-def trial_line(trial, best, stage):
-    """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
-    state = trial.user_attrs.get(OUTCOME) or trial.state.name
-    flops = trial.user_attrs.get("flops")
-    cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
-    if stage != "search":  # seeded runs are judged on the test set
-        test = trial.user_attrs.get("test_accuracy")
-        accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
-    else:
-        accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
-        best = "best   -  " if best is None else f"best {best:.3f}"
-    shown = trial.params or enqueued_params(trial)
-    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-    reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
-    return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
-
-
-def stage_notes(space, settings):
-    """What a user should know before this stage's trials start."""
-    if space.is_multi_objective and settings.pruner != "none":
-        yield "pruning is off: Optuna cannot prune multi-objective trials"
-    if settings.stage == "search" and space.searched_baseline_keys:
-        searched = ", ".join(space.searched_baseline_keys)
-        if settings.sampler == "grid" or not settings.baseline_every:
-            yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
-        else:
-            yield (f"1 sampled trial in {settings.baseline_every} tunes the baseline over the hyperparameters it "
-                   f"shares ({searched}), so the tuned baseline has a search of its own")
-    if settings.stage == "confirm":
-        yield ("confirmation: the search's best configurations, their matched baselines and the tuned baseline, "
-               "re-trained with fresh seeds and judged on the test set")
-
-
-def full_study_line(study, trials, settings):
-    """What a study that already holds `settings.n_trials` trials holds."""
-    counts, running = outcome_counts(study, trials), sum(t.state.name == "RUNNING" for t in trials)
-    return (f"study {settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
-            f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {running} running), "
-            f"as many as --trials {settings.n_trials}: nothing new to run")
-
-
-def unfilled_line(search, elapsed):
-    """None if the stage ended as asked (its study holds `n_trials` counted trials, or its `timeout` passed in the
-    `elapsed` seconds it ran), else the line that says how far it got: one rule for a process and a worker pool."""
-    settings = search.settings
-    held = trials_taken(search.study, search.current_trials())  # another process may still train the last ones
-    if held >= settings.n_trials or (settings.timeout is not None and elapsed >= settings.timeout):
-        return None
-    return (f"{settings.stage} {settings.optuna_study!r} holds {held} of its {settings.n_trials} trials; the failure "
-            "reasons are above, and the same command resumes it")
-
-
-def where(settings):
-    """Lines telling a user where a search's results are."""
-    return [
-        f"Optuna storage: {redact(settings.storage)} (study {settings.study_name!r})",
-        f"MLflow store:   {redact(settings.tracking_uri)} (experiment {settings.study_name!r})",
-        f"Browse runs:    harness ui --tracking-uri '{redact(settings.tracking_uri)}'",
-    ]
 
 
 class Search:
@@ -442,74 +260,3 @@ class Search:
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
 
 
-
-class StudyProgress:
-    """A search's study optimised under a progress bar, one line per finished trial, and a gentle Ctrl-C."""
-
-    def __init__(self, search):
-        self.search = search
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=search.console, transient=True)
-
-    def optimize(self, remaining):
-        """Run up to `remaining` trials; raises KeyboardInterrupt after a Ctrl-C once the trial in flight has ended."""
-        search, lifecycle, n_trials = self.search, self.search.lifecycle, self.search.settings.n_trials
-        with self.bar:
-            self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
-            lifecycle.progress = self.bar
-            with deferred_interrupts(self.interrupt):
-                self._optimize_past_uncounted_trials(remaining)
-            lifecycle.progress = None
-        if lifecycle.interrupted:
-            raise KeyboardInterrupt
-
-    def _optimize_past_uncounted_trials(self, remaining):
-        """Optuna's optimize, resumed while trials that do not count cut it short: duplicate runs that stood down,
-        or a trial that another worker marked FAIL while it ran here (a heartbeat later than the grace period, on a
-        busy machine). The study goes on without them."""
-        search, settings = self.search, self.search.settings
-        deadline = time.monotonic() + settings.timeout if settings.timeout else None
-        while remaining > 0:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            search.stood_down = 0
-            try:
-                search.study.optimize(search._objective, n_trials=remaining, timeout=timeout,
-                                      catch=(Exception,), callbacks=[self.after_trial])
-                if not search.stood_down:
-                    return
-            except ValueError:  # "Cannot tell a FAIL trial"
-                if search.taken_over is None:
-                    raise
-                self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
-                                       "ran (its heartbeat came late); its run is closed, and this worker goes on",
-                                       highlight=False, markup=False)
-                search.taken_over = None
-                if settings.stage == "search":
-                    search.queue_baseline()  # in case it was the baseline
-            remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
-
-    def interrupt(self):
-        self.search.lifecycle.interrupted = True
-        self.bar.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
-
-    def after_trial(self, study, trial):
-        """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
-        search, settings = self.search, self.search.settings
-        if DUPLICATE_OF in trial.user_attrs:
-            self.bar.console.print(f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
-                                   "queued at once by another process; skipped", highlight=False, markup=False)
-        if trial.user_attrs.get(SURPLUS):
-            return
-        # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
-        trials = search.current_trials() if search.shares_study else study.get_trials(deepcopy=False)
-        counted = counted_trials(study, trials)
-        self.bar.update(self.task, completed=len(counted))
-        best = best_value(trials)
-        self.bar.console.print(trial_line(trial, best, settings.stage), soft_wrap=True, highlight=False, markup=False)
-        if best is not None and settings.stage == "search":
-            search.tracker.log_best_so_far(search.parent_run_id, best, len(counted), trial.number)
-        epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
-        budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
-        # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
-        if trials_taken(study, trials) >= settings.n_trials or search.lifecycle.interrupted or budget_spent:
-            study.stop()

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 
-from harness.study.search import Search, SearchSettings
+from harness.study.search import Search
+from harness.study.settings import SearchSettings
 
 WORKER_JOB = "HARNESS_WORKER_JOB"  # the environment variable holding a worker's job, as JSON
 

@@ -1,0 +1,180 @@
+"""What a stage shows and how it stops: its progress bar and a line per trial, the lines before and after it, and a
+gentle Ctrl-C."""
+
+import contextlib
+import signal
+import threading
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.redaction import redact
+from harness.study.records import (DUPLICATE_OF, OUTCOME, SURPLUS, best_value, counted_trials, enqueued_params,
+                                   trials_taken)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(on_interrupt):
+    """Turn the first Ctrl-C into a call to `on_interrupt` rather than an exception.
+
+    A KeyboardInterrupt raised at a random point can be swallowed by a library
+    or leave its bookkeeping half-done; a flag is checked where stopping is safe.
+    A second Ctrl-C interrupts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        on_interrupt()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def outcome_counts(study, trials=None):
+    """How many counted trials ended COMPLETE, PRUNED and FAIL."""
+    states = [t.user_attrs[OUTCOME] for t in counted_trials(study, trials)]
+    return {state: states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
+
+
+def outcome_line(label, study):
+    """`label: N complete, N pruned, N fail` for the study's counted trials."""
+    return f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items())
+
+
+def trial_line(trial, best, stage):
+    """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
+    state = trial.user_attrs.get(OUTCOME) or trial.state.name
+    flops = trial.user_attrs.get("flops")
+    cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
+    if stage != "search":  # seeded runs are judged on the test set
+        test = trial.user_attrs.get("test_accuracy")
+        accuracy, best = (f"test acc {test:.3f}" if test is not None else "test acc   -  "), ""
+    else:
+        accuracy = f"val acc {trial.values[0]:.3f}" if trial.values else "val acc   -  "
+        best = "best   -  " if best is None else f"best {best:.3f}"
+    shown = trial.params or enqueued_params(trial)
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
+    return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
+
+
+def stage_notes(space, settings):
+    """What a user should know before this stage's trials start."""
+    if space.is_multi_objective and settings.pruner != "none":
+        yield "pruning is off: Optuna cannot prune multi-objective trials"
+    if settings.stage == "search" and space.searched_baseline_keys:
+        searched = ", ".join(space.searched_baseline_keys)
+        if settings.sampler == "grid" or not settings.baseline_every:
+            yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
+        else:
+            yield (f"1 sampled trial in {settings.baseline_every} tunes the baseline over the hyperparameters it "
+                   f"shares ({searched}), so the tuned baseline has a search of its own")
+    if settings.stage == "confirm":
+        yield ("confirmation: the search's best configurations, their matched baselines and the tuned baseline, "
+               "re-trained with fresh seeds and judged on the test set")
+
+
+def full_study_line(study, trials, settings):
+    """What a study that already holds `settings.n_trials` trials holds."""
+    counts, running = outcome_counts(study, trials), sum(t.state.name == "RUNNING" for t in trials)
+    return (f"study {settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
+            f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {running} running), "
+            f"as many as --trials {settings.n_trials}: nothing new to run")
+
+
+def unfilled_line(search, elapsed):
+    """None if the stage ended as asked (its study holds `n_trials` counted trials, or its `timeout` passed in the
+    `elapsed` seconds it ran), else the line that says how far it got: one rule for a process and a worker pool."""
+    settings = search.settings
+    held = trials_taken(search.study, search.current_trials())  # another process may still train the last ones
+    if held >= settings.n_trials or (settings.timeout is not None and elapsed >= settings.timeout):
+        return None
+    return (f"{settings.stage} {settings.optuna_study!r} holds {held} of its {settings.n_trials} trials; the failure "
+            "reasons are above, and the same command resumes it")
+
+
+def where(settings):
+    """Lines telling a user where a search's results are."""
+    return [
+        f"Optuna storage: {redact(settings.storage)} (study {settings.study_name!r})",
+        f"MLflow store:   {redact(settings.tracking_uri)} (experiment {settings.study_name!r})",
+        f"Browse runs:    harness ui --tracking-uri '{redact(settings.tracking_uri)}'",
+    ]
+
+
+class StudyProgress:
+    """A search's study optimised under a progress bar, one line per finished trial, and a gentle Ctrl-C."""
+
+    def __init__(self, search):
+        self.search = search
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=search.console, transient=True)
+
+    def optimize(self, remaining):
+        """Run up to `remaining` trials; raises KeyboardInterrupt after a Ctrl-C once the trial in flight has ended."""
+        search, lifecycle, n_trials = self.search, self.search.lifecycle, self.search.settings.n_trials
+        with self.bar:
+            self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
+            lifecycle.progress = self.bar
+            with deferred_interrupts(self.interrupt):
+                self._optimize_past_uncounted_trials(remaining)
+            lifecycle.progress = None
+        if lifecycle.interrupted:
+            raise KeyboardInterrupt
+
+    def _optimize_past_uncounted_trials(self, remaining):
+        """Optuna's optimize, resumed while trials that do not count cut it short: duplicate runs that stood down,
+        or a trial that another worker marked FAIL while it ran here (a heartbeat later than the grace period, on a
+        busy machine). The study goes on without them."""
+        search, settings = self.search, self.search.settings
+        deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        while remaining > 0:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            search.stood_down = 0
+            try:
+                search.study.optimize(search._objective, n_trials=remaining, timeout=timeout,
+                                      catch=(Exception,), callbacks=[self.after_trial])
+                if not search.stood_down:
+                    return
+            except ValueError:  # "Cannot tell a FAIL trial"
+                if search.taken_over is None:
+                    raise
+                self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
+                                       "ran (its heartbeat came late); its run is closed, and this worker goes on",
+                                       highlight=False, markup=False)
+                search.taken_over = None
+                if settings.stage == "search":
+                    search.queue_baseline()  # in case it was the baseline
+            remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
+
+    def interrupt(self):
+        self.search.lifecycle.interrupted = True
+        self.bar.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
+
+    def after_trial(self, study, trial):
+        """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
+        search, settings = self.search, self.search.settings
+        if DUPLICATE_OF in trial.user_attrs:
+            self.bar.console.print(f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
+                                   "queued at once by another process; skipped", highlight=False, markup=False)
+        if trial.user_attrs.get(SURPLUS):
+            return
+        # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
+        trials = search.current_trials() if search.shares_study else study.get_trials(deepcopy=False)
+        counted = counted_trials(study, trials)
+        self.bar.update(self.task, completed=len(counted))
+        best = best_value(trials)
+        self.bar.console.print(trial_line(trial, best, settings.stage), soft_wrap=True, highlight=False, markup=False)
+        if best is not None and settings.stage == "search":
+            search.tracker.log_best_so_far(search.parent_run_id, best, len(counted), trial.number)
+        epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
+        budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
+        # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
+        if trials_taken(study, trials) >= settings.n_trials or search.lifecycle.interrupted or budget_spent:
+            study.stop()

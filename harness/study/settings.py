@@ -1,0 +1,81 @@
+"""A stage's settings, and the Optuna sampler and pruner they name: plain data, so they travel to worker processes
+whole (`workers.WorkerPool` sends them as JSON)."""
+
+import dataclasses
+import importlib.util
+
+import optuna
+
+from harness.study.records import CONFIRM_SUFFIX, STAGES
+from harness.study.storage import resolve_stores
+
+SAMPLERS = ("tpe", "random", "grid", "nsga2", "gp")
+SAVE_MODELS = ("best", "all", "none")  # which search trials save model.keras; seeded runs always do
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclasses.dataclass
+class SearchSettings:
+    study_name: str
+    n_trials: int = 12
+    timeout: float | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    heartbeat_interval: int = 30
+    workers: int = 1
+    parent_run_id: str | None = None
+    mixed_precision: bool = False
+    epoch_budget: int | None = None  # stop starting trials once finished ones have trained this many epochs
+    stage: str = "search"
+    save_models: str = "best"
+    # Every Nth sampled trial tunes the baseline's shared hyperparameters, so the tuned baseline has its own search.
+    baseline_every: int = 4
+    vary_split: bool = False  # each seed also redraws the train/validation split
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
+        if self.n_trials < 1:
+            raise ValueError(f"trials must be at least 1, got {self.n_trials}")
+        if self.baseline_every < 0:
+            raise ValueError(f"baseline_every must be at least 0 (0: no baseline turns), got {self.baseline_every}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.save_models not in SAVE_MODELS:
+            raise ValueError(f"save_models must be one of {', '.join(SAVE_MODELS)}; got {self.save_models!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
+        # Optuna imports PyTorch only when the sampler first samples: without this check every trial would fail.
+        if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
+            raise ValueError("--sampler gp needs PyTorch, which is not installed: pip install torch, or pick another sampler")
+        self.storage, self.tracking_uri = resolve_stores(self.storage, self.tracking_uri)
+
+    @property
+    def optuna_study(self):
+        """The Optuna study of this stage; its MLflow experiment is always `study_name`."""
+        return self.study_name + CONFIRM_SUFFIX if self.stage == "confirm" else self.study_name
+
+
+def make_sampler(name, space, seed):
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def make_pruner(name, space):
+    if name == "none" or space.is_multi_objective:
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.training.epochs)
