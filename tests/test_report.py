@@ -222,7 +222,7 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
 
 
 def test_configurations_that_read_alike_are_told_apart_by_their_params():
-    from harness.report.tables import configuration_names
+    from harness.report.comparisons import configuration_names
 
     names = configuration_names([{"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00174},
                                  {"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00251},

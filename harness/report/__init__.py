@@ -1,10 +1,16 @@
 """The report: a study's trials as tables, a verdict, and pages with plots.
 
-`tables` reads a study (Optuna's record joined with its MLflow runs) into pandas
-tables and computes the verdict; `pages` writes them as Markdown, HTML and PNG.
-This package may import `harness.study` and everything below it, never the CLI.
+`loading` reads a study (Optuna's record joined with its MLflow runs) into one
+pandas table; `tables` holds the small table functions over it;
+`comparisons` pairs each seeded configuration with its baselines; `verdict`
+says it in words; `pages` writes a study's report as Markdown, HTML and PNG,
+and `suite` a suite's. This package may import `harness.study` and everything
+below it, never the CLI, and it loads no TensorFlow.
 """
 
+from harness.report.comparisons import paired_comparisons
+from harness.report.loading import load_trials
+from harness.report.pages import write_report
 from harness.report.tables import (
     baseline_deltas,
     best_trials,
@@ -12,17 +18,13 @@ from harness.report.tables import (
     completed,
     config_summary,
     counts,
-    holm,
-    load_trials,
-    paired_comparisons,
     pareto_front,
     pivot_best,
-    verdict,
 )
-from harness.report.pages import write_report
+from harness.report.verdict import verdict
+from harness.statistics import holm
 
 __all__ = [
     "baseline_deltas", "best_trials", "by_dimension", "completed", "config_summary", "counts", "holm",
     "load_trials", "paired_comparisons", "pareto_front", "pivot_best", "verdict", "write_report",
 ]
-

@@ -21,6 +21,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.outputs import check_output_folder, write_output_folder  # noqa: E402
 from harness.params import EXPANSION_KEYS, describe  # noqa: E402
+from harness.report.comparisons import TUNED, latency_timer, paired_comparisons  # noqa: E402
+from harness.report.loading import load_trials  # noqa: E402
+from harness.report.verdict import verdict  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.study.storage import check_tracking_uri, open_storage  # noqa: E402
 
@@ -52,7 +55,7 @@ def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.D
     check_output_folder(out)
     if tracking_uri is not None:  # a server that is down answers in seconds, not after minutes of retries
         check_tracking_uri(tracking_uri)
-    frames = [tables.load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
+    frames = [load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
 
     def fill(folder):
         with warnings.catch_warnings():
@@ -105,7 +108,7 @@ def _comparison(frames, rope):
     for frame in frames:
         done = tables.completed(tables.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-        confirmed = tables.paired_comparisons(frame, rope=rope)
+        confirmed = paired_comparisons(frame, rope=rope)
         rows.append({
             "study": frame["study"].iloc[0],
             **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
@@ -136,10 +139,10 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
     }
     # Latency ratios come from both networks timed side by side here, where the study says what data they take.
     shape = study.user_attrs.get("input_shape") if study else None
-    latency = tables.latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
-    comparisons = tables.paired_comparisons(trials, rope=rope, latency=latency)
+    latency = latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
+    comparisons = paired_comparisons(trials, rope=rope, latency=latency)
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [("p", line) for line in tables.verdict(trials, _confirm_command(name, study), rope=rope,
+    blocks += [("p", line) for line in verdict(trials, _confirm_command(name, study), rope=rope,
                                                        comparisons=comparisons)]
     seeded = tables.seeded_stage(trials)
     if not comparisons.empty:
@@ -217,7 +220,7 @@ def _answer_plot(folder, prefix, comparisons):
                       color=colours[rows.index[0]], label=finding)
     for index, row in comparisons.iterrows():
         # The row's number in the comparison table below: configuration names are too long for a plot.
-        label = f"{index + 1}" + ("t" if row["baseline"] == tables.TUNED else "")
+        label = f"{index + 1}" + ("t" if row["baseline"] == TUNED else "")
         axis.annotate(label, (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=9)
     axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="baseline", zorder=3)
     axis.margins(x=0.3, y=0.15)  # room for the labels

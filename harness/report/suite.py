@@ -1,7 +1,7 @@
 """A suite's report: one table across datasets and backbones, average ranks, a Friedman test and a
 critical-difference diagram.
 
-Each cell's comparison is its benchmark study's own verdict (`tables.paired_comparisons`, against the matched
+Each cell's comparison is its benchmark study's own verdict (`paired_comparisons`, against the matched
 baseline, Holm-adjusted within the cell). The ranks follow Demšar (2006): within each cell the configurations and
 the baseline are ranked by mean test accuracy, the ranks averaged over cells, scipy's Friedman test asks whether
 they differ at all, and scikit-posthocs' Nemenyi test draws which differ in the diagram.
@@ -19,6 +19,9 @@ from scipy import stats  # noqa: E402
 
 from harness.outputs import write_output_folder  # noqa: E402
 from harness.params import describe  # noqa: E402
+from harness.report.comparisons import paired_comparisons  # noqa: E402
+from harness.report.loading import load_trials  # noqa: E402
+from harness.report.verdict import variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.report.pages import _html, _markdown  # noqa: E402
 
@@ -35,7 +38,7 @@ def cell_frames(suite, storage, tracking_uri=None):
     frames = {}
     for study in suite.studies:
         try:
-            frames[study] = tables.load_trials(study, storage, tracking_uri)
+            frames[study] = load_trials(study, storage, tracking_uri)
         except ValueError as error:
             raise ValueError(f"suite {suite.name}: cell {study} has no results yet ({error}); run harness suite first") from None
     return frames
@@ -46,7 +49,7 @@ def difference_table(suite, frames, rope=tables.DEFAULT_ROPE):
     points, its 95% CI and the cell's finding."""
     columns = {}
     for study, (dataset, backbone, space) in suite.cells.items():
-        comparisons = tables.paired_comparisons(frames[study], rope=rope)
+        comparisons = paired_comparisons(frames[study], rope=rope)
         by_name = comparisons.set_index("configuration") if not comparisons.empty else pd.DataFrame()
         cells = {}
         for configuration in space.configurations:
@@ -135,7 +138,7 @@ def _intro(suite, frames, rope):
              if pilot else f"{seeded['seed'].nunique()} seeds each")
     return (f"{len(suite.cells)} cells (datasets x backbones), {len(seeded)} seeded runs judged on each cell's test set, "
             f"{seeds}. Differences within +-{rope:g} point(s) count as practically none. "
-            + tables.variance_sources(seeded))
+            + variance_sources(seeded))
 
 
 def _ranks_sentence(average, statistic, p_value, note):
