@@ -263,11 +263,11 @@ def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
 
 
 def test_tables_show_integers_flops_and_no_repeated_columns():
-    from harness.report.pages import _display
+    from harness.report.layout import display
 
     table = pd.DataFrame({"study": ["a", "a"], "order": [6.0, 3.0], "flops": [1.01094e6, 266492.0],
                           "total_params": [162672.0, 1000.0], "val_accuracy": [0.91234, 0.5]}, index=[4, 7])
-    shown, note = _display(table)
+    shown, note = display(table)
     assert list(shown.columns) == ["order", "flops", "params", "val acc"] and note == "Every row: study a."
     assert shown.to_dict("list") == {"order": ["6", "3"], "flops": ["1.01 M", "0.266 M"],
                                      "params": ["162672", "1000"], "val acc": ["0.9123", "0.5"]}

@@ -23,7 +23,7 @@ from harness.report.comparisons import paired_comparisons  # noqa: E402
 from harness.report.loading import load_trials  # noqa: E402
 from harness.report.verdict import variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
-from harness.report.pages import _html, _markdown  # noqa: E402
+from harness.report.layout import html_page, markdown  # noqa: E402
 
 BASELINE = "baseline"
 
@@ -125,8 +125,8 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
         blocks += [("h2", "Mean test accuracy by cell"), ("table", matrix.rename_axis("cell").reset_index()),
                    ("p", "Each cell's study has its own report: " + ", ".join(
                        f"`harness report --study {s}`" for s in suite.studies) + ".")]
-        (folder / "index.md").write_text(_markdown(blocks))
-        (folder / "index.html").write_text(_html(blocks, f"suite {suite.name}"))
+        (folder / "index.md").write_text(markdown(blocks))
+        (folder / "index.html").write_text(html_page(blocks, f"suite {suite.name}"))
 
     return write_output_folder(out, fill)
 
