@@ -4,7 +4,8 @@ import pytest
 from keras import ops
 
 from harness.expansion import series
-from harness.expansion.layer import FUSED_BACKENDS, TaylorExpansion
+from harness.expansion.kernels import FUSED_BACKENDS
+from harness.expansion.layer import TaylorExpansion
 
 pytestmark = pytest.mark.core
 rng = np.random.default_rng(0)
