@@ -78,3 +78,15 @@ def test_the_report_and_the_cli_load_no_tensorflow():
              "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_each_module_says_its_job_and_stays_small():
+    """A module opens with a docstring that says its one job; none is over 300 lines, no class over 120."""
+    for path in PACKAGE.rglob("*.py"):
+        source = path.read_text()
+        tree = ast.parse(source)
+        assert ast.get_docstring(tree), f"{path.name}: no docstring"
+        assert len(source.splitlines()) <= 300, f"{path.name}: {len(source.splitlines())} lines"
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                assert node.end_lineno - node.lineno < 120, f"{path.name}: class {node.name}"

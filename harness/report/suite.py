@@ -23,6 +23,7 @@ from harness.report.comparisons import paired_comparisons  # noqa: E402
 from harness.report.loading import load_trials  # noqa: E402
 from harness.report.verdict import variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
+from harness.study.baselines import default_baseline  # noqa: E402
 from harness.report.layout import html_page, markdown  # noqa: E402
 
 BASELINE = "baseline"
@@ -70,7 +71,7 @@ def accuracy_matrix(suite, frames):
     for study, (dataset, backbone, space) in suite.cells.items():
         seeded = tables.completed(tables.seeded_stage(frames[study]))
         named = {describe(space.complete(c)): _label(c) for c in space.configurations}
-        named[describe(space.baseline_params())] = BASELINE
+        named[describe(default_baseline(space))] = BASELINE
         means = {}
         for _, run in seeded.iterrows():
             params = {k: tables.plain(run[k]) for k in tables.CONFIGURATION_KEYS if k in run and pd.notna(run[k])}

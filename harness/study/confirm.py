@@ -28,8 +28,8 @@ import time
 import numpy as np
 import optuna
 
-from harness.params import BASELINE_DEFAULTS
 from harness.redaction import redact
+from harness.study.baselines import matched_baseline, queue_baseline
 from harness.statistics import PILOT_SEEDS, AutoSeeds, sized_seeds
 from harness.study.records import (BENCHMARK_RUN, PILOT, SURPLUS, TUNED_BASELINE, counted_trials, enqueued_key,
                                    enqueued_params)
@@ -38,11 +38,6 @@ from harness.study.search import Search, trial_params
 from harness.study.storage import open_storage
 
 MAX_GRID = 100
-
-
-def matched_baseline(configuration):
-    """The plain CNN trained like `configuration`: the same width, learning rate and batch size."""
-    return {"insertion": "none", **{k: configuration[k] for k in BASELINE_DEFAULTS if k in configuration}}
 
 
 def with_baselines(configurations, tuned=None):
@@ -220,7 +215,7 @@ def search_and_confirm(search, top, seeds, pool=None):
         return 1
 
     with search.parent_run():
-        search.queue_baseline()
+        queue_baseline(search.study, search.space)
         code = run(search)
         found = confirmation(search, top) if top else None
         if top and found is None:

@@ -9,6 +9,7 @@ import time
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.redaction import redact
+from harness.study.baselines import queue_baseline, searched_shared_keys
 from harness.study.records import (DUPLICATE_OF, OUTCOME, SURPLUS, best_value, counted_trials, enqueued_params,
                                    trials_taken)
 
@@ -68,8 +69,8 @@ def stage_notes(space, settings):
     """What a user should know before this stage's trials start."""
     if space.is_multi_objective and settings.pruner != "none":
         yield "pruning is off: Optuna cannot prune multi-objective trials"
-    if settings.stage == "search" and space.searched_baseline_keys:
-        searched = ", ".join(space.searched_baseline_keys)
+    if settings.stage == "search" and searched_shared_keys(space):
+        searched = ", ".join(searched_shared_keys(space))
         if settings.sampler == "grid" or not settings.baseline_every:
             yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
         else:
@@ -150,7 +151,7 @@ class StudyProgress:
                                        highlight=False, markup=False)
                 search.taken_over = None
                 if settings.stage == "search":
-                    search.queue_baseline()  # in case it was the baseline
+                    queue_baseline(search.study, search.space)  # in case it was the baseline
             remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
 
     def interrupt(self):

@@ -16,10 +16,11 @@ import optuna
 from optuna_integration import KerasPruningCallback
 from rich.console import Console
 
+from harness.study.baselines import is_baseline_turn, sample_baseline
 from harness.study.lifecycle import open_lifecycle
 from harness.study.progress import StudyProgress, full_study_line, stage_notes
 from harness.redaction import redact
-from harness.study.records import (BASELINE, BASELINE_TURN, BENCHMARK_RUN, DUPLICATE_OF, SURPLUS, counted_trials,
+from harness.study.records import (BASELINE_TURN, BENCHMARK_RUN, DUPLICATE_OF, SURPLUS, counted_trials,
                                    enqueued_key, enqueued_params, trials_taken)
 from harness.study.settings import make_pruner, make_sampler
 from harness.study.space import COST_OBJECTIVES
@@ -66,13 +67,6 @@ def trial_params(trial, space):
         return enqueued_params(trial)
     sampled = {**trial.params, "insertion": "none"} if trial.user_attrs.get(BASELINE_TURN) else trial.params
     return {**space.complete(sampled), "seed": space.training.seed}
-
-
-def is_baseline_turn(number, space, settings):
-    """Whether sampled trial `number` tunes the baseline: every `baseline_every`th trial of a search whose space
-    searches a hyperparameter the baseline shares. The grid sampler has none (a turn would use up a grid point)."""
-    return (settings.stage == "search" and settings.sampler != "grid" and settings.baseline_every > 0
-            and bool(space.searched_baseline_keys) and number % settings.baseline_every == settings.baseline_every - 1)
 
 
 def _set_metric_names(study, objectives):
@@ -160,18 +154,6 @@ class Search:
         study.set_user_attr("num_classes", int(self.dataset.num_classes))
         return study
 
-    def queue_baseline(self):
-        """Queue the plain CNN as the next trial unless the study holds a baseline that waits, runs or completed.
-
-        It trains with the space's fixed training params and is never pruned,
-        so every search has its reference, and a resumed search does not train it twice.
-        """
-        kept = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)
-        if any(t.user_attrs.get(BASELINE) and t.state in kept for t in self.study.get_trials(deepcopy=False)):
-            return
-        params = {**self.space.baseline_params(), "seed": self.space.training.seed}
-        self.study.enqueue_trial({}, user_attrs={**params, BENCHMARK_RUN: True, BASELINE: True})
-
     def parent_run(self):
         """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
         settings = self.settings
@@ -218,7 +200,7 @@ class Search:
         insertion) are kept as user attributes, so the trial's record holds everything it trained with."""
         if is_baseline_turn(trial.number, self.space, self.settings):
             trial.set_user_attr(BASELINE_TURN, True)
-            params = self.space.sample_baseline(trial)
+            params = sample_baseline(self.space, trial)
         else:
             params = self.space.sample(trial)
         params = self.space.complete(params)

@@ -21,7 +21,8 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from harness.params import BASELINE_DEFAULTS, EXPANSION_KEYS, PARAM_KEYS, check_value
+from harness.params import EXPANSION_KEYS, PARAM_KEYS, check_value
+from harness.study.specs import DatasetSpec, ModelSpec, Range, TrainingSpec, Strict
 
 COST_OBJECTIVES = {"flops": "flops", "params": "total_params", "latency": "latency_seconds", "train_seconds": "train_seconds"}
 
@@ -30,67 +31,7 @@ class SpaceError(ValueError):
     """A search space file that cannot be used; the message names file, key and problem."""
 
 
-class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-
-class DatasetSpec(_Strict):
-    name: str = "digits"
-    data_dir: str | None = None
-    train_size: pydantic.PositiveInt | None = None
-    val_size: pydantic.PositiveInt | None = None
-    test_size: pydantic.PositiveInt | None = None
-
-
-class ModelSpec(_Strict):
-    """A researcher's own network: a builder "package.module:function", or a saved model file (relative to the
-    space file). It becomes the space's fixed `backbone`."""
-
-    builder: str | None = None
-    file: str | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _one_source(self):
-        if (self.builder is None) == (self.file is None):
-            raise ValueError("give either builder: package.module:function or file: path/net.keras")
-        if self.file is not None and not self.file.endswith(".keras"):
-            raise ValueError(f"file: {self.file}: a saved Keras model ends in .keras")
-        return self
-
-
-class TrainingSpec(_Strict):
-    epochs: pydantic.PositiveInt = 3
-    seed: int = 0
-
-
-class Range(_Strict):
-    low: int | float
-    high: int | float
-    step: int | float | None = None
-    log: bool = False
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self):
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low:g}) is greater than high ({self.high:g})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-    @property
-    def is_int(self):
-        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
-
-    def suggest(self, trial, name):
-        if self.is_int:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-    def values(self):
-        return [self.low, self.high]
-
-
-class Space(_Strict):
+class Space(Strict):
     dataset: DatasetSpec = DatasetSpec()
     training: TrainingSpec = TrainingSpec()
     model: ModelSpec | None = None
@@ -114,17 +55,7 @@ class Space(_Strict):
         if not params:
             raise ValueError("is empty; it must name at least one parameter, such as insertion")
         for name, dimension in params.items():
-            if name not in PARAM_KEYS:
-                raise ValueError(f"{name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
-            if isinstance(dimension, list) and not dimension:
-                raise ValueError(f"{name}: the list of choices is empty")
-            if isinstance(dimension, dict):
-                try:
-                    Range.model_validate(dimension)
-                except pydantic.ValidationError as error:
-                    problem = error.errors()[0]
-                    where = ".".join(map(str, problem["loc"]))
-                    raise ValueError(f"{name}: {where + ': ' if where else ''}{problem['msg'].removeprefix('Value error, ')}") from None
+            _check_dimension(name, dimension)
         return params
 
     @pydantic.model_validator(mode="after")
@@ -178,7 +109,7 @@ class Space(_Strict):
         params = {}
         for name in sorted(self.params, key=PARAM_KEYS.index):
             if _applies(name, params):
-                params[name] = self._suggest(trial, name)
+                params[name] = self.suggest(trial, name)
         return params
 
     def complete(self, params):
@@ -190,37 +121,8 @@ class Space(_Strict):
                 full[name] = merged[name]
         return full
 
-    def baseline_params(self):
-        """The plain network under this space's training: fixed values as given, searched ones at their defaults.
-
-        A searched backbone, width or training param takes its default where
-        the space allows it, else the nearest value it does allow.
-        """
-        params = {"insertion": "none"}
-        for name, default in BASELINE_DEFAULTS.items():
-            if name not in self.params:
-                continue  # the trial takes its default, as every trial of this space does
-            dimension = self.params[name]
-            if isinstance(dimension, list):
-                params[name] = default if default in dimension else dimension[0]
-            elif isinstance(dimension, Range):
-                params[name] = type(dimension.low)(min(max(default, dimension.low), dimension.high))
-            else:
-                params[name] = dimension
-        return params
-
-    @property
-    def searched_baseline_keys(self):
-        """The hyperparameters a baseline shares with an expanded network (backbone, width, the recipe) that this
-        space searches: more than one value to choose from."""
-        return [name for name in BASELINE_DEFAULTS if isinstance(self.params.get(name), (list, Range))
-                and not (isinstance(self.params[name], list) and len(set(map(repr, self.params[name]))) == 1)]
-
-    def sample_baseline(self, trial):
-        """Suggest a baseline's params from `trial`: no expansion, and only the hyperparameters it shares searched."""
-        return {"insertion": "none", **{name: self._suggest(trial, name) for name in self.searched_baseline_keys}}
-
-    def _suggest(self, trial, name):
+    def suggest(self, trial, name):
+        """Suggest param `name` from `trial` as the space gives it: a choice, a range, or its one value."""
         dimension = self.params[name]
         if isinstance(dimension, list):
             return trial.suggest_categorical(name, dimension)
@@ -237,10 +139,23 @@ class Space(_Strict):
             elif isinstance(dimension, Range):
                 if not (dimension.is_int or dimension.step):
                     raise SpaceError(f"{self.source}: params.{name}: the grid sampler needs choices or a range with a step")
-                count = int(round((dimension.high - dimension.low) / (dimension.step or 1))) + 1
-                values = [dimension.low + i * (dimension.step or 1) for i in range(count)]
-                grid[name] = [int(v) for v in values] if dimension.is_int else values
+                grid[name] = dimension.grid_values()
         return grid
+
+
+def _check_dimension(name, dimension):
+    """Raise ValueError, starting with `name`, if `name` is no param or `dimension` no list, range or value of it."""
+    if name not in PARAM_KEYS:
+        raise ValueError(f"{name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+    if isinstance(dimension, list) and not dimension:
+        raise ValueError(f"{name}: the list of choices is empty")
+    if isinstance(dimension, dict):
+        try:
+            Range.model_validate(dimension)
+        except pydantic.ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(map(str, problem["loc"]))
+            raise ValueError(f"{name}: {where + ': ' if where else ''}{problem['msg'].removeprefix('Value error, ')}") from None
 
 
 def _applies(name, chosen):

@@ -25,7 +25,8 @@ import yaml
 
 from harness.params import backbone_label
 from harness.statistics import AutoSeeds
-from harness.study.space import DatasetSpec, SpaceError, TrainingSpec, parse_space
+from harness.study.space import SpaceError, parse_space
+from harness.study.specs import DatasetSpec, TrainingSpec
 
 
 class SuiteSpec(pydantic.BaseModel):
