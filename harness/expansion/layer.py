@@ -51,6 +51,10 @@ class TaylorExpansion(keras.layers.Layer):
         fused: on TensorFlow, evaluate the polynomial and its gradient as
             XLA-fused kernels. False, or another backend, builds plain ops;
             the results are the same.
+
+    >>> layer = TaylorExpansion("softplus", order=2)  # log 2 + x/2 + x^2/8
+    >>> [round(float(v), 3) for v in ops.convert_to_numpy(layer(np.array([[0.0, 1.0]])))[0]]
+    [0.693, 1.318]
     """
 
     def __init__(
@@ -89,16 +93,13 @@ class TaylorExpansion(keras.layers.Layer):
             raise ValueError("TaylorExpansion needs a known size for the last axis")
         shape = (self.order + 1, units) if self.per_unit else (self.order + 1,)
         series_values = np.array(self.series_coefficients).reshape((-1,) + (1,) * (len(shape) - 1))
-        self.coefficients = self.add_weight(
-            name="coefficients", shape=shape, trainable=self.coefficients_trainable,
-            initializer=lambda shape, dtype: ops.cast(np.broadcast_to(series_values, shape), dtype),
-        )
-        if self.mode == "weighted":
-            # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p.
+        self.coefficients = self.add_weight(name="coefficients", shape=shape, trainable=self.coefficients_trainable,
+                                            initializer=keras.initializers.Constant(series_values))
+        if self.mode == "weighted":  # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p
             last_term_only = np.zeros(shape)
             last_term_only[-1] = 1.0
             self.term_weights = self.add_weight(name="term_weights", shape=shape,
-                                                initializer=lambda shape, dtype: ops.cast(last_term_only, dtype))
+                                                initializer=keras.initializers.Constant(last_term_only))
         if self.normalization is not None:
             self.normalization.build(input_shape)
 

@@ -30,6 +30,18 @@ def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.D
 
     `out` must be new, empty, or an earlier report, which is replaced whole;
     a folder holding anything else is refused before any work is done.
+
+    >>> import tempfile
+    >>> home = tempfile.mkdtemp()
+    >>> storage = f"sqlite:///{home}/optuna.db"
+    >>> study = optuna.create_study(study_name="hand", storage=storage, direction="maximize")
+    >>> where = optuna.distributions.CategoricalDistribution(["none", "dense"])
+    >>> for insertion, accuracy in (("none", 0.91), ("dense", 0.93)):
+    ...     study.add_trial(optuna.trial.create_trial(params={"insertion": insertion},
+    ...                                               distributions={"insertion": where}, value=accuracy))
+    >>> out = write_report(["hand"], storage, out=f"{home}/report")
+    >>> "Selected on validation, so optimistic" in (out / "index.md").read_text()
+    True
     """
     out = Path(out or Path("reports") / "-vs-".join(studies))
     check_output_folder(out)

@@ -203,6 +203,18 @@ def search_and_confirm(search, top, seeds, pool=None):
     Each stage runs in `pool`'s worker processes if given, else here. Returns
     (exit code, the confirmation's `Search` or None): 0 when each stage ended as asked (`unfilled_line`), else 1,
     and the parent run then ends FAILED.
+
+    >>> import tempfile
+    >>> from rich.console import Console
+    >>> from harness.study.settings import SearchSettings
+    >>> from harness.study.space import find_space, load_space
+    >>> home = tempfile.mkdtemp()
+    >>> settings = SearchSettings("doc", n_trials=2, storage=f"sqlite:///{home}/optuna.db",
+    ...                           tracking_uri=f"sqlite:///{home}/mlflow.db")
+    >>> search = Search(load_space(find_space("search_spaces/quick.yaml")), settings, console=Console(quiet=True))
+    >>> code, confirmation = search_and_confirm(search, top=0, seeds=2)  # the baseline, then one sampled trial
+    >>> code, len(search.study.trials), search.study.trials[0].user_attrs["insertion"], confirmation
+    (0, 2, 'none', None)
     """
     def run(stage):
         started = time.monotonic()

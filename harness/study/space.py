@@ -179,6 +179,10 @@ def load_space(path, data_dir=None):
     """Read and validate a search space YAML file; raise SpaceError with one clear line.
 
     `data_dir`, if given, is where its dataset's files are read from instead of the space's own.
+
+    >>> space = load_space(find_space("search_spaces/quick.yaml"))
+    >>> space.dataset.name, space.params["insertion"][:3], space.fixed_params
+    ('digits', ['none', 'input', 'conv1'], {})
     """
     path = Path(path)
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
