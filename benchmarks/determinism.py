@@ -37,8 +37,11 @@ def child(dataset_name, epochs, params, deterministic, train_size=None):
     model_params, training = split_params(params)
     keras.utils.set_random_seed(0)
     model = build_model(model_params, dataset.input_shape, dataset.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(training["learning_rate"]),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     epoch_seconds = []
 
     class EpochTimer(keras.callbacks.Callback):
@@ -48,8 +51,14 @@ def child(dataset_name, epochs, params, deterministic, train_size=None):
         def on_epoch_end(self, epoch, logs=None):
             epoch_seconds.append(time.perf_counter() - self.start)
 
-    model.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=int(training["batch_size"]), verbose=0,
-              callbacks=[EpochTimer()])
+    model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        epochs=epochs,
+        batch_size=int(training["batch_size"]),
+        verbose=0,
+        callbacks=[EpochTimer()],
+    )
     print(json.dumps({"images_per_second": len(dataset.x_train) / epoch_seconds[-1]}))
 
 
@@ -69,17 +78,29 @@ def main():
     best = {"on": 0.0, "off": 0.0}
     for round_number in range(1, args.rounds + 1):
         for setting in best:
-            command = [sys.executable, __file__, "--child", setting, "--dataset", args.dataset, "--epochs", str(args.epochs),
-                       *(["--train-size", str(args.train_size)] if args.train_size else []),
-                       *(f"--param={p}" for p in args.param)]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                setting,
+                "--dataset",
+                args.dataset,
+                "--epochs",
+                str(args.epochs),
+                *(["--train-size", str(args.train_size)] if args.train_size else []),
+                *(f"--param={p}" for p in args.param),
+            ]
             flags = env.get("XLA_FLAGS", "") + (" --xla_gpu_deterministic_ops=true" if setting == "on" else "")
-            output = subprocess.run(command, env={**env, "XLA_FLAGS": flags.strip()}, capture_output=True, text=True,
-                                    check=True).stdout
+            output = subprocess.run(
+                command, env={**env, "XLA_FLAGS": flags.strip()}, capture_output=True, text=True, check=True
+            ).stdout
             rate = json.loads(output.strip().splitlines()[-1])["images_per_second"]
             best[setting] = max(best[setting], rate)
             print(f"round {round_number}: determinism {setting:<3} {rate:8.0f} images/s", flush=True)
-    print(f"\nbest: on {best['on']:.0f}, off {best['off']:.0f} images/s; determinism costs "
-          f"{1 - best['on'] / best['off']:.1%} (make it a setting if above 10%)")
+    print(
+        f"\nbest: on {best['on']:.0f}, off {best['off']:.0f} images/s; determinism costs "
+        f"{1 - best['on'] / best['off']:.1%} (make it a setting if above 10%)"
+    )
 
 
 if __name__ == "__main__":

@@ -54,11 +54,21 @@ def main():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     totals = collections.Counter()
     rdb = optuna.storages.RDBStorage
-    for owner, name in ((costs, "count_flops"), (costs, "latency_per_sample"), (tracking.Tracker, "log_result"),
-                        (tracking.Tracker, "start_trial"), (tracking.Tracker, "end_trial"), (train, "build_model"),
-                        (tracking.Tracker, "log_best_so_far"), (tracking.EpochLogger, "on_epoch_end"),
-                        (rdb, "set_trial_param"), (rdb, "set_trial_user_attr"), (rdb, "create_new_trial"),
-                        (rdb, "set_trial_state_values"), (rdb, "get_all_trials")):
+    for owner, name in (
+        (costs, "count_flops"),
+        (costs, "latency_per_sample"),
+        (tracking.Tracker, "log_result"),
+        (tracking.Tracker, "start_trial"),
+        (tracking.Tracker, "end_trial"),
+        (train, "build_model"),
+        (tracking.Tracker, "log_best_so_far"),
+        (tracking.EpochLogger, "on_epoch_end"),
+        (rdb, "set_trial_param"),
+        (rdb, "set_trial_user_attr"),
+        (rdb, "create_new_trial"),
+        (rdb, "set_trial_state_values"),
+        (rdb, "get_all_trials"),
+    ):
         timed(owner, name, totals)
     keras_seconds = []  # time inside Keras fit and evaluate, per trial
     plain_run_trial = lifecycle.run_trial
@@ -77,8 +87,9 @@ def main():
     for label in ("cold: every architecture new to the process", "warm: architectures seen before"):
         totals.clear()
         keras_seconds.clear()
-        settings = stage_settings.SearchSettings(study_name=f"overhead-{label[:4]}", n_trials=args.trials, sampler="random",
-                                         pruner="none", seed=0)
+        settings = stage_settings.SearchSettings(
+            study_name=f"overhead-{label[:4]}", n_trials=args.trials, sampler="random", pruner="none", seed=0
+        )
         runner = search.Search(space, settings, console=Console(quiet=True))
         start = time.perf_counter()
         with runner.parent_run():
@@ -88,12 +99,19 @@ def main():
 
 
 def report(label, trials, wall, keras_seconds, totals):
-    print(f"{label}: {trials} one-epoch trials of quick.yaml in {wall:.1f} s; Keras fit + evaluate {keras_seconds:.1f} s")
+    print(
+        f"{label}: {trials} one-epoch trials of quick.yaml in {wall:.1f} s; Keras fit + evaluate {keras_seconds:.1f} s"
+    )
     outside_fit = wall - keras_seconds
     added = outside_fit - totals["build_model"]
-    for what, seconds in (("outside fit and evaluate", outside_fit), ("added to plain Keras (build, fit, evaluate)", added)):
-        print(f"overhead {what}: {seconds / wall:.1%} of wall time, {seconds / trials:.3f} s per trial "
-              f"(target: at most 5% and under 0.3 s)")
+    for what, seconds in (
+        ("outside fit and evaluate", outside_fit),
+        ("added to plain Keras (build, fit, evaluate)", added),
+    ):
+        print(
+            f"overhead {what}: {seconds / wall:.1%} of wall time, {seconds / trials:.3f} s per trial "
+            f"(target: at most 5% and under 0.3 s)"
+        )
     print("where it goes, seconds per trial:")
     for name, seconds in totals.most_common():
         print(f"  {name:<24} {seconds / trials:6.3f}")

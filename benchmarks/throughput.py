@@ -40,8 +40,14 @@ def plain_fit_seconds(params, dataset, epochs):
     model, training = compiled_model(params, dataset, epochs)
     y_train, y_val = (recipe.targets(y, training, dataset.num_classes) for y in (dataset.y_train, dataset.y_val))
     start = time.perf_counter()
-    model.fit(dataset.x_train, y_train, validation_data=(dataset.x_val, y_val), epochs=epochs,
-              batch_size=int(training["batch_size"]), verbose=0)
+    model.fit(
+        dataset.x_train,
+        y_train,
+        validation_data=(dataset.x_val, y_val),
+        epochs=epochs,
+        batch_size=int(training["batch_size"]),
+        verbose=0,
+    )
     return time.perf_counter() - start
 
 
@@ -51,10 +57,20 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, help="training images (default: the whole training set)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="model or training param (default: the plain CNN)")
-    parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
-                        help="params of a third side, a harness trial timed against the first")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model or training param (default: the plain CNN)",
+    )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params of a third side, a harness trial timed against the first",
+    )
     args = parser.parse_args()
     os.environ["HARNESS_HOME"] = tempfile.mkdtemp(prefix="harness-throughput-")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -72,35 +88,47 @@ def main():
     params = {"insertion": "none", "seed": 0}
     params.update({key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in args.param)})
     versus = {**params, **{key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in args.versus)}}
-    space = parse_space({"dataset": {"name": args.dataset, "train_size": args.train_size}, "params": {"insertion": "none"}})
+    space = parse_space(
+        {"dataset": {"name": args.dataset, "train_size": args.train_size}, "params": {"insertion": "none"}}
+    )
     search = Search(space, SearchSettings(study_name="throughput"), console=Console(quiet=True))
     dataset = search.dataset
     images = len(dataset.x_train) * args.epochs
     on = description()
-    print(f"Keras {on['keras_version']} on {on['backend']} {on['backend_version']}, {on['device']}; {args.dataset}: "
-          f"{len(dataset.x_train)} training images "
-          f"x {args.epochs} epochs, params {params}; {args.rounds} rounds\n")
+    print(
+        f"Keras {on['keras_version']} on {on['backend']} {on['backend_version']}, {on['device']}; {args.dataset}: "
+        f"{len(dataset.x_train)} training images "
+        f"x {args.epochs} epochs, params {params}; {args.rounds} rounds\n"
+    )
     ratios, versus_ratios = [], []
     with search.parent_run():
         for round_number in range(1, args.rounds + 1):
             # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
-            sides = [("harness", lambda: search.lifecycle.run(round_number, params, args.epochs).train_seconds),
-                     ("plain", lambda: plain_fit_seconds(params, dataset, args.epochs))]
+            sides = [
+                ("harness", lambda: search.lifecycle.run(round_number, params, args.epochs).train_seconds),
+                ("plain", lambda: plain_fit_seconds(params, dataset, args.epochs)),
+            ]
             if args.versus:
                 sides.append(("versus", lambda: search.lifecycle.run(round_number, versus, args.epochs).train_seconds))
             seconds = {name: measure() for name, measure in (sides if round_number % 2 else sides[::-1])}
             ratios.append(seconds["plain"] / seconds["harness"])
-            line = (f"round {round_number}: harness {images / seconds['harness']:6.0f} images/s, plain model.fit "
-                    f"{images / seconds['plain']:6.0f} images/s, ratio {ratios[-1]:.3f}")
+            line = (
+                f"round {round_number}: harness {images / seconds['harness']:6.0f} images/s, plain model.fit "
+                f"{images / seconds['plain']:6.0f} images/s, ratio {ratios[-1]:.3f}"
+            )
             if args.versus:
                 versus_ratios.append(seconds["harness"] / seconds["versus"])
                 line += f"; with {' '.join(args.versus)} {images / seconds['versus']:6.0f} images/s, {versus_ratios[-1]:.3f}"
             print(line)
-    print(f"\nratio harness / plain, median of {len(ratios)} paired rounds: {statistics.median(ratios):.3f} "
-          "(target >= 0.95)")
+    print(
+        f"\nratio harness / plain, median of {len(ratios)} paired rounds: {statistics.median(ratios):.3f} "
+        "(target >= 0.95)"
+    )
     if args.versus:
-        print(f"ratio with {' '.join(args.versus)} / without, median of {len(versus_ratios)} rounds: "
-              f"{statistics.median(versus_ratios):.3f}")
+        print(
+            f"ratio with {' '.join(args.versus)} / without, median of {len(versus_ratios)} rounds: "
+            f"{statistics.median(versus_ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,13 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 def trials_per_hour(space, trials, workers, seed):
     with tempfile.TemporaryDirectory() as home:
         command = [
-            sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--study", "bench",
-            "--trials", str(trials), "--workers", str(workers), "--sampler", "random", "--pruner", "none",
-            "--seed", str(seed),
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "search",
+            "--space",
+            str(space),
+            "--study",
+            "bench",
+            "--trials",
+            str(trials),
+            "--workers",
+            str(workers),
+            "--sampler",
+            "random",
+            "--pruner",
+            "none",
+            "--seed",
+            str(seed),
         ]
         start = time.perf_counter()
-        subprocess.run(command, env={**os.environ, "HARNESS_HOME": home}, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            command,
+            env={**os.environ, "HARNESS_HOME": home},
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - start
     return trials / seconds * 3600, seconds
 

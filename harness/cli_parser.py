@@ -27,29 +27,55 @@ def _seeds(text):
 
 
 def _add_seed_options(parser, default, what):
-    parser.add_argument("--seeds", type=_seeds, default=default, metavar="N|auto", help=f"seeds per {what} (default "
-                        f"{default}); auto: a pilot of 3 other seeds, never tested, sizes it to detect a difference of "
-                        "--rope points with 80%% power, at most --max-seeds")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=default,
+        metavar="N|auto",
+        help=f"seeds per {what} (default "
+        f"{default}); auto: a pilot of 3 other seeds, never tested, sizes it to detect a difference of "
+        "--rope points with 80%% power, at most --max-seeds",
+    )
     parser.add_argument("--max-seeds", type=int, default=20, help="with --seeds auto, the most seeds (default 20)")
-    parser.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
-                        help="with --seeds auto, the difference in points of accuracy to detect (default 1.0)")
-    parser.add_argument("--vary-split", action="store_true",
-                        help="each seed also redraws the train/validation split (the test set stays the same)")
+    parser.add_argument(
+        "--rope",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="with --seeds auto, the difference in points of accuracy to detect (default 1.0)",
+    )
+    parser.add_argument(
+        "--vary-split",
+        action="store_true",
+        help="each seed also redraws the train/validation split (the test set stays the same)",
+    )
 
 
 def _add_study_options(parser, space, study):
     parser.add_argument("--space", default=space, help=f"search space YAML (default {space})")
     parser.add_argument("--study", help=f"study name (default: {study}); the same name resumes it")
-    parser.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
-    parser.add_argument("--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)")
-    parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)"
+    )
+    parser.add_argument(
+        "--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)"
+    )
     _add_backend_option(parser)
 
 
 def _add_backend_option(parser):
-    parser.add_argument("--backend", choices=BACKENDS, help="the Keras backend to train on (default: $KERAS_BACKEND, "
-                        "else tensorflow); jax and torch come with the extras .[jax] and .[torch]")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the Keras backend to train on (default: $KERAS_BACKEND, "
+        "else tensorflow); jax and torch come with the extras .[jax] and .[torch]",
+    )
 
 
 def build_parser(commands_run):
@@ -60,11 +86,19 @@ def build_parser(commands_run):
 
     train = commands.add_parser("train", help="train one configuration and print its result")
     train.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10 or imagefolder:PATH")
-    train.add_argument("--data-dir", help="folder holding downloaded datasets (default: $HARNESS_DATA_DIR, then Keras's)")
+    train.add_argument(
+        "--data-dir", help="folder holding downloaded datasets (default: $HARNESS_DATA_DIR, then Keras's)"
+    )
     for split in ("--train-size", "--val-size", "--test-size"):
         train.add_argument(split, type=int)
-    train.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                       help="a model or training parameter, e.g. insertion=dense function=softplus order=3")
+    train.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model or training parameter, e.g. insertion=dense function=softplus order=3",
+    )
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE.keras", help="save the trained model")
@@ -77,26 +111,59 @@ def build_parser(commands_run):
     search.add_argument("--trials", type=int, default=12, help="trials the study should hold when done (default 12)")
     search.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     search.add_argument("--engine", default="optuna", choices=("optuna", "keras-tuner"), help="who searches the space")
-    search.add_argument("--tuner", default="bayesian", choices=("random", "bayesian", "hyperband"),
-                        help="keras-tuner's tuner, with --engine keras-tuner")
-    search.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid", "nsga2", "gp"),
-                        help="Optuna's sampler: grid runs the space's choices, nsga2 suits several objectives, gp needs PyTorch")
-    search.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
-                        help="stops trials whose validation accuracy lags: median (default), hyperband or none")
+    search.add_argument(
+        "--tuner",
+        default="bayesian",
+        choices=("random", "bayesian", "hyperband"),
+        help="keras-tuner's tuner, with --engine keras-tuner",
+    )
+    search.add_argument(
+        "--sampler",
+        default="tpe",
+        choices=("tpe", "random", "grid", "nsga2", "gp"),
+        help="Optuna's sampler: grid runs the space's choices, nsga2 suits several objectives, gp needs PyTorch",
+    )
+    search.add_argument(
+        "--pruner",
+        default="median",
+        choices=("median", "hyperband", "none"),
+        help="stops trials whose validation accuracy lags: median (default), hyperband or none",
+    )
     search.add_argument("--seed", type=int, help="the sampler's seed")
     search.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default 30)")
-    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the study (default 1)")
+    search.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this machine sharing the study (default 1)"
+    )
     search.add_argument("--gpus", help="'all' or ids such as 0,1: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES")
-    search.add_argument("--workers-per-gpu", type=int, default=1, metavar="N", help="with --gpus: N workers share each GPU")
+    search.add_argument(
+        "--workers-per-gpu", type=int, default=1, metavar="N", help="with --gpus: N workers share each GPU"
+    )
     search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
-    search.add_argument("--confirm", type=int, default=2, metavar="K", help="then re-train the K best configurations and "
-                        "their matched baselines with --seeds fresh seeds, judged on the test set (default 2; 0 skips)")
+    search.add_argument(
+        "--confirm",
+        type=int,
+        default=2,
+        metavar="K",
+        help="then re-train the K best configurations and "
+        "their matched baselines with --seeds fresh seeds, judged on the test set (default 2; 0 skips)",
+    )
     _add_seed_options(search, 5, "confirmed configuration")
-    search.add_argument("--baseline-every", type=int, default=4, metavar="N", help="every Nth sampled trial tunes the "
-                        "baseline over the hyperparameters it shares with the expanded networks (default 4; 0: never)")
-    search.add_argument("--save-models", default="best", choices=("best", "all", "none"), help="which search trials save "
-                        "model.keras (default: each that beats the best saved so far); confirmation runs always do")
+    search.add_argument(
+        "--baseline-every",
+        type=int,
+        default=4,
+        metavar="N",
+        help="every Nth sampled trial tunes the "
+        "baseline over the hyperparameters it shares with the expanded networks (default 4; 0: never)",
+    )
+    search.add_argument(
+        "--save-models",
+        default="best",
+        choices=("best", "all", "none"),
+        help="which search trials save "
+        "model.keras (default: each that beats the best saved so far); confirmation runs always do",
+    )
     search.set_defaults(run=commands_run["search"])
 
     benchmark = commands.add_parser("benchmark", help="train fixed configurations with several seeds each")
@@ -106,18 +173,35 @@ def build_parser(commands_run):
     benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
     benchmark.set_defaults(run=commands_run["benchmark"])
 
-    suite = commands.add_parser("suite", help="benchmark configurations across datasets and backbones, then report "
-                                "one table with average ranks")
+    suite = commands.add_parser(
+        "suite", help="benchmark configurations across datasets and backbones, then report one table with average ranks"
+    )
     suite.add_argument("file", metavar="FILE.yaml", help="the suite: configurations, datasets, backbones, seeds")
-    suite.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)")
-    suite.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)")
-    suite.add_argument("--data-dir", help="folder holding downloaded datasets (default: each dataset's, then $HARNESS_DATA_DIR)")
+    suite.add_argument(
+        "--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)"
+    )
+    suite.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)"
+    )
+    suite.add_argument(
+        "--data-dir", help="folder holding downloaded datasets (default: each dataset's, then $HARNESS_DATA_DIR)"
+    )
     suite.add_argument("--out", help="report folder (default reports/<suite name>)")
-    suite.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
-                       help="margin of practical equivalence, in points of accuracy (default 1.0)")
-    suite.add_argument("--vary-split", action="store_true",
-                       help="each seed also redraws the train/validation split (the test set stays the same)")
-    suite.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)")
+    suite.add_argument(
+        "--rope",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="margin of practical equivalence, in points of accuracy (default 1.0)",
+    )
+    suite.add_argument(
+        "--vary-split",
+        action="store_true",
+        help="each seed also redraws the train/validation split (the test set stays the same)",
+    )
+    suite.add_argument(
+        "--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)"
+    )
     _add_backend_option(suite)
     suite.set_defaults(run=commands_run["suite"])
 
@@ -131,19 +215,33 @@ def build_parser(commands_run):
     compare.set_defaults(run=commands_run["compare-engines"])
 
     report = commands.add_parser("report", help="write a report of one or more studies: tables, Pareto fronts, plots")
-    report.add_argument("--study", action="append", required=True, help="a study to report on; repeat to compare studies")
+    report.add_argument(
+        "--study", action="append", required=True, help="a study to report on; repeat to compare studies"
+    )
     report.add_argument("--out", help="output folder (default reports/<study>[-vs-<study>...])")
     report.add_argument("--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else the search's default)")
-    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)")
-    report.add_argument("--rope", type=float, default=1.0, metavar="POINTS",
-                        help="margin of practical equivalence, in points of accuracy (default 1.0)")
+    report.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)"
+    )
+    report.add_argument(
+        "--rope",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="margin of practical equivalence, in points of accuracy (default 1.0)",
+    )
     report.set_defaults(run=commands_run["report"])
 
     for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):
         server = commands.add_parser(name, help=f"start {what} on 127.0.0.1 over the harness's stores")
         variable = "HARNESS_TRACKING_URI" if name == "ui" else "HARNESS_STORAGE"
-        server.add_argument("--tracking-uri" if name == "ui" else "--storage", help=f"default: ${variable}, else the search's default store")
-        server.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+        server.add_argument(
+            "--tracking-uri" if name == "ui" else "--storage",
+            help=f"default: ${variable}, else the search's default store",
+        )
+        server.add_argument(
+            "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+        )
         server.add_argument("--port", type=int, default=port)
         server.set_defaults(run=commands_run[name])
 

@@ -25,8 +25,10 @@ def check_output_folder(out, flag="--out"):
     foreign = sorted(present - ours)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ValueError(f"{flag} {out}: the folder holds files this tool did not write ({shown}); "
-                         "choose a new or empty folder, or an earlier output's")
+        raise ValueError(
+            f"{flag} {out}: the folder holds files this tool did not write ({shown}); "
+            "choose a new or empty folder, or an earlier output's"
+        )
 
 
 def write_output_folder(out, fill, flag="--out"):

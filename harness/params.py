@@ -31,16 +31,34 @@ INSERTIONS_BY_BACKBONE = {
 }
 INSERTION_POINTS = tuple(dict.fromkeys(p for points in INSERTIONS_BY_BACKBONE.values() for p in points))
 AFTER = "after:"
-EXPANSION_KEYS = ("function", "order", "center", "mode", "coefficients", "per_unit", "conditioning", "expand_outputs",
-                  "limit")
+EXPANSION_KEYS = (
+    "function",
+    "order",
+    "center",
+    "mode",
+    "coefficients",
+    "per_unit",
+    "conditioning",
+    "expand_outputs",
+    "limit",
+)
 MODEL_KEYS = ("backbone", "insertion", "width") + EXPANSION_KEYS
 
 # Training's, with their defaults (today's recipe: Adam at a constant rate, no decay, smoothing or augmentation).
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("none", "crop_flip")
-TRAINING_DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
-                     "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0, "augment": "none", "seed": 0}
+TRAINING_DEFAULTS = {
+    "learning_rate": 1e-3,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "augment": "none",
+    "seed": 0,
+}
 PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
 
 # The values a categorical param may take.
@@ -58,8 +76,11 @@ ALLOWED_VALUES = {
 
 # What a matched baseline shares with the configuration it is compared to (everything but the expansion and the
 # seed), and its values where a space searches them.
-BASELINE_DEFAULTS = {"backbone": "seed_cnn", "width": 1.0,
-                     **{key: value for key, value in TRAINING_DEFAULTS.items() if key != "seed"}}
+BASELINE_DEFAULTS = {
+    "backbone": "seed_cnn",
+    "width": 1.0,
+    **{key: value for key, value in TRAINING_DEFAULTS.items() if key != "seed"},
+}
 
 
 def describe(params):
@@ -74,7 +95,12 @@ def describe(params):
     if params.get("insertion", "none") == "none":
         return " ".join(network + ["baseline"])
     order = params.get("order")
-    words = network + [params["insertion"], params.get("function"), None if order is None else f"p{order}", params.get("mode")]
+    words = network + [
+        params["insertion"],
+        params.get("function"),
+        None if order is None else f"p{order}",
+        params.get("mode"),
+    ]
     if params.get("center"):
         words.append(f"x0={params['center']:g}")
     if params.get("expand_outputs") not in (None, "terms"):
@@ -96,15 +122,22 @@ def backbone_label(backbone):
 def check_value(name, value):
     """Raise ValueError, starting with `name`, if `value` is not one param `name` can take."""
     if name == "backbone" and not (value in BACKBONES or _is_builder(value) or str(value).endswith(".keras")):
-        raise ValueError(f"backbone: {value!r} is not one of {', '.join(BACKBONES)}, a builder "
-                         "'package.module:function' or a saved model 'path/net.keras'")
-    if name == "insertion" and value not in INSERTION_POINTS and not (isinstance(value, str) and value.startswith(AFTER)
-                                                                        and len(value) > len(AFTER)):
+        raise ValueError(
+            f"backbone: {value!r} is not one of {', '.join(BACKBONES)}, a builder "
+            "'package.module:function' or a saved model 'path/net.keras'"
+        )
+    if (
+        name == "insertion"
+        and value not in INSERTION_POINTS
+        and not (isinstance(value, str) and value.startswith(AFTER) and len(value) > len(AFTER))
+    ):
         raise ValueError(f"insertion: {value!r} is not one of {', '.join(INSERTION_POINTS)} or '{AFTER}PATTERN'")
     allowed = ALLOWED_VALUES.get(name)
     if allowed is not None and value not in allowed:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
-    if name == "order" and not (isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= MAX_ORDER):
+    if name == "order" and not (
+        isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= MAX_ORDER
+    ):
         raise ValueError(f"order: {value!r} is out of range; orders are integers from 0 to {MAX_ORDER}")
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if name in ("width", "learning_rate", "batch_size", "limit") and not (numeric and value > 0):

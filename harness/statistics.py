@@ -92,8 +92,9 @@ def seeds_for(effect, alpha=ALPHA, alternative="two-sided"):
     try:
         with warnings.catch_warnings():  # no solution in the solver's range comes back as NaN
             warnings.simplefilter("ignore", ConvergenceWarning)
-            seeds = TTestPower().solve_power(effect_size=effect, alpha=alpha, power=POWER, alternative=alternative,
-                                             nobs=None)
+            seeds = TTestPower().solve_power(
+                effect_size=effect, alpha=alpha, power=POWER, alternative=alternative, nobs=None
+            )
     except (ValueError, RuntimeError):  # or as an error
         return math.inf
     seeds = float(np.ravel(seeds)[0])

@@ -71,10 +71,27 @@ def postgres():
     port = free_port()
     data = root / "data"
     try:
-        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "harness", "-N"],
-                       check=True, capture_output=True)
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
-                                  "-o", f"-p {port} -h 127.0.0.1 -k {root} -F"], check=True, capture_output=True)
+        subprocess.run(
+            as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "harness", "-N"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            as_user
+            + [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "start",
+                "-o",
+                f"-p {port} -h 127.0.0.1 -k {root} -F",
+            ],
+            check=True,
+            capture_output=True,
+        )
     except (subprocess.CalledProcessError, OSError) as error:
         unavailable(f"PostgreSQL did not start: {getattr(error, 'stderr', b'') or error}")
     import psycopg
@@ -114,9 +131,23 @@ def mlflow_server(postgres, tmp_path_factory):
     port = free_port()
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"{postgres}/mlflow",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):

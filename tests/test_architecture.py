@@ -31,8 +31,10 @@ def imported_modules(node):
 
 def import_graph():
     """{module: the harness modules it imports, at module level or inside functions}."""
-    return {module_name(path): set().union(*map(imported_modules, ast.walk(ast.parse(path.read_text()))))
-            for path in PACKAGE.rglob("*.py")}
+    return {
+        module_name(path): set().union(*map(imported_modules, ast.walk(ast.parse(path.read_text()))))
+        for path in PACKAGE.rglob("*.py")
+    }
 
 
 def layer(module):
@@ -42,8 +44,13 @@ def layer(module):
 
 def test_no_module_imports_from_a_layer_above_it():
     graph = import_graph()
-    upward = [(module, imported) for module, found in graph.items() if module != "harness"
-              for imported in found if imported != "harness" and layer(imported) > layer(module)]
+    upward = [
+        (module, imported)
+        for module, found in graph.items()
+        if module != "harness"
+        for imported in found
+        if imported != "harness" and layer(imported) > layer(module)
+    ]
     assert not upward
 
 
@@ -74,8 +81,10 @@ def test_the_report_and_the_cli_load_no_tensorflow():
     import subprocess
     import sys
 
-    probe = ("import sys, harness.report, harness.cli, harness.cli_parser, harness.study.space, harness.study.suite; "
-             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    probe = (
+        "import sys, harness.report, harness.cli, harness.cli_parser, harness.study.space, harness.study.suite; "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 

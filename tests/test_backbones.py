@@ -26,14 +26,21 @@ def test_the_cifar_resnets_have_the_papers_parameter_counts(backbone, paper):
 
 # One mode per point: "expand" where the expansion is inserted (it changes the next layer's input), "weighted" (trainable
 # term weights) where it replaces every activation, the plain series elsewhere.
-CASES = [(backbone, point, "expand" if point not in REPLACING else "weighted" if point == "all" else "series")
-         for backbone in BACKBONES for point in insertion_points(backbone)]
+CASES = [
+    (backbone, point, "expand" if point not in REPLACING else "weighted" if point == "all" else "series")
+    for backbone in BACKBONES
+    for point in insertion_points(backbone)
+]
 
 
 @pytest.mark.parametrize("backbone,insertion,mode", CASES, ids=lambda v: str(v))
 def test_each_backbone_and_insertion_point_trains_saves_and_reloads(backbone, insertion, mode, digits, tmp_path):
-    params = {"backbone": backbone, "insertion": insertion, "width": 0.25,
-              **({} if insertion == "none" else {**EXPANSION, "mode": mode})}
+    params = {
+        "backbone": backbone,
+        "insertion": insertion,
+        "width": 0.25,
+        **({} if insertion == "none" else {**EXPANSION, "mode": mode}),
+    }
     model = build_model(params, digits.input_shape, digits.num_classes)
     assert (insertion == "none") == (not any(isinstance(layer, TaylorExpansion) for layer in model.layers))
     # Eager: tracing a ResNet-56 training step takes TensorFlow 20 s on 2 cores, one eager step 2 s.
@@ -47,7 +54,9 @@ def test_each_backbone_and_insertion_point_trains_saves_and_reloads(backbone, in
 
 
 def layer_kinds(model):
-    return [(type(layer).__name__, getattr(getattr(layer, "activation", None), "__name__", None)) for layer in model.layers]
+    return [
+        (type(layer).__name__, getattr(getattr(layer, "activation", None), "__name__", None)) for layer in model.layers
+    ]
 
 
 def test_a_builders_every_activation_is_replaced_and_its_baseline_is_unchanged(digits, tmp_path):
@@ -64,23 +73,30 @@ def test_a_builders_every_activation_is_replaced_and_its_baseline_is_unchanged(d
     expanded = build_model({"backbone": MIXED, "insertion": "all", **EXPANSION}, digits.input_shape, digits.num_classes)
     series = {layer.name for layer in expanded.layers if isinstance(layer, TaylorExpansion)}
     assert series == {"block1_conv_activation", "block2_relu", "head_activation"}  # the softmax output stays
-    assert all(getattr(layer, "activation", None) in (None, keras.activations.linear, keras.activations.softmax)
-               for layer in expanded.layers if not isinstance(layer, TaylorExpansion))
+    assert all(
+        getattr(layer, "activation", None) in (None, keras.activations.linear, keras.activations.softmax)
+        for layer in expanded.layers
+        if not isinstance(layer, TaylorExpansion)
+    )
     assert not any(isinstance(layer, keras.layers.ReLU) for layer in expanded.layers)
     path = tmp_path / "expanded.keras"
     expanded.save(path)
     x = digits.x_test[:8]
     np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), expanded.predict(x, verbose=0))
 
-    first, last = (build_model({"backbone": MIXED, "insertion": point, **EXPANSION}, digits.input_shape, 10)
-                   for point in ("first", "last"))
+    first, last = (
+        build_model({"backbone": MIXED, "insertion": point, **EXPANSION}, digits.input_shape, 10)
+        for point in ("first", "last")
+    )
     assert [layer.name for layer in first.layers if isinstance(layer, TaylorExpansion)] == ["block1_conv_activation"]
     assert [layer.name for layer in last.layers if isinstance(layer, TaylorExpansion)] == ["head_activation"]
-    after = build_model({"backbone": MIXED, "insertion": "after:block*_conv", **EXPANSION, "mode": "expand"},
-                        digits.input_shape, 10)
+    after = build_model(
+        {"backbone": MIXED, "insertion": "after:block*_conv", **EXPANSION, "mode": "expand"}, digits.input_shape, 10
+    )
     assert after.get_layer("block2_conv_expansion").output.shape[-1] == 8 * 4  # order 3: four terms per value
-    sequential = build_model({"backbone": "tests.user_models:small_sequential", "insertion": "all", **EXPANSION},
-                             digits.input_shape, 10)
+    sequential = build_model(
+        {"backbone": "tests.user_models:small_sequential", "insertion": "all", **EXPANSION}, digits.input_shape, 10
+    )
     assert [layer.name for layer in sequential.layers if isinstance(layer, TaylorExpansion)] == ["conv_activation"]
 
 
@@ -93,12 +109,15 @@ def test_a_saved_model_file_is_a_backbone(digits, tmp_path):
     assert [layer.name for layer in model.layers if isinstance(layer, TaylorExpansion)] == ["head_activation"]
 
 
-@pytest.mark.parametrize("space,message", [
-    ({"model": {"builder": "no_such_package.nets:net"}}, "backbone no_such_package.nets:net: cannot import it"),
-    ({"model": {"builder": "tests.user_models:missing"}}, "cannot import it (AttributeError"),
-    ({"params": {"backbone": MIXED, "insertion": ["none", "after:block9_*"]}}, "'after:block9_*' matches no layer"),
-    ({"model": {"file": "absent.keras"}}, "no such model file"),
-])
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        ({"model": {"builder": "no_such_package.nets:net"}}, "backbone no_such_package.nets:net: cannot import it"),
+        ({"model": {"builder": "tests.user_models:missing"}}, "cannot import it (AttributeError"),
+        ({"params": {"backbone": MIXED, "insertion": ["none", "after:block9_*"]}}, "'after:block9_*' matches no layer"),
+        ({"model": {"file": "absent.keras"}}, "no such model file"),
+    ],
+)
 def test_a_network_that_cannot_be_had_is_one_line_and_exit_2_before_training(space, message, tmp_path, capsys):
     params = {**TINY["params"], "insertion": ["none", "all"], **space.get("params", {})}
     raw = {**TINY, **{k: v for k, v in space.items() if k != "params"}, "params": params}
@@ -106,12 +125,21 @@ def test_a_network_that_cannot_be_had_is_one_line_and_exit_2_before_training(spa
     assert main(search_args(tmp_path, path, "--study", "bad-net", "--trials", "1", "--confirm", "0")) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("harness: error: ") and message in errors[0], errors
-    assert not (tmp_path / "home" / "mlflow.db").exists() or "bad-net" not in (tmp_path / "home" / "mlflow.db").read_bytes().decode("latin-1")
+    assert not (tmp_path / "home" / "mlflow.db").exists() or "bad-net" not in (
+        tmp_path / "home" / "mlflow.db"
+    ).read_bytes().decode("latin-1")
 
 
 def test_recipes_use_kerass_optimizers_schedules_and_losses():
-    training = {**split_params({})[1], "optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 5e-4,
-                "schedule": "cosine", "warmup_epochs": 1, "batch_size": 10}
+    training = {
+        **split_params({})[1],
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+        "batch_size": 10,
+    }
     sgd = recipe.optimizer(training, train_size=100, epochs=3)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9 and sgd.weight_decay == 5e-4
     cosine = recipe.learning_rate(training, steps_per_epoch=10, epochs=3)
@@ -123,13 +151,17 @@ def test_recipes_use_kerass_optimizers_schedules_and_losses():
     assert float(recipe.optimizer(split_params({})[1], 100, 3).learning_rate) == pytest.approx(1e-3)  # the default
     smoothed = recipe.loss({**training, "label_smoothing": 0.1})
     y = recipe.targets(np.array([0, 2]), {**training, "label_smoothing": 0.1}, 3)
-    expected = keras.losses.categorical_crossentropy(y, np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]]), label_smoothing=0.1)
+    expected = keras.losses.categorical_crossentropy(
+        y, np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]]), label_smoothing=0.1
+    )
     assert float(smoothed(y, np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]]))) == pytest.approx(float(np.mean(expected)))
 
 
 def test_crop_flip_acts_in_training_only_and_a_seed_repeats_it(digits):
     params = {"augment": "crop_flip", "seed": 3}
-    augmented = build_model({}, digits.input_shape, 10, augmentation=recipe.augmentation(split_params(params)[1], (8, 8, 1)))
+    augmented = build_model(
+        {}, digits.input_shape, 10, augmentation=recipe.augmentation(split_params(params)[1], (8, 8, 1))
+    )
     assert [layer.name for layer in augmented.layers[1:3]] == ["augment_flip", "augment_crop"]
     x = digits.x_train[:32]
     stage = keras.Model(augmented.input, augmented.get_layer("augment_crop").output)
@@ -143,7 +175,10 @@ def test_crop_flip_acts_in_training_only_and_a_seed_repeats_it(digits):
 def test_a_spaces_model_section_is_its_backbone(tmp_path):
     from harness.study.space import SpaceError, load_space, parse_space
 
-    assert parse_space({"model": {"builder": MIXED}, "params": {"insertion": ["none", "all"]}}).fixed_params["backbone"] == MIXED
+    assert (
+        parse_space({"model": {"builder": MIXED}, "params": {"insertion": ["none", "all"]}}).fixed_params["backbone"]
+        == MIXED
+    )
     (tmp_path / "nets").mkdir()
     path = tmp_path / "nets" / "space.yaml"
     path.write_text("model: {file: net.keras}\nparams: {insertion: [none, last]}\n")

@@ -23,7 +23,10 @@ PROFILED_FLOPS = [
     ({"insertion": "dense", "function": "softplus", "order": 3}, 1_014_076),
     ({"insertion": "all", "function": "tanh", "order": 5, "mode": "weighted", "conditioning": "tanh"}, 1_058_766),
     ({"insertion": "input", "mode": "expand", "order": 2}, 1_084_604),
-    ({"insertion": "conv2", "conditioning": "batchnorm", "order": 4, "per_unit": True, "coefficients": "trainable"}, 1_013_564),
+    (
+        {"insertion": "conv2", "conditioning": "batchnorm", "order": 4, "per_unit": True, "coefficients": "trainable"},
+        1_013_564,
+    ),
     ({"insertion": "conv1", "conditioning": "clip", "order": 1, "center": 0.5}, 1_020_732),
 ]
 
@@ -35,17 +38,41 @@ def test_flops_are_the_same_on_every_backend(params, profiled):
 
 def test_a_two_trial_search_records_its_backend_and_reports(tmp_path):
     space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": ["none", "dense"]}})
-    assert main(search_args(tmp_path, space, "--study", "on-backend", "--trials", "2", "--pruner", "none", "--seed", "0")) == 0
+    assert (
+        main(search_args(tmp_path, space, "--study", "on-backend", "--trials", "2", "--pruner", "none", "--seed", "0"))
+        == 0
+    )
     storage, tracking = stores(tmp_path)
     client = MlflowClient(tracking)
-    runs = client.search_runs([client.get_experiment_by_name("on-backend").experiment_id], "tags.`harness.role` = 'trial'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("on-backend").experiment_id], "tags.`harness.role` = 'trial'"
+    )
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
-        assert run.data.tags["backend"] == run.data.params["backend"] == keras.backend.backend() == description()["backend"]
+        assert (
+            run.data.tags["backend"]
+            == run.data.params["backend"]
+            == keras.backend.backend()
+            == description()["backend"]
+        )
         assert run.data.tags["backend_version"] and run.data.tags["device"] and run.data.tags["determinism"]
         assert run.data.metrics["flops"] > 0 and run.data.metrics["latency_ms"] > 0
-    assert main(["report", "--study", "on-backend", "--storage", storage, "--tracking-uri", tracking,
-                 "--out", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--study",
+                "on-backend",
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
 
 
 def profiled_flops(model):
@@ -69,18 +96,37 @@ def profiled_flops(model):
     return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
 
 
-ARCHITECTURES = [{}] + [
-    {"insertion": insertion, "mode": mode, "conditioning": conditioning, "order": order, "per_unit": per_unit,
-     "width": 0.5, "expand_outputs": outputs}
-    for insertion, (mode, outputs), conditioning, order, per_unit in itertools.product(
-        ["input", "conv2", "dense", "all"], [("series", "terms"), ("weighted", "terms"), ("expand", "partial_sums")],
-        ["none", "clip", "tanh", "batchnorm"], [0, 3], [False, True])
-    if not (insertion == "all" and mode == "expand") and (order == 3 or not per_unit)
-] + [
-    {"backbone": backbone, "width": 0.25, **expansion} for backbone in ("vgg", "resnet20")
-    for expansion in ({}, {"insertion": "all", "mode": "weighted", "conditioning": "tanh"},
-                      {"insertion": "input", "mode": "expand", "conditioning": "batchnorm"})
-]
+ARCHITECTURES = (
+    [{}]
+    + [
+        {
+            "insertion": insertion,
+            "mode": mode,
+            "conditioning": conditioning,
+            "order": order,
+            "per_unit": per_unit,
+            "width": 0.5,
+            "expand_outputs": outputs,
+        }
+        for insertion, (mode, outputs), conditioning, order, per_unit in itertools.product(
+            ["input", "conv2", "dense", "all"],
+            [("series", "terms"), ("weighted", "terms"), ("expand", "partial_sums")],
+            ["none", "clip", "tanh", "batchnorm"],
+            [0, 3],
+            [False, True],
+        )
+        if not (insertion == "all" and mode == "expand") and (order == 3 or not per_unit)
+    ]
+    + [
+        {"backbone": backbone, "width": 0.25, **expansion}
+        for backbone in ("vgg", "resnet20")
+        for expansion in (
+            {},
+            {"insertion": "all", "mode": "weighted", "conditioning": "tanh"},
+            {"insertion": "input", "mode": "expand", "conditioning": "batchnorm"},
+        )
+    ]
+)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's profiler is the reference")

@@ -13,17 +13,27 @@ from tests.test_search import TINY, stores, write_space
 
 
 def test_two_configurations_with_two_seeds(tmp_path):
-    space = {**TINY, "params": {"width": 0.25, "batch_size": 32},
-             "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}]}
+    space = {
+        **TINY,
+        "params": {"width": 0.25, "batch_size": 32},
+        "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}],
+    }
     storage, tracking = stores(tmp_path)
     args = ["--storage", storage, "--tracking-uri", tracking]
-    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args]) == 0
+    assert (
+        main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args])
+        == 0
+    )
 
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("bench").experiment_id], "tags.`harness.role` = 'trial'")
     assert len(runs) == 4
     assert sorted((r.data.params["insertion"], r.data.params["seed"]) for r in runs) == [
-        ("dense", "0"), ("dense", "1"), ("none", "0"), ("none", "1")]
+        ("dense", "0"),
+        ("dense", "1"),
+        ("none", "0"),
+        ("none", "1"),
+    ]
 
     out = tmp_path / "report"
     assert main(["report", "--study", "bench", *args, "--out", str(out)]) == 0
@@ -48,26 +58,48 @@ def test_two_configurations_with_two_seeds(tmp_path):
         assert comparison["ci low"] == pytest.approx(paired.confidence_interval().low * 100)
 
     # Running it again resumes: nothing is trained twice.
-    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args]) == 0
+    assert (
+        main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "2", "--study", "bench", *args])
+        == 0
+    )
     assert len(optuna.load_study(study_name="bench", storage=storage).trials) == 4
 
 
 def test_same_seed_same_result(digits):
     from harness.training.trial import run_trial
 
-    params = {"insertion": "dense", "function": "softplus", "order": 3, "mode": "weighted", "per_unit": True,
-              "coefficients": "trainable", "seed": 3, "width": 0.5}
+    params = {
+        "insertion": "dense",
+        "function": "softplus",
+        "order": 3,
+        "mode": "weighted",
+        "per_unit": True,
+        "coefficients": "trainable",
+        "seed": 3,
+        "width": 0.5,
+    }
     first, second = (run_trial(params, digits, epochs=2) for _ in range(2))
     assert abs(first.test_accuracy - second.test_accuracy) <= 0.005
     assert first.history["loss"] == second.history["loss"]
 
 
 def test_an_oversized_grid_is_refused(tmp_path, capsys):
-    space = {**TINY, "params": {**TINY["params"], "order": [1, 2, 3, 4], "function": ["softplus", "tanh", "exp"],
-                                "batch_size": [16, 32, 64], "width": [0.25, 0.5, 1.0], "mode": ["series", "weighted", "expand"]}}
+    space = {
+        **TINY,
+        "params": {
+            **TINY["params"],
+            "order": [1, 2, 3, 4],
+            "function": ["softplus", "tanh", "exp"],
+            "batch_size": [16, 32, 64],
+            "width": [0.25, 0.5, 1.0],
+            "mode": ["series", "weighted", "expand"],
+        },
+    }
     del space["params"]["learning_rate"]
     storage, tracking = stores(tmp_path)
-    code = main(["benchmark", "--space", str(write_space(tmp_path, space)), "--storage", storage, "--tracking-uri", tracking])
+    code = main(
+        ["benchmark", "--space", str(write_space(tmp_path, space)), "--storage", storage, "--tracking-uri", tracking]
+    )
     assert code == 2 and "list them under `configurations:`" in capsys.readouterr().err
 
 
@@ -77,8 +109,22 @@ def test_mixed_precision_is_logged_as_what_trained(tmp_path):
     space = {**TINY, "params": {"width": 0.25}, "configurations": [{"insertion": "dense", "conditioning": "tanh"}]}
     storage, tracking = stores(tmp_path)
     try:
-        code = main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "1", "--study", "mixed",
-                     "--mixed-precision", "--storage", storage, "--tracking-uri", tracking])
+        code = main(
+            [
+                "benchmark",
+                "--space",
+                str(write_space(tmp_path, space)),
+                "--seeds",
+                "1",
+                "--study",
+                "mixed",
+                "--mixed-precision",
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+            ]
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert code == 0
@@ -92,7 +138,10 @@ def test_a_benchmark_whose_expanded_runs_never_complete_still_reports(tmp_path):
     space = {**TINY, "params": {"width": 0.25}, "configurations": [{"insertion": "all", "mode": "expand"}]}
     storage, tracking = stores(tmp_path)
     args = ["--storage", storage, "--tracking-uri", tracking]
-    assert main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "1", "--study", "none-left", *args]) == 0
+    assert (
+        main(["benchmark", "--space", str(write_space(tmp_path, space)), "--seeds", "1", "--study", "none-left", *args])
+        == 0
+    )
     out = tmp_path / "report"
     assert main(["report", "--study", "none-left", *args, "--out", str(out)]) == 0
     verdict = (out / "index.md").read_text().split("### Verdict")[1]
@@ -101,12 +150,26 @@ def test_a_benchmark_whose_expanded_runs_never_complete_still_reports(tmp_path):
 
 
 def test_seeds_sized_by_a_pilot_whose_runs_are_not_tested_with_the_split_redrawn(tmp_path):
-    space = {**TINY, "params": {"width": 0.25, "batch_size": 32},
-             "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}]}
+    space = {
+        **TINY,
+        "params": {"width": 0.25, "batch_size": 32},
+        "configurations": [{"insertion": "dense", "function": "tanh", "order": 3, "conditioning": "tanh"}],
+    }
     storage, tracking = stores(tmp_path)
     args = ["--storage", storage, "--tracking-uri", tracking]
-    command = ["benchmark", "--space", str(write_space(tmp_path, space)), "--study", "auto", "--seeds", "auto",
-               "--max-seeds", "4", "--vary-split", *args]
+    command = [
+        "benchmark",
+        "--space",
+        str(write_space(tmp_path, space)),
+        "--study",
+        "auto",
+        "--seeds",
+        "auto",
+        "--max-seeds",
+        "4",
+        "--vary-split",
+        *args,
+    ]
     assert main(command) == 0
     study = optuna.load_study(study_name="auto", storage=storage)
     pilot = [t for t in study.trials if t.user_attrs.get("pilot")]
@@ -127,9 +190,11 @@ def test_seeds_sized_by_a_pilot_whose_runs_are_not_tested_with_the_split_redrawn
 
 def test_bad_seed_options_are_one_line_each(tmp_path, capsys):
     space = str(write_space(tmp_path, {**TINY, "configurations": [{"insertion": "dense"}]}))
-    for options, message in ((["--seeds", "some"], "expected a number of seeds or auto, got 'some'"),
-                             (["--seeds", "auto", "--max-seeds", "2"], "--max-seeds must be at least 3, got 2"),
-                             (["--seeds", "auto", "--rope", "-1"], "--rope must be a positive number of points, got -1")):
+    for options, message in (
+        (["--seeds", "some"], "expected a number of seeds or auto, got 'some'"),
+        (["--seeds", "auto", "--max-seeds", "2"], "--max-seeds must be at least 3, got 2"),
+        (["--seeds", "auto", "--rope", "-1"], "--rope must be a positive number of points, got -1"),
+    ):
         with pytest.raises(SystemExit) if options[1] == "some" else contextlib.nullcontext():
             assert main(["benchmark", "--space", space, *options]) == 2
         assert message in capsys.readouterr().err

@@ -11,8 +11,14 @@ from mlflow.tracking import MlflowClient
 
 
 def harness(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env=None if env is None else {**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def test_train_prints_a_result():
@@ -58,8 +64,14 @@ def test_a_bad_space_or_flag_answers_before_tensorflow_loads(tmp_path):
         ("train", "--param", "order=24"): "order: 24 is out of range",
     }
     for args, expected in cases.items():
-        run = subprocess.run([sys.executable, "-c", BEFORE_TENSORFLOW, *args], capture_output=True, text=True,
-                             timeout=120, cwd=tmp_path, env={**os.environ, "HARNESS_HOME": str(tmp_path / "harness-runs")})
+        run = subprocess.run(
+            [sys.executable, "-c", BEFORE_TENSORFLOW, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "HARNESS_HOME": str(tmp_path / "harness-runs")},
+        )
         assert expected in one_error_line(run), args
     assert not (tmp_path / "harness-runs").exists()  # nothing written
 
@@ -68,10 +80,21 @@ def test_an_unreachable_database_or_tracking_server_is_one_line_without_the_pass
     refused = "postgresql://u:s3cret@127.0.0.1:1/db"
     for args, expected in (
         (["--storage", refused], "storage postgresql://u:***@127.0.0.1:1/db: cannot connect"),
-        (["--tracking-uri", "http://u:s3cret@127.0.0.1:1"], "MLflow tracking server http://u:***@127.0.0.1:1 does not answer"),
+        (
+            ["--tracking-uri", "http://u:s3cret@127.0.0.1:1"],
+            "MLflow tracking server http://u:***@127.0.0.1:1 does not answer",
+        ),
     ):
-        run = harness("search", "--trials", "1", "--confirm", "0", *args, cwd=tmp_path,
-                      env={"HARNESS_HOME": str(tmp_path / "harness-runs")})
+        run = harness(
+            "search",
+            "--trials",
+            "1",
+            "--confirm",
+            "0",
+            *args,
+            cwd=tmp_path,
+            env={"HARNESS_HOME": str(tmp_path / "harness-runs")},
+        )
         assert expected in one_error_line(run) and "s3cret" not in run.stdout + run.stderr
     assert not list((tmp_path / "harness-runs").glob("mlflow.db"))  # the storage failed before MLflow was touched
 
@@ -89,9 +112,24 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_missing_database_driver_names_the_extra(tmp_path):
-    run = subprocess.run([sys.executable, "-c", WITHOUT_PSYCOPG, "search", "--trials", "1", "--confirm", "0",
-                          "--storage", "postgresql://u:s3cret@127.0.0.1:1/db"], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_PSYCOPG,
+            "search",
+            "--trials",
+            "1",
+            "--confirm",
+            "0",
+            "--storage",
+            "postgresql://u:s3cret@127.0.0.1:1/db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     line = one_error_line(run)
     assert "driver is missing" in line and "pip install 'taylor-harness[postgres]'" in line and "s3cret" not in line
 
@@ -115,8 +153,15 @@ def test_each_bad_input_a_user_met_is_one_line_and_exit_2(tmp_path):
 
 def test_a_report_says_at_once_that_its_tracking_server_is_down(tmp_path):
     started = time.monotonic()
-    run = harness("report", "--study", "typo", "--tracking-uri", "http://u:s3cret@127.0.0.1:1", cwd=tmp_path,
-                  env={"HARNESS_HOME": str(tmp_path / "home")})
+    run = harness(
+        "report",
+        "--study",
+        "typo",
+        "--tracking-uri",
+        "http://u:s3cret@127.0.0.1:1",
+        cwd=tmp_path,
+        env={"HARNESS_HOME": str(tmp_path / "home")},
+    )
     line = one_error_line(run)
     assert "MLflow tracking server http://u:***@127.0.0.1:1 does not answer" in line
     assert "s3cret" not in run.stdout + run.stderr and time.monotonic() - started < 60
@@ -132,24 +177,47 @@ def test_an_internal_error_is_one_line_without_a_password(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "report", broken)
     assert cli.main(["report", "--study", "x"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert error == ["harness: internal error: RuntimeError: lost the connection to postgresql://harness:***@db:5432/"
-                     "optuna (set HARNESS_DEBUG=1 for the traceback)"]
+    assert error == [
+        "harness: internal error: RuntimeError: lost the connection to postgresql://harness:***@db:5432/"
+        "optuna (set HARNESS_DEBUG=1 for the traceback)"
+    ]
 
 
 def test_no_password_reaches_a_report_made_through_a_url_that_has_one(tmp_path, mlflow_server):
     tracking = mlflow_server.replace("http://", "http://u:s3cret@")
     env = {"HARNESS_HOME": str(tmp_path / "home")}
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},
-                                     "training": {"epochs": 1, "seed": 0},
-                                     "params": {"insertion": ["none", "dense"], "width": 0.25}}))
-    run = harness("search", "--space", str(space), "--study", "secret-test", "--trials", "2", "--confirm", "0",
-                  "--tracking-uri", tracking, cwd=tmp_path, env=env)
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "digits", "train_size": 120, "val_size": 40, "test_size": 40},
+                "training": {"epochs": 1, "seed": 0},
+                "params": {"insertion": ["none", "dense"], "width": 0.25},
+            }
+        )
+    )
+    run = harness(
+        "search",
+        "--space",
+        str(space),
+        "--study",
+        "secret-test",
+        "--trials",
+        "2",
+        "--confirm",
+        "0",
+        "--tracking-uri",
+        tracking,
+        cwd=tmp_path,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     typo = harness("report", "--study", "typo2", "--tracking-uri", tracking, cwd=tmp_path, env=env)
     assert "does not exist" in one_error_line(typo) and "u:***@" in typo.stderr
     out = tmp_path / "report"
-    made = harness("report", "--study", "secret-test", "--tracking-uri", tracking, "--out", str(out), cwd=tmp_path, env=env)
+    made = harness(
+        "report", "--study", "secret-test", "--tracking-uri", tracking, "--out", str(out), cwd=tmp_path, env=env
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     for output in (run, typo, made):
         assert "s3cret" not in output.stdout + output.stderr
@@ -158,7 +226,8 @@ def test_no_password_reaches_a_report_made_through_a_url_that_has_one(tmp_path, 
             assert b"s3cret" not in file.read_bytes(), file
     assert pd.read_csv(out / "trials.csv")["run_url"].str.startswith("http://u:***@").all()
     client = MlflowClient(mlflow_server)
-    (parent,) = client.search_runs([client.get_experiment_by_name("secret-test").experiment_id],
-                                   "tags.`harness.role` = 'search'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("secret-test").experiment_id], "tags.`harness.role` = 'search'"
+    )
     uploaded = client.download_artifacts(parent.info.run_id, "report/trials.csv", str(tmp_path))
     assert "s3cret" not in open(uploaded).read()

@@ -22,8 +22,9 @@ SPACE = {**TINY, "params": {**TINY["params"], "insertion": "dense", "learning_ra
 def test_a_run_queued_twice_trains_once(tmp_path):
     space = load_space(write_space(tmp_path, SPACE))
     storage, tracking = stores(tmp_path)
-    settings = SearchSettings(study_name="twice", storage=storage, tracking_uri=tracking, stage="benchmark",
-                              sampler="random", pruner="none")
+    settings = SearchSettings(
+        study_name="twice", storage=storage, tracking_uri=tracking, stage="benchmark", sampler="random", pruner="none"
+    )
     search = Search(space, settings)
     configurations = with_baselines([space.complete({"function": "tanh", "order": 2})])
     # Two processes queued the same runs at the same moment, each having found none queued.
@@ -58,12 +59,34 @@ def test_a_running_run_is_not_queued_again(tmp_path):
 def test_two_machines_confirming_at_once_train_each_run_once(tmp_path):
     space = write_space(tmp_path, SPACE)
     env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home")}
-    search = [sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--study", "both", "--trials", "2",
-              "--pruner", "none", "--seed", "0"]
+    search = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "search",
+        "--space",
+        str(space),
+        "--study",
+        "both",
+        "--trials",
+        "2",
+        "--pruner",
+        "none",
+        "--seed",
+        "0",
+    ]
     first = subprocess.run([*search, "--confirm", "0"], env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    confirming = [subprocess.Popen([*search, "--confirm", "1", "--seeds", "2"], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    confirming = [
+        subprocess.Popen(
+            [*search, "--confirm", "1", "--seeds", "2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for process in confirming:
         _, errors = process.communicate(timeout=600)
         assert process.returncode == 0, errors[-3000:]

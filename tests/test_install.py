@@ -16,9 +16,21 @@ TENSORFLOW_DISTRIBUTIONS = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "t
 def test_the_gpu_extra_resolves_one_tensorflow_and_its_cuda_libraries(tmp_path):
     report = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-         f"{ROOT}[gpu]"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            f"{ROOT}[gpu]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if run.returncode != 0:
         if os.environ.get("CI"):
@@ -51,18 +63,24 @@ def test_every_package_the_code_imports_is_declared_and_every_declared_one_is_us
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
     distributions = importlib.metadata.packages_distributions()
-    third_party = {module: {d.lower().replace("_", "-") for d in distributions[module]}
-                   for module in imported - {"harness"} if module in distributions and module not in sys.stdlib_module_names}
+    third_party = {
+        module: {d.lower().replace("_", "-") for d in distributions[module]}
+        for module in imported - {"harness"}
+        if module in distributions and module not in sys.stdlib_module_names
+    }
     undeclared = {module for module, found in third_party.items() if not found & (base | extras)}
-    assert undeclared == set()  # each is a dependency, or an extra's (optuna-dashboard, imported by `harness dashboard`)
+    assert (
+        undeclared == set()
+    )  # each is a dependency, or an extra's (optuna-dashboard, imported by `harness dashboard`)
     used = set().union(*third_party.values())
     assert base - used == {"tabulate"}  # pandas' to_markdown imports it
 
 
 def test_what_the_gpu_check_carries_fits_a_device_call():
     """benchmarks/device/wheels.sh resolves the wheels the GPU machine lacks and exits 1 above 64 MiB carried."""
-    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "device" / "wheels.sh")], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "device" / "wheels.sh")], capture_output=True, text=True, timeout=600
+    )
     if run.returncode != 0 and "over the 64 MiB" not in run.stderr:
         if os.environ.get("CI"):
             pytest.fail(f"the wheels could not be resolved: {run.stderr[-2000:]}")

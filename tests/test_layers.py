@@ -11,8 +11,9 @@ pytestmark = pytest.mark.core
 rng = np.random.default_rng(0)
 ORDER = 4
 # The hand-written gradients are the fused kernels'; other backends differentiate the plain ops themselves.
-fused_backend = pytest.mark.skipif(keras.backend.backend() not in FUSED_BACKENDS,
-                                   reason="the hand-written gradient is TensorFlow's fused path")
+fused_backend = pytest.mark.skipif(
+    keras.backend.backend() not in FUSED_BACKENDS, reason="the hand-written gradient is TensorFlow's fused path"
+)
 
 
 def numpy(tensor):
@@ -53,7 +54,13 @@ def reference(layer, x):
 @pytest.mark.parametrize("shape", [(16, 24), (4, 5, 5, 3)])
 def test_output_matches_numpy_float64(mode, expand_outputs, per_unit, fused, shape):
     layer = TaylorExpansion(
-        "softplus", ORDER, mode=mode, expand_outputs=expand_outputs, per_unit=per_unit, coefficients="trainable", fused=fused
+        "softplus",
+        ORDER,
+        mode=mode,
+        expand_outputs=expand_outputs,
+        per_unit=per_unit,
+        coefficients="trainable",
+        fused=fused,
     )
     x = inputs_inside_radius("softplus", shape)
     layer.build(shape)
@@ -147,7 +154,14 @@ def test_gradients_match_finite_differences(mode, per_unit, fused):
     import tensorflow as tf
 
     layer = TaylorExpansion(
-        "softplus", 3, mode=mode, per_unit=per_unit, coefficients="trainable", conditioning="tanh", fused=fused, dtype="float64"
+        "softplus",
+        3,
+        mode=mode,
+        per_unit=per_unit,
+        coefficients="trainable",
+        conditioning="tanh",
+        fused=fused,
+        dtype="float64",
     )
     x = tf.Variable(rng.uniform(-2, 2, (3, 4)))
     layer.build(x.shape)
@@ -202,7 +216,9 @@ def test_fixed_coefficients_are_not_trained():
 
 
 def test_config_round_trip_and_saving(tmp_path):
-    layer = TaylorExpansion("tanh", 5, center=0.25, mode="weighted", per_unit=True, coefficients="trainable", conditioning="clip")
+    layer = TaylorExpansion(
+        "tanh", 5, center=0.25, mode="weighted", per_unit=True, coefficients="trainable", conditioning="clip"
+    )
     assert TaylorExpansion.from_config(layer.get_config()).get_config() == layer.get_config()
     model = keras.Sequential([keras.Input((6,)), layer])
     randomise(layer)

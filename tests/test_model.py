@@ -34,7 +34,10 @@ def test_width_scales_the_backbone():
         ({"backbone": "resnet20", "insertion": "dense"}, "on resnet20"),
         ({"backbone": "resnet20", "insertion": "stage1", "mode": "expand"}, "replaces activations elementwise"),
         ({"backbone": "vgg", "insertion": "after:no_such_layer*"}, "no layer of vgg matches"),
-        ({"backbone": "resnet20", "insertion": "after:stage2_*_add", "mode": "expand"}, "Inputs have incompatible shapes"),
+        (
+            {"backbone": "resnet20", "insertion": "after:stage2_*_add", "mode": "expand"},
+            "Inputs have incompatible shapes",
+        ),
         ({"backbone": "alexnet"}, "backbone: 'alexnet' is not one of"),
         ({"insertion": "none", "function": "exp"}, "takes no expansion parameters"),
         ({"insertion": "all", "function": "exp", "mode": "expand"}, "mode must be 'series' or 'weighted'"),

@@ -22,9 +22,23 @@ SPACE = {
 
 def start_server(folder, port):
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     for _ in range(240):
         try:
@@ -50,18 +64,47 @@ def test_a_tracking_server_outage_mid_search_loses_nothing(tmp_path):
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     # The MLflow client's cover, cut from minutes to one immediate retry of 3 s.
-    env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    env = {
+        **os.environ,
+        "HARNESS_HOME": str(tmp_path / "home"),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+    }
     search = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "search", "--space", str(tmp_path / "space.yaml"), "--study", "outage",
-         "--trials", "3", "--sampler", "grid", "--pruner", "none", "--confirm", "0", "--storage", storage,
-         "--tracking-uri", url],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "search",
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--study",
+            "outage",
+            "--trials",
+            "3",
+            "--sampler",
+            "grid",
+            "--pruner",
+            "none",
+            "--confirm",
+            "0",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            url,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         client = MlflowClient(url)
-        while not ((experiment := client.get_experiment_by_name("outage"))
-                   and client.search_runs([experiment.experiment_id], "tags.`optuna.trial_number` = '1'")):
+        while not (
+            (experiment := client.get_experiment_by_name("outage"))
+            and client.search_runs([experiment.experiment_id], "tags.`optuna.trial_number` = '1'")
+        ):
             assert search.poll() is None, search.stdout.read()
             time.sleep(0.2)
         stop_server(server)  # trial 1 is training: its epochs, results and end go nowhere for now

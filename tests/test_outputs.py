@@ -9,6 +9,7 @@ def fill_with(names):
     def fill(folder):
         for name in names:
             (folder / name).write_text(name)
+
     return fill
 
 
@@ -24,7 +25,9 @@ def test_a_folder_with_a_foreign_file_is_refused_untouched(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.txt").write_text("two years of work")
-    with pytest.raises(ValueError, match=r"--out .*mine: the folder holds files this tool did not write \(thesis.txt\)"):
+    with pytest.raises(
+        ValueError, match=r"--out .*mine: the folder holds files this tool did not write \(thesis.txt\)"
+    ):
         write_output_folder(out, fill_with(["index.md"]))
     assert [p.name for p in out.iterdir()] == ["thesis.txt"]
 

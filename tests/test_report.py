@@ -23,22 +23,41 @@ def hand_made_study(storage, name="hand"):
     rng = np.random.default_rng(0)
     rows = []
     for insertion, function, order in itertools.product(["input", "dense"], ["softplus", "exp"], [1, 3, 5]):
-        rows.append(({"insertion": insertion, "function": function, "order": order}, rng.uniform(0.5, 0.95), rng.integers(10**6, 10**7)))
+        rows.append(
+            (
+                {"insertion": insertion, "function": function, "order": order},
+                rng.uniform(0.5, 0.95),
+                rng.integers(10**6, 10**7),
+            )
+        )
     rows += [({"insertion": "none"}, 0.8, 10**6), ({"insertion": "none"}, 0.84, 10**6)]
     for params, accuracy, flops in rows:
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: DISTRIBUTIONS[k] for k in params}, value=accuracy,
-            user_attrs={"flops": int(flops), "total_params": int(flops // 10), "test_accuracy": accuracy - 0.01},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: DISTRIBUTIONS[k] for k in params},
+                value=accuracy,
+                user_attrs={"flops": int(flops), "total_params": int(flops // 10), "test_accuracy": accuracy - 0.01},
+            )
+        )
     # Failed and pruned trials with outstanding numbers must stay off the front.
-    study.add_trial(optuna.trial.create_trial(
-        params={"insertion": "dense", "function": "exp", "order": 6}, distributions={k: DISTRIBUTIONS[k] for k in ("insertion", "function", "order")},
-        state=optuna.trial.TrialState.FAIL, user_attrs={"failure_reason": "diverged: loss became nan", "flops": 1},
-    ))
-    study.add_trial(optuna.trial.create_trial(
-        params={"insertion": "input", "function": "softplus", "order": 2}, distributions={k: DISTRIBUTIONS[k] for k in ("insertion", "function", "order")},
-        state=optuna.trial.TrialState.PRUNED, value=0.99, user_attrs={"flops": 2},
-    ))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"insertion": "dense", "function": "exp", "order": 6},
+            distributions={k: DISTRIBUTIONS[k] for k in ("insertion", "function", "order")},
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={"failure_reason": "diverged: loss became nan", "flops": 1},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"insertion": "input", "function": "softplus", "order": 2},
+            distributions={k: DISTRIBUTIONS[k] for k in ("insertion", "function", "order")},
+            state=optuna.trial.TrialState.PRUNED,
+            value=0.99,
+            user_attrs={"flops": 2},
+        )
+    )
     return study
 
 
@@ -51,7 +70,9 @@ def brute_force_front(points):
     """Indices of (accuracy, cost) points no other point beats: the definition, loop by loop."""
     front = []
     for i, (accuracy, cost) in enumerate(points):
-        beaten = any(a >= accuracy and c <= cost and (a > accuracy or c < cost) for j, (a, c) in enumerate(points) if j != i)
+        beaten = any(
+            a >= accuracy and c <= cost and (a > accuracy or c < cost) for j, (a, c) in enumerate(points) if j != i
+        )
         if not beaten:
             front.append(i)
     return front
@@ -92,17 +113,26 @@ def test_group_means_and_baseline_deltas_match_pandas(storage):
     deltas = report.baseline_deltas(trials)
     for (insertion, function, width), row in deltas.iterrows():
         group = done[(done["insertion"] == insertion) & (done["function"] == function)]
-        assert row["delta (points)"] == pytest.approx((group["val_accuracy"].mean() - baseline["val_accuracy"].mean()) * 100)
+        assert row["delta (points)"] == pytest.approx(
+            (group["val_accuracy"].mean() - baseline["val_accuracy"].mean()) * 100
+        )
         assert row["flops ratio"] == pytest.approx(group["flops"].mean() / baseline["flops"].mean())
     pivot = report.pivot_best(trials, "order")
-    assert pivot.loc[3, "exp"] == pytest.approx(done[(done["order"] == 3) & (done["function"] == "exp")]["val_accuracy"].max())
+    assert pivot.loc[3, "exp"] == pytest.approx(
+        done[(done["order"] == 3) & (done["function"] == "exp")]["val_accuracy"].max()
+    )
 
 
 def test_seed_repeats_get_a_95_percent_interval():
-    trials = pd.DataFrame({
-        "state": "COMPLETE", "insertion": ["none"] * 3 + ["dense"] * 3, "function": [None] * 3 + ["exp"] * 3,
-        "seed": [0, 1, 2] * 2, "test_accuracy": [0.80, 0.82, 0.84, 0.70, 0.75, 0.71],
-    })
+    trials = pd.DataFrame(
+        {
+            "state": "COMPLETE",
+            "insertion": ["none"] * 3 + ["dense"] * 3,
+            "function": [None] * 3 + ["exp"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "test_accuracy": [0.80, 0.82, 0.84, 0.70, 0.75, 0.71],
+        }
+    )
     summary = report.config_summary(trials).set_index("insertion")
     values = np.array([0.70, 0.75, 0.71])
     low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
@@ -114,7 +144,22 @@ def test_missing_or_empty_study_is_an_error_and_writes_nothing(storage, tmp_path
     optuna.create_study(study_name="empty", storage=storage)
     for name, message in (("absent", "does not exist"), ("empty", "has no completed trial")):
         out = tmp_path / f"report-{name}"
-        assert main(["report", "--study", name, "--storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(out)]) == 2
+        assert (
+            main(
+                [
+                    "report",
+                    "--study",
+                    name,
+                    "--storage",
+                    storage,
+                    "--tracking-uri",
+                    f"sqlite:///{tmp_path / 'm.db'}",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 2
+        )
         assert message in capsys.readouterr().err
         assert not out.exists()
 
@@ -123,11 +168,47 @@ def test_report_of_a_real_search(tmp_path):
     from tests.test_search import TINY, search_args, stores, write_space
 
     space = {**TINY, "params": {**TINY["params"], "insertion": ["none", "dense"]}}
-    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "real", "--trials", "4", "--pruner", "none", "--seed", "0")) == 0
+    assert (
+        main(
+            search_args(
+                tmp_path,
+                write_space(tmp_path, space),
+                "--study",
+                "real",
+                "--trials",
+                "4",
+                "--pruner",
+                "none",
+                "--seed",
+                "0",
+            )
+        )
+        == 0
+    )
     storage, tracking = stores(tmp_path)
-    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "again", "--trials", "2", "--seed", "3")) == 0
+    assert (
+        main(search_args(tmp_path, write_space(tmp_path, space), "--study", "again", "--trials", "2", "--seed", "3"))
+        == 0
+    )
     out = tmp_path / "report"
-    assert main(["report", "--study", "real", "--study", "again", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--study",
+                "real",
+                "--study",
+                "again",
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     files = {p.name: p for p in out.iterdir()}
     for name in ("index.md", "index.html", "trials.csv"):
         assert files[name].stat().st_size > 0
@@ -141,7 +222,9 @@ def test_report_of_a_real_search(tmp_path):
     assert "Studies side by side" in page
     table = pd.read_csv(files["trials.csv"])
     assert set(table["study"]) == {"real", "again"} and table["run_url"].str.contains("/runs/").all()
-    assert {"val_accuracy", "test_accuracy", "flops", "total_params", "latency_ms", "mlflow_run_id"} <= set(table.columns)
+    assert {"val_accuracy", "test_accuracy", "flops", "total_params", "latency_ms", "mlflow_run_id"} <= set(
+        table.columns
+    )
 
 
 def test_holm_matches_a_hand_made_table():
@@ -164,13 +247,25 @@ def seeded_runs():
     rows = []
     for (insertion, width, rate), values in accuracy.items():
         for seed, value in zip((1, 2, 3, 4), values):
-            rows.append({
-                "study": "hand", "stage": "confirm", "state": "COMPLETE", "insertion": insertion, "width": width,
-                "learning_rate": rate, "batch_size": 64, "seed": seed, "test_accuracy": value,
-                "function": None if insertion == "none" else "softplus", "order": None if insertion == "none" else 3,
-                "flops": 1e6 * width * (1.5 if insertion == "input" else 1.1 if insertion == "dense" else 1.0),
-                "total_params": 1e5 * width, "latency_ms": 0.01, "train_seconds": 2.0,
-            })
+            rows.append(
+                {
+                    "study": "hand",
+                    "stage": "confirm",
+                    "state": "COMPLETE",
+                    "insertion": insertion,
+                    "width": width,
+                    "learning_rate": rate,
+                    "batch_size": 64,
+                    "seed": seed,
+                    "test_accuracy": value,
+                    "function": None if insertion == "none" else "softplus",
+                    "order": None if insertion == "none" else 3,
+                    "flops": 1e6 * width * (1.5 if insertion == "input" else 1.1 if insertion == "dense" else 1.0),
+                    "total_params": 1e5 * width,
+                    "latency_ms": 0.01,
+                    "train_seconds": 2.0,
+                }
+            )
     return pd.DataFrame(rows), accuracy
 
 
@@ -178,14 +273,18 @@ def test_paired_comparisons_match_scipy_against_the_matched_baseline():
     trials, accuracy = seeded_runs()
     table = report.paired_comparisons(trials).set_index("configuration")
     assert set(table.index) == {"dense softplus p3", "input softplus p3"}
-    for name, key, baseline_key in (("dense softplus p3", ("dense", 1.0, 1e-3), ("none", 1.0, 1e-3)),
-                                    ("input softplus p3", ("input", 0.5, 1e-3), ("none", 0.5, 1e-3))):
+    for name, key, baseline_key in (
+        ("dense softplus p3", ("dense", 1.0, 1e-3), ("none", 1.0, 1e-3)),
+        ("input softplus p3", ("input", 0.5, 1e-3), ("none", 0.5, 1e-3)),
+    ):
         values, reference = np.array(accuracy[key]), np.array(accuracy[baseline_key])
         expected = stats.ttest_rel(values, reference)
         row = table.loc[name]
         assert row["seeds"] == 4
         assert row["delta (points)"] == pytest.approx((values - reference).mean() * 100)
-        assert (row["ci low"], row["ci high"]) == pytest.approx(tuple(np.array(expected.confidence_interval(0.95)) * 100))
+        assert (row["ci low"], row["ci high"]) == pytest.approx(
+            tuple(np.array(expected.confidence_interval(0.95)) * 100)
+        )
         assert row["p-value"] == pytest.approx(expected.pvalue)
         assert row["baseline accuracy"] == pytest.approx(reference.mean())
     assert table.loc["dense softplus p3", "flops ratio"] == pytest.approx(1.1)
@@ -194,7 +293,10 @@ def test_paired_comparisons_match_scipy_against_the_matched_baseline():
     assert table.loc["dense softplus p3", "finding"] == "pays off"
     assert table.loc["input softplus p3", "finding"] == "costs accuracy"
     sentences = report.verdict(trials)
-    assert any(s.startswith("dense softplus p3 against its matched baseline pays off: +2.0 points") and "95% CI" in s for s in sentences)
+    assert any(
+        s.startswith("dense softplus p3 against its matched baseline pays off: +2.0 points") and "95% CI" in s
+        for s in sentences
+    )
 
 
 def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
@@ -203,19 +305,26 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
     trials["tuned_baseline"] = (trials["insertion"] == "none") & (trials["learning_rate"] == 3e-3)
     trials.loc[trials["tuned_baseline"], "test_accuracy"] = [0.95, 0.94, 0.96, 0.95]
     table = report.paired_comparisons(trials).set_index(["configuration", "baseline"])
-    assert sorted(table.index) == [("dense softplus p3", "matched"), ("dense softplus p3", "tuned"),
-                                   ("input softplus p3", "matched"), ("input softplus p3", "tuned")]
+    assert sorted(table.index) == [
+        ("dense softplus p3", "matched"),
+        ("dense softplus p3", "tuned"),
+        ("input softplus p3", "matched"),
+        ("input softplus p3", "tuned"),
+    ]
     dense, tuned = np.array(accuracy[("dense", 1.0, 1e-3)]), np.array([0.95, 0.94, 0.96, 0.95])
     row = table.loc[("dense softplus p3", "tuned")]
     assert row["delta (points)"] == pytest.approx((dense - tuned).mean() * 100)
     assert row["p-value"] == pytest.approx(stats.ttest_rel(dense, tuned).pvalue) and row["learning_rate"] == 3e-3
     assert table["p (Holm)"].to_numpy() == pytest.approx(report.holm(table["p-value"].to_numpy()))  # over all four
     sentences = report.verdict(trials)
-    assert any(s.startswith("dense softplus p3 against the tuned baseline") and "learning rate 0.003" in s
-               for s in sentences)
+    assert any(
+        s.startswith("dense softplus p3 against the tuned baseline") and "learning rate 0.003" in s for s in sentences
+    )
 
     # A tuned baseline that is the matched one is one network: one row, said once.
-    trials["tuned_baseline"] = (trials["insertion"] == "none") & (trials["learning_rate"] == 1e-3) & (trials["width"] == 1.0)
+    trials["tuned_baseline"] = (
+        (trials["insertion"] == "none") & (trials["learning_rate"] == 1e-3) & (trials["width"] == 1.0)
+    )
     table = report.paired_comparisons(trials).set_index("configuration")
     assert table.loc["dense softplus p3", "baseline"] == "matched = tuned"
     assert set(table.loc["input softplus p3", "baseline"]) == {"matched", "tuned"}  # its width has its own matched one
@@ -224,9 +333,13 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
 def test_configurations_that_read_alike_are_told_apart_by_their_params():
     from harness.report.comparisons import configuration_names
 
-    names = configuration_names([{"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00174},
-                                 {"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00251},
-                                 {"insertion": "dense", "function": "sin", "order": 3, "learning_rate": 0.00251}])
+    names = configuration_names(
+        [
+            {"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00174},
+            {"insertion": "conv1", "function": "sin", "order": 2, "learning_rate": 0.00251},
+            {"insertion": "dense", "function": "sin", "order": 3, "learning_rate": 0.00251},
+        ]
+    )
     assert names == ["conv1 sin p2 (learning_rate=0.00174)", "conv1 sin p2 (learning_rate=0.00251)", "dense sin p3"]
 
 
@@ -235,8 +348,11 @@ def test_the_train_time_ratio_is_paired_by_seed_with_its_range():
     dense = trials["insertion"] == "dense"
     trials.loc[dense, "train_seconds"] = [3.0, 2.0, 4.0, 2.2]  # against 2.0 a seed: ratios 1.5, 1.0, 2.0, 1.1
     row = report.paired_comparisons(trials).set_index("configuration").loc["dense softplus p3"]
-    assert (row["train_seconds ratio"], row["train_seconds ratio low"], row["train_seconds ratio high"]) == \
-        pytest.approx((1.3, 1.0, 2.0))
+    assert (
+        row["train_seconds ratio"],
+        row["train_seconds ratio low"],
+        row["train_seconds ratio high"],
+    ) == pytest.approx((1.3, 1.0, 2.0))
     sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
     assert "1.30x its train time (median of 4 per-seed ratios, 1.00 to 2.00; wall clock" in sentence
     assert "latency" not in sentence  # no timer: latencies cached at different moments make no ratio
@@ -257,7 +373,9 @@ def test_two_identical_networks_time_at_a_latency_ratio_of_one_within_its_range(
 
 def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
     hand_made_study(storage)
-    lines = report.verdict(report.load_trials("hand", storage), confirm_command="harness search --study hand --confirm 3")
+    lines = report.verdict(
+        report.load_trials("hand", storage), confirm_command="harness search --study hand --confirm 3"
+    )
     assert "Selected on validation, so optimistic" in lines[0] and "best of 14" in lines[0]
     assert lines[-1].endswith("harness search --study hand --confirm 3")
 
@@ -265,12 +383,24 @@ def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
 def test_tables_show_integers_flops_and_no_repeated_columns():
     from harness.report.layout import display
 
-    table = pd.DataFrame({"study": ["a", "a"], "order": [6.0, 3.0], "flops": [1.01094e6, 266492.0],
-                          "total_params": [162672.0, 1000.0], "val_accuracy": [0.91234, 0.5]}, index=[4, 7])
+    table = pd.DataFrame(
+        {
+            "study": ["a", "a"],
+            "order": [6.0, 3.0],
+            "flops": [1.01094e6, 266492.0],
+            "total_params": [162672.0, 1000.0],
+            "val_accuracy": [0.91234, 0.5],
+        },
+        index=[4, 7],
+    )
     shown, note = display(table)
     assert list(shown.columns) == ["order", "flops", "params", "val acc"] and note == "Every row: study a."
-    assert shown.to_dict("list") == {"order": ["6", "3"], "flops": ["1.01 M", "0.266 M"],
-                                     "params": ["162672", "1000"], "val acc": ["0.9123", "0.5"]}
+    assert shown.to_dict("list") == {
+        "order": ["6", "3"],
+        "flops": ["1.01 M", "0.266 M"],
+        "params": ["162672", "1000"],
+        "val acc": ["0.9123", "0.5"],
+    }
     assert "<th></th>" not in shown.to_html(index=False)
 
 
@@ -299,9 +429,15 @@ def test_the_baseline_is_trained_even_where_the_pruner_would_cut_it(tmp_path):
     storage, tracking = stores(tmp_path)
     study = optuna.create_study(study_name="strong", storage=storage, direction="maximize")
     for _ in range(4):
-        study.add_trial(optuna.trial.create_trial(
-            params={"insertion": "dense"}, distributions={"insertion": DISTRIBUTIONS["insertion"]}, value=0.99,
-            intermediate_values={0: 0.99, 1: 0.99}, user_attrs={"outcome": "COMPLETE"}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"insertion": "dense"},
+                distributions={"insertion": DISTRIBUTIONS["insertion"]},
+                value=0.99,
+                intermediate_values={0: 0.99, 1: 0.99},
+                user_attrs={"outcome": "COMPLETE"},
+            )
+        )
     space = write_space(tmp_path, {**TINY, "params": {"insertion": ["none", "input", "dense"], "width": 0.25}})
     assert main(search_args(tmp_path, space, "--study", "strong", "--trials", "5", "--pruner", "median")) == 0
     assert main(search_args(tmp_path, space, "--study", "strong", "--trials", "6", "--pruner", "median")) == 0
@@ -321,11 +457,36 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     storage, tracking = stores(tmp_path)
     # Every sampled trial expanded (the baseline is queued anyway), so there is always a configuration to confirm.
     # It searches the recipe too: a matched baseline must train the way its configuration does.
-    space = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense", "width": [0.25, 0.5],
-                                                      "optimizer": ["adam", "adamw"], "augment": ["none", "crop_flip"],
-                                                      "schedule": "cosine"}})
-    args = search_args(tmp_path, space, "--study", "judged", "--trials", "4", "--pruner", "none",
-                       "--confirm", "1", "--seeds", "2", "--seed", "0")
+    space = write_space(
+        tmp_path,
+        {
+            **TINY,
+            "params": {
+                **TINY["params"],
+                "insertion": "dense",
+                "width": [0.25, 0.5],
+                "optimizer": ["adam", "adamw"],
+                "augment": ["none", "crop_flip"],
+                "schedule": "cosine",
+            },
+        },
+    )
+    args = search_args(
+        tmp_path,
+        space,
+        "--study",
+        "judged",
+        "--trials",
+        "4",
+        "--pruner",
+        "none",
+        "--confirm",
+        "1",
+        "--seeds",
+        "2",
+        "--seed",
+        "0",
+    )
     assert main(args) == 0
     search = optuna.load_study(study_name="judged", storage=storage)
     # Trial 3 tuned the baseline: the hyperparameters it shares sampled, no expansion.
@@ -339,9 +500,14 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     matched = [r for r in runs if r["insertion"] == "none" and all(r[k] == configuration[k] for k in recipe)]
     assert len(matched) == 2
     # The tuned baseline: the search's best plain network (its queued baseline or trial 3), with the same seeds.
-    best = max((t for t in search.trials if t.user_attrs.get("insertion") == "none" and t.values), key=lambda t: t.values[0])
+    best = max(
+        (t for t in search.trials if t.user_attrs.get("insertion") == "none" and t.values), key=lambda t: t.values[0]
+    )
     tuned = confirm.user_attrs["tuned_baseline"]
-    assert tuned == {k: v for k, v in {**best.params, **best.user_attrs}.items() if k in tuned} and tuned["insertion"] == "none"
+    assert (
+        tuned == {k: v for k, v in {**best.params, **best.user_attrs}.items() if k in tuned}
+        and tuned["insertion"] == "none"
+    )
     tuned_runs = [r for r in runs if r["insertion"] == "none" and all(r[k] == tuned[k] for k in recipe if k in tuned)]
     assert sorted(r["seed"] for r in tuned_runs) == [1, 2]
     assert len(runs) == 6 if tuned_runs != matched else 4  # one network, trained once, where the two coincide
@@ -350,13 +516,16 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     experiment = client.get_experiment_by_name("judged").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`harness.role` = 'search'")
     confirm_runs = client.search_runs([experiment], "tags.`harness.stage` = 'confirm'")
-    assert len(confirm_runs) == len(runs) and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {parent.info.run_id}
+    assert len(confirm_runs) == len(runs) and {r.data.tags["mlflow.parentRunId"] for r in confirm_runs} == {
+        parent.info.run_id
+    }
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
     recipe = ("optimizer", "augment", "schedule", "learning_rate", "width", "batch_size", "weight_decay", "backbone")
     by_seed = {}
     for run in confirm_runs:  # read back from MLflow: each seed's matched baseline and configuration share the recipe
         by_seed.setdefault(run.data.params["seed"], []).append(
-            (run.data.params["insertion"], {k: run.data.params.get(k) for k in recipe}))
+            (run.data.params["insertion"], {k: run.data.params.get(k) for k in recipe})
+        )
     assert len(by_seed) == 2, by_seed
     for seeded in by_seed.values():
         (expanded,) = [r for insertion, r in seeded if insertion != "none"]
@@ -369,7 +538,9 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
     assert len(optuna.load_study(study_name="judged-confirm", storage=storage).trials) == len(runs)
 
     out = tmp_path / "report"
-    assert main(["report", "--study", "judged", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
+    assert (
+        main(["report", "--study", "judged", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
+    )
     page = (out / "index.md").read_text()
     verdict = page.split("### Verdict")[1].split("![")[0]
     assert "95% CI" in verdict and "Holm" in verdict
@@ -389,9 +560,18 @@ def paired(differences, baseline=70.0):
     for seed, difference in enumerate(differences, start=1):
         noise = 0.3 * np.sin(seed)  # the baseline varies by seed; the pairing takes it out
         for insertion, accuracy in (("none", baseline + noise), ("dense", baseline + noise + difference)):
-            rows.append({"study": "eq", "stage": "confirm", "state": "COMPLETE", "insertion": insertion, "seed": seed,
-                         "function": None if insertion == "none" else "softplus", "order": None if insertion == "none" else 3,
-                         "test_accuracy": accuracy / 100})
+            rows.append(
+                {
+                    "study": "eq",
+                    "stage": "confirm",
+                    "state": "COMPLETE",
+                    "insertion": insertion,
+                    "seed": seed,
+                    "function": None if insertion == "none" else "softplus",
+                    "order": None if insertion == "none" else 3,
+                    "test_accuracy": accuracy / 100,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -408,7 +588,10 @@ def test_equivalence_and_power_come_from_statsmodels():
     assert row["detectable (points)"] == pytest.approx(effect * differences.std(ddof=1), rel=1e-6)
     # Hand-made: 6 pairs with a spread of 0.27 points detect about 0.4 points; 1.0 would be equivalence's bound.
     assert 0.3 < row["detectable (points)"] < 0.5
-    assert "against its matched baseline is equivalent to it within +-1 point(s)" in report.verdict(paired(differences), rope=1.0)[1]
+    assert (
+        "against its matched baseline is equivalent to it within +-1 point(s)"
+        in report.verdict(paired(differences), rope=1.0)[1]
+    )
     # The same differences judged against a margin of 0.1 point: too narrow to show with 6 seeds.
     narrow = report.paired_comparisons(paired(differences), rope=0.1).iloc[0]
     assert narrow["finding"] == "inconclusive" and narrow["seeds to settle"] > 6
@@ -425,10 +608,15 @@ def test_a_gain_inside_the_margin_says_so_and_an_inconclusive_one_says_what_woul
     from statsmodels.stats.power import TTestPower
 
     differences = np.array([1.5, -1.0, 2.5, -0.5, 1.0])
-    to_detect = TTestPower().solve_power(effect_size=differences.mean() / differences.std(ddof=1), alpha=0.05, power=0.8)
+    to_detect = TTestPower().solve_power(
+        effect_size=differences.mean() / differences.std(ddof=1), alpha=0.05, power=0.8
+    )
     assert row["seeds to settle"] == int(np.ceil(to_detect))  # a mean of 0.7 > 0: detecting it is the nearer route
     sentence = report.verdict(unclear, rope=1.0)[1]
-    assert "is inconclusive at this budget" in sentence and f"settling it would take about {row['seeds to settle']:g} seeds" in sentence
+    assert (
+        "is inconclusive at this budget" in sentence
+        and f"settling it would take about {row['seeds to settle']:g} seeds" in sentence
+    )
 
 
 def test_a_finding_needs_the_holm_correction_to_agree():
@@ -438,16 +626,24 @@ def test_a_finding_needs_the_holm_correction_to_agree():
     extra = []
     for order in range(4, 11):
         for seed in (1, 2, 3, 4):
-            extra.append({**trials.iloc[0].to_dict(), "order": order, "seed": seed,
-                          "test_accuracy": 0.90 + noise.normal(0, 0.02)})
+            extra.append(
+                {
+                    **trials.iloc[0].to_dict(),
+                    "order": order,
+                    "seed": seed,
+                    "test_accuracy": 0.90 + noise.normal(0, 0.02),
+                }
+            )
     table = report.paired_comparisons(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
     for _, row in table.iterrows():
         excludes_zero = row["ci low"] > 0 or row["ci high"] < 0
         assert row["finding"].startswith(("pays off", "costs accuracy")) == (excludes_zero and row["p (Holm)"] < 0.05)
     dense = table.set_index("configuration").loc["dense softplus p3"]
     assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "inconclusive"
-    assert any("once corrected for the comparisons made" in sentence for sentence in report.verdict(
-        pd.concat([trials, pd.DataFrame(extra)], ignore_index=True)))
+    assert any(
+        "once corrected for the comparisons made" in sentence
+        for sentence in report.verdict(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
+    )
 
 
 def test_a_constant_difference_gets_no_p_value_and_no_finding():
@@ -478,11 +674,12 @@ def test_duplicate_runs_of_a_seed_are_paired_once():
     assert row["seeds"] == 4 and row["duplicates left out"] == 2
     assert row["p-value"] == pytest.approx(stats.ttest_rel(values, reference).pvalue)  # the earliest runs count
     assert table.loc["input softplus p3", "duplicates left out"] == 0
-    assert "2 duplicate run(s) of a configuration and seed were left out" in report.verdict(
-        pd.concat([trials, twins], ignore_index=True))[0]
+    assert (
+        "2 duplicate run(s) of a configuration and seed were left out"
+        in report.verdict(pd.concat([trials, twins], ignore_index=True))[0]
+    )
     summary = report.config_summary(pd.concat([trials, twins], ignore_index=True))
     assert summary.loc[summary["insertion"] == "dense", "count"].item() == 4
-
 
 
 def test_a_margin_that_is_not_positive_is_one_line_and_exit_2(capsys):

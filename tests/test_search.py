@@ -53,11 +53,38 @@ def stores(folder):
 def search_args(folder, space_path, *extra):
     """`harness search` on stores in `folder`, without confirmation unless `extra` asks for it (the last --confirm counts)."""
     storage, tracking = stores(folder)
-    return ["search", "--space", str(space_path), "--storage", storage, "--tracking-uri", tracking, "--confirm", "0", *extra]
+    return [
+        "search",
+        "--space",
+        str(space_path),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--confirm",
+        "0",
+        *extra,
+    ]
 
 
 def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
-    assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "tiny", "--trials", "3", "--seed", "0", "--pruner", "none")) == 0
+    assert (
+        main(
+            search_args(
+                tmp_path,
+                write_space(tmp_path, TINY),
+                "--study",
+                "tiny",
+                "--trials",
+                "3",
+                "--seed",
+                "0",
+                "--pruner",
+                "none",
+            )
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Browse runs:    harness ui" in printed
     # Not a terminal: one progress line per epoch of the trial in flight.
@@ -96,12 +123,23 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
         assert run.info.run_name.startswith(f"t{trial.number} ")
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
-        params = trial.params or {k: v for k, v in trial.user_attrs.items() if k in ("insertion", "width", "learning_rate")}
+        params = trial.params or {
+            k: v for k, v in trial.user_attrs.items() if k in ("insertion", "width", "learning_rate")
+        }
         for name, value in params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["dataset"] == "digits" and run.data.params["epochs"] == "2"
-        for tag in ("optuna.trial_number", "harness.study", "state", "backend", "backend_version", "keras_version", "device",
-                    "determinism", "git_commit"):
+        for tag in (
+            "optuna.trial_number",
+            "harness.study",
+            "state",
+            "backend",
+            "backend_version",
+            "keras_version",
+            "device",
+            "determinism",
+            "git_commit",
+        ):
             assert run.data.tags[tag]
         assert run.data.tags["state"] == "COMPLETE"
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -114,14 +152,20 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
         assert "model_summary.txt" in artifacts
         assert ("series_fit.png" in artifacts) == (run.data.params["insertion"] != "none")
         # Best-only by default: a trial saves its model when it beats every earlier one.
-        earlier = [t.value for t in study.trials[:trial.number]]
+        earlier = [t.value for t in study.trials[: trial.number]]
         assert ("model.keras" in artifacts) == (not earlier or trial.value > max(earlier))
 
 
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path):
     space = {
         **TINY,
-        "params": {"insertion": "dense", "function": "exp", "order": 12, "learning_rate": [50.0, 1.0e-3], "width": 0.25},
+        "params": {
+            "insertion": "dense",
+            "function": "exp",
+            "order": 12,
+            "learning_rate": [50.0, 1.0e-3],
+            "width": 0.25,
+        },
     }
     args = search_args(tmp_path, write_space(tmp_path, space), "--study", "wild", "--trials", "3", "--sampler", "grid")
     assert main(args) == 0
@@ -142,8 +186,10 @@ def test_a_trial_asked_for_once_the_study_is_full_never_trains(tmp_path):
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("full").experiment_id
     parent = client.search_runs([experiment], "tags.`harness.role` = 'search'")[0].info.run_id
-    joiner = Search(load_space(space_path), SearchSettings("full", n_trials=2, storage=storage, tracking_uri=tracking,
-                                                          parent_run_id=parent))
+    joiner = Search(
+        load_space(space_path),
+        SearchSettings("full", n_trials=2, storage=storage, tracking_uri=tracking, parent_run_id=parent),
+    )
     joiner.study.optimize(joiner._objective, n_trials=3, catch=(StudyFull,))  # as if it had passed the stop check
     late = joiner.study.trials[-1]
     assert len(joiner.study.trials) == 3 and late.state == optuna.trial.TrialState.FAIL and late.user_attrs[SURPLUS]
@@ -184,7 +230,9 @@ def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(
 
     peer = threading.Thread(target=fail_the_baseline_after_its_first_epoch)
     peer.start()
-    code = main(search_args(tmp_path, write_space(tmp_path, space), "--study", "taken", "--trials", "2", "--pruner", "none"))
+    code = main(
+        search_args(tmp_path, write_space(tmp_path, space), "--study", "taken", "--trials", "2", "--pruner", "none")
+    )
     peer.join()
     assert code == 0
     assert "search #0: another worker marked it FAIL while it ran" in capsys.readouterr().out
@@ -201,7 +249,18 @@ def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(
 
 def test_a_killed_search_resumes_without_losing_trials(tmp_path):
     space = {**TINY, "training": {"epochs": 6, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 400}}
-    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "killed", "--trials", "4", "--heartbeat", "1", "--pruner", "none")
+    args = search_args(
+        tmp_path,
+        write_space(tmp_path, space),
+        "--study",
+        "killed",
+        "--trials",
+        "4",
+        "--heartbeat",
+        "1",
+        "--pruner",
+        "none",
+    )
     command = [sys.executable, "-m", "harness.cli", *args]
     storage, tracking = stores(tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,8 +274,11 @@ def test_a_killed_search_resumes_without_losing_trials(tmp_path):
                 continue
             states = [t.state for t in trials]
             # Killed once the new trial trains: its MLflow run exists and is recorded on it.
-            if (optuna.trial.TrialState.COMPLETE in states and states[-1] == optuna.trial.TrialState.RUNNING
-                    and "mlflow_run_id" in trials[-1].user_attrs):
+            if (
+                optuna.trial.TrialState.COMPLETE in states
+                and states[-1] == optuna.trial.TrialState.RUNNING
+                and "mlflow_run_id" in trials[-1].user_attrs
+            ):
                 break
         else:
             pytest.fail("the search never reached a second trial")
@@ -244,11 +306,26 @@ def test_a_killed_search_resumes_without_losing_trials(tmp_path):
 BAD_SPACES = {
     "unknown key": ({**TINY, "optimiser": "sgd"}, "space.yaml: optimiser: Extra inputs are not permitted"),
     "unknown param": ({**TINY, "params": {"ordre": [1]}}, "space.yaml: params.ordre: unknown parameter"),
-    "wrong type": ({**TINY, "training": {"epochs": "ten"}}, "space.yaml: training.epochs: Input should be a valid integer"),
-    "empty choices": ({**TINY, "params": {"function": []}}, "space.yaml: params.function: the list of choices is empty"),
-    "low above high": ({**TINY, "params": {"order": {"low": 5, "high": 2}}}, "space.yaml: params.order: low (5) is greater than high (2)"),
-    "unknown function": ({**TINY, "params": {"function": ["relu"]}}, "space.yaml: params.function: 'relu' is not one of"),
-    "unknown insertion": ({**TINY, "params": {"insertion": ["head"]}}, "space.yaml: params.insertion: 'head' is not one of"),
+    "wrong type": (
+        {**TINY, "training": {"epochs": "ten"}},
+        "space.yaml: training.epochs: Input should be a valid integer",
+    ),
+    "empty choices": (
+        {**TINY, "params": {"function": []}},
+        "space.yaml: params.function: the list of choices is empty",
+    ),
+    "low above high": (
+        {**TINY, "params": {"order": {"low": 5, "high": 2}}},
+        "space.yaml: params.order: low (5) is greater than high (2)",
+    ),
+    "unknown function": (
+        {**TINY, "params": {"function": ["relu"]}},
+        "space.yaml: params.function: 'relu' is not one of",
+    ),
+    "unknown insertion": (
+        {**TINY, "params": {"insertion": ["head"]}},
+        "space.yaml: params.insertion: 'head' is not one of",
+    ),
     "order out of range": ({**TINY, "params": {"order": [2, 24]}}, "space.yaml: params.order: 24 is out of range"),
 }
 
@@ -291,8 +368,12 @@ def read_until(process, text, timeout=240):
 def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
     assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "shown", "--trials", "1")) == 0
     port, tracking = free_port(), stores(tmp_path)[1]
-    ui = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking, "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         printed = read_until(ui, f"MLflow UI at http://127.0.0.1:{port}")
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
@@ -303,8 +384,11 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
         assert read_until(ui, link, timeout=60)[-1].strip().endswith("viewStateShareKey=harness-trials")
         runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
         assert len(runs) == 2  # the search's parent run and one trial
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in os.listdir("/proc")
-                    if pid.isdigit() and int(pid) != ui.pid and Path(f"/proc/{pid}/cmdline").exists()]
+        commands = [
+            Path(f"/proc/{pid}/cmdline").read_bytes()
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and int(pid) != ui.pid and Path(f"/proc/{pid}/cmdline").exists()
+        ]
         assert not [c for c in commands if tracking.encode() in c]  # MLflow gets the store's URI in its environment
         assert not [line for line in printed if "mlflow ui --" in line]
     finally:
@@ -318,10 +402,21 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
 
 def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
     space = {**TINY, "objectives": ["accuracy", "flops"]}
-    assert main(search_args(tmp_path, write_space(tmp_path, space), "--study", "seen", "--trials", "1", "--sampler", "nsga2")) == 0
+    assert (
+        main(
+            search_args(
+                tmp_path, write_space(tmp_path, space), "--study", "seen", "--trials", "1", "--sampler", "nsga2"
+            )
+        )
+        == 0
+    )
     port = free_port()
-    dashboard = subprocess.Popen([sys.executable, "-m", "harness.cli", "dashboard", "--storage", stores(tmp_path)[0],
-                                  "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "dashboard", "--storage", stores(tmp_path)[0], "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         read_until(dashboard, f"Optuna dashboard at http://127.0.0.1:{port}")
         (summary,) = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=10).json()["study_summaries"]
@@ -336,7 +431,9 @@ def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
 
 def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):
     space = {**TINY, "objectives": ["accuracy", "flops"]}
-    args = search_args(tmp_path, write_space(tmp_path, space), "--study", "pareto", "--trials", "3", "--sampler", "nsga2")
+    args = search_args(
+        tmp_path, write_space(tmp_path, space), "--study", "pareto", "--trials", "3", "--sampler", "nsga2"
+    )
     assert main(args) == 0
     assert "pruning is off: Optuna cannot prune multi-objective trials" in capsys.readouterr().out
     study = optuna.load_study(study_name="pareto", storage=stores(tmp_path)[0])
@@ -348,7 +445,6 @@ def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):
 def test_shipped_spaces_are_valid():
     from pathlib import Path
 
-
     spaces = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
     assert {p.stem for p in spaces} >= {"quick", "origins", "cifar10", "fashion_mnist"}
     for path in spaces:
@@ -358,7 +454,12 @@ def test_shipped_spaces_are_valid():
 def test_ctrl_c_closes_the_trial_and_its_runs(tmp_path):
     space = {**TINY, "training": {"epochs": 500, "seed": 0}, "params": {"insertion": "dense", "order": 2}}
     storage, tracking = stores(tmp_path)
-    command = [sys.executable, "-m", "harness.cli", *search_args(tmp_path, write_space(tmp_path, space), "--study", "stopped", "--trials", "2")]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        *search_args(tmp_path, write_space(tmp_path, space), "--study", "stopped", "--trials", "2"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(240):
         time.sleep(0.5)
@@ -403,8 +504,13 @@ def test_a_loss_that_turns_nan_after_the_first_epoch_ends_fail_not_pruned(tmp_pa
     remembered = {}
     with lifecycle.parent_run({}):
         with pytest.raises(TrialDiverged, match="diverged: loss became nan at epoch 2"):
-            lifecycle.run(0, {"insertion": "dense", "width": 0.25}, 3, [PoisonAfterFirstEpoch(), PruneAfterFirstEpoch()],
-                          remembered.__setitem__)
+            lifecycle.run(
+                0,
+                {"insertion": "dense", "width": 0.25},
+                3,
+                [PoisonAfterFirstEpoch(), PruneAfterFirstEpoch()],
+                remembered.__setitem__,
+            )
     assert remembered[OUTCOME] == "FAIL" and remembered["failure_reason"].startswith("diverged")
     run = MlflowClient(tracking).get_run(remembered["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["state"] == "FAIL"

@@ -34,7 +34,9 @@ def series_coefficients(expression, order, center):
 def test_coefficients_equal_sympy_series_up_to_order_12(name):
     reference = series_coefficients(REFERENCE[name], 12, CENTERS[name])
     for order in range(13):
-        assert series.coefficients(name, order, CENTERS[name]) == pytest.approx(reference[: order + 1], abs=1e-12, rel=1e-12)
+        assert series.coefficients(name, order, CENTERS[name]) == pytest.approx(
+            reference[: order + 1], abs=1e-12, rel=1e-12
+        )
 
 
 @pytest.mark.parametrize("name,center", [("softplus", 0.5), ("tanh", -0.3), ("log", 2.0), ("gelu", 1.0)])

@@ -16,8 +16,10 @@ SUITE = {
     "training": {"epochs": 1},
     "seeds": 2,
     "params": {"width": 0.25},
-    "configurations": [{"insertion": "all", "function": "gelu", "order": 2, "conditioning": "tanh"},
-                       {"insertion": "last", "function": "softplus", "order": 2, "conditioning": "tanh"}],
+    "configurations": [
+        {"insertion": "all", "function": "gelu", "order": 2, "conditioning": "tanh"},
+        {"insertion": "last", "function": "softplus", "order": 2, "conditioning": "tanh"},
+    ],
     "datasets": [{"name": "digits", "train_size": 300, "val_size": 100, "test_size": 100}],
     "backbones": ["seed_cnn", "tests.user_models:mixed_relus"],
 }
@@ -32,7 +34,16 @@ def write_suite(tmp_path, suite):
 def test_a_suite_reports_one_table_with_ranks_and_a_friedman_test(tmp_path):
     storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    command = ["suite", write_suite(tmp_path, SUITE), "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]
+    command = [
+        "suite",
+        write_suite(tmp_path, SUITE),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--out",
+        str(out),
+    ]
     assert main(command) == 0
     suite = load_suite(write_suite(tmp_path, SUITE))
     assert suite.studies == ["small-digits-seed_cnn", "small-digits-mixed_relus"]
@@ -60,13 +71,16 @@ def test_a_suite_reports_one_table_with_ranks_and_a_friedman_test(tmp_path):
     assert all(len(optuna.load_study(study_name=s, storage=storage).trials) == 6 for s in suite.studies)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"backbones": []}, "backbones: List should have at least 1 item"),
-    ({"seeds": "many"}, "seeds"),
-    ({"configurations": [{"insertion": "dense", "function": "nope"}]}, "function: 'nope' is not one of"),
-    ({"datasets": [{"name": "digits"}, {"name": "digits", "train_size": 100}]}, "two cells would share the study"),
-    ({"colour": "red"}, "colour: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"backbones": []}, "backbones: List should have at least 1 item"),
+        ({"seeds": "many"}, "seeds"),
+        ({"configurations": [{"insertion": "dense", "function": "nope"}]}, "function: 'nope' is not one of"),
+        ({"datasets": [{"name": "digits"}, {"name": "digits", "train_size": 100}]}, "two cells would share the study"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
 def test_a_bad_suite_is_one_line_and_exit_2(tmp_path, capsys, change, message):
     assert main(["suite", write_suite(tmp_path, {**SUITE, **change})]) == 2
     error = capsys.readouterr().err.strip().splitlines()

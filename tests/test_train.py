@@ -44,8 +44,18 @@ def test_mixed_precision_trains_without_nan(digits):
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        result = run_trial({"insertion": "all", "function": "exp", "order": 8, "conditioning": "tanh", "width": 0.25,
-                            "augment": "crop_flip"}, digits, epochs=1)
+        result = run_trial(
+            {
+                "insertion": "all",
+                "function": "exp",
+                "order": 8,
+                "conditioning": "tanh",
+                "width": 0.25,
+                "augment": "crop_flip",
+            },
+            digits,
+            epochs=1,
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert not result.diverged and math.isfinite(result.history["loss"][-1])

@@ -27,7 +27,19 @@ GRID_OF_9 = {
 def harness_search(tmp_path, space, *args, env=None):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
-    command = [sys.executable, "-m", "harness.cli", "search", "--space", str(path), "--study", "shared", "--confirm", "0", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "search",
+        "--space",
+        str(path),
+        "--study",
+        "shared",
+        "--confirm",
+        "0",
+        *args,
+    ]
     return command, {**os.environ, **(env or {})}
 
 
@@ -39,13 +51,15 @@ def check_shared_study(storage, tracking_uri, n_trials):
     trials = counted_trials(study)
     # A trial that crashed (a store busy under the load, say) is recorded with its reason and does not count.
     crashed = [t for t in study.trials if t not in surplus and t not in trials]
-    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("failure_reason") for t in crashed), \
-        [(t.number, t.state.name, t.user_attrs) for t in crashed]
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("failure_reason") for t in crashed), [
+        (t.number, t.state.name, t.user_attrs) for t in crashed
+    ]
     assert len(trials) == n_trials
     # One baseline, trained to the end; it is trial 0 unless a busy store failed it and a worker queued it again.
     baselines = [t for t in trials if t.user_attrs.get(BASELINE)]
-    assert [t.state for t in baselines] == [optuna.trial.TrialState.COMPLETE], \
-        [(t.number, t.state.name, t.user_attrs) for t in study.trials]
+    assert [t.state for t in baselines] == [optuna.trial.TrialState.COMPLETE], [
+        (t.number, t.state.name, t.user_attrs) for t in study.trials
+    ]
     param_sets = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(param_sets)) == n_trials  # the grid ran each point once, beside the baseline
     assert len({t.user_attrs["pid"] for t in trials}) > 1  # several workers took part
@@ -64,8 +78,20 @@ def check_shared_study(storage, tracking_uri, n_trials):
 
 def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, postgres_database, mlflow_server):
     command, env = harness_search(
-        tmp_path, GRID_OF_9, "--workers", "3", "--trials", "7", "--sampler", "grid", "--pruner", "none",
-        "--storage", postgres_database, "--tracking-uri", mlflow_server,
+        tmp_path,
+        GRID_OF_9,
+        "--workers",
+        "3",
+        "--trials",
+        "7",
+        "--sampler",
+        "grid",
+        "--pruner",
+        "none",
+        "--storage",
+        postgres_database,
+        "--tracking-uri",
+        mlflow_server,
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -75,9 +101,23 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, pos
 
 
 def test_three_workers_on_the_journal_default(tmp_path):
-    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "3", "--trials", "7", "--sampler", "grid",
-                                  "--pruner", "none", "--confirm", "1", "--seeds", "2",
-                                  env={"HARNESS_HOME": str(tmp_path / "home")})
+    command, env = harness_search(
+        tmp_path,
+        GRID_OF_9,
+        "--workers",
+        "3",
+        "--trials",
+        "7",
+        "--sampler",
+        "grid",
+        "--pruner",
+        "none",
+        "--confirm",
+        "1",
+        "--seeds",
+        "2",
+        env={"HARNESS_HOME": str(tmp_path / "home")},
+    )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     journal = tmp_path / "home" / "optuna-journal.log"
@@ -88,7 +128,9 @@ def test_three_workers_on_the_journal_default(tmp_path):
     confirm = optuna.load_study(study_name="shared-confirm", storage=open_storage(f"journal:{journal}"))
     assert len(counted_trials(confirm)) == 4 and "confirm worker 3" in run.stdout
     client = MlflowClient(tracking)
-    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'"
+    )
     assert len(runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
 
 
@@ -108,9 +150,24 @@ def test_a_killed_process_not_yet_reaped_is_not_alive():
 def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_database):
     space = {**GRID_OF_9, "training": {"epochs": 8, "seed": 0}, "dataset": {**GRID_OF_9["dataset"], "train_size": 600}}
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command, env = harness_search(tmp_path, space, "--workers", "3", "--trials", "5", "--sampler", "grid",
-                                  "--pruner", "none", "--storage", postgres_database, "--tracking-uri", tracking,
-                                  "--heartbeat", "2")
+    command, env = harness_search(
+        tmp_path,
+        space,
+        "--workers",
+        "3",
+        "--trials",
+        "5",
+        "--sampler",
+        "grid",
+        "--pruner",
+        "none",
+        "--storage",
+        postgres_database,
+        "--tracking-uri",
+        tracking,
+        "--heartbeat",
+        "2",
+    )
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     victim = None
     storage = open_storage(postgres_database)  # one connection pool for the polling, not one per poll
@@ -122,7 +179,9 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
         except KeyError:
             continue
         # Trials that train: their MLflow run exists and is recorded on them.
-        running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+        running = [
+            t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+        ]
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and running:
             victim = running[-1]  # the newest: the furthest from finishing before the kill lands
     assert victim is not None, "no trial was running"
@@ -160,17 +219,34 @@ def test_workers_per_gpu_needs_gpus(tmp_path):
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
-        "harness: error: --workers-per-gpu must be at least 1 and comes with --gpus; got 2")
+        "harness: error: --workers-per-gpu must be at least 1 and comes with --gpus; got 2"
+    )
 
 
 def test_every_command_finds_the_study_a_worker_pool_made(tmp_path):
     home = tmp_path / "home"
-    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "2", "--trials", "3", "--sampler", "grid",
-                                  "--pruner", "none", env={"HARNESS_HOME": str(home)})
+    command, env = harness_search(
+        tmp_path,
+        GRID_OF_9,
+        "--workers",
+        "2",
+        "--trials",
+        "3",
+        "--sampler",
+        "grid",
+        "--pruner",
+        "none",
+        env={"HARNESS_HOME": str(home)},
+    )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--study", "shared", "--out",
-                             str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", "--study", "shared", "--out", str(tmp_path / "report")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     trials = pd.read_csv(tmp_path / "report" / "trials.csv")
     assert len(trials) == 3 and "duration_s" in trials  # read from the Optuna study, not pieced together from MLflow
@@ -179,8 +255,9 @@ def test_every_command_finds_the_study_a_worker_pool_made(tmp_path):
     run = subprocess.run(more, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     study = optuna.load_study(study_name="shared", storage=open_storage(f"journal:{home / 'optuna-journal.log'}"))
-    assert len(counted_trials(study)) == 4 and optuna.get_all_study_names(open_storage(
-        f"journal:{home / 'optuna-journal.log'}")) == ["shared"]
+    assert len(counted_trials(study)) == 4 and optuna.get_all_study_names(
+        open_storage(f"journal:{home / 'optuna-journal.log'}")
+    ) == ["shared"]
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.role` = 'trial'")
     assert len(runs) == 4
@@ -222,15 +299,37 @@ def test_every_setting_reaches_a_worker_pinned_to_its_gpu(tmp_path, monkeypatch)
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     monkeypatch.setattr("harness.training.device.gpu_ids", lambda text, per_gpu=1: [0])
-    space = {"dataset": {"name": "mnist", "train_size": 150, "val_size": 50, "test_size": 50},
-             "training": {"epochs": 1, "seed": 0}, "params": {"insertion": "dense", "function": ["softplus", "tanh"],
-                                                            "order": 2, "width": 0.25}}
+    space = {
+        "dataset": {"name": "mnist", "train_size": 150, "val_size": 50, "test_size": 50},
+        "training": {"epochs": 1, "seed": 0},
+        "params": {"insertion": "dense", "function": ["softplus", "tanh"], "order": 2, "width": 0.25},
+    }
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     from harness.cli import main
 
-    assert main(["search", "--space", str(path), "--study", "pinned", "--trials", "2", "--confirm", "0", "--pruner",
-                 "none", "--gpus", "0", "--data-dir", str(tmp_path / "data")]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--space",
+                str(path),
+                "--study",
+                "pinned",
+                "--trials",
+                "2",
+                "--confirm",
+                "0",
+                "--pruner",
+                "none",
+                "--gpus",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("pinned").experiment_id], "tags.`harness.role` = 'trial'")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
@@ -241,13 +340,27 @@ def test_every_setting_reaches_a_worker_pinned_to_its_gpu(tmp_path, monkeypatch)
 
 def test_a_timeout_ends_a_pool_as_it_ends_one_process(tmp_path):
     home = tmp_path / "home"
-    command, env = harness_search(tmp_path, GRID_OF_9, "--workers", "2", "--trials", "50", "--timeout", "12",
-                                  "--pruner", "none", env={"HARNESS_HOME": str(home)})
+    command, env = harness_search(
+        tmp_path,
+        GRID_OF_9,
+        "--workers",
+        "2",
+        "--trials",
+        "50",
+        "--timeout",
+        "12",
+        "--pruner",
+        "none",
+        env={"HARNESS_HOME": str(home)},
+    )
     for pooled in (True, False):
         argv = command if pooled else [a for a in command if a not in ("--workers", "2")]
-        run = subprocess.run([*argv, "--study", f"timed-{pooled}"], env=env, capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [*argv, "--study", f"timed-{pooled}"], env=env, capture_output=True, text=True, timeout=600
+        )
         assert run.returncode == 0, run.stderr[-3000:]  # stopped as asked: the study need not be full
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-        (parent,) = client.search_runs([client.get_experiment_by_name(f"timed-{pooled}").experiment_id],
-                                       "tags.`harness.role` = 'search'")
+        (parent,) = client.search_runs(
+            [client.get_experiment_by_name(f"timed-{pooled}").experiment_id], "tags.`harness.role` = 'search'"
+        )
         assert parent.info.status == "FINISHED"

@@ -16,9 +16,11 @@ def mixed_relus(input_shape, num_classes, width=1.0):
 
 def small_sequential(input_shape, num_classes):
     """The same idea as a Sequential model without a width."""
-    return keras.Sequential([
-        keras.Input(shape=input_shape),
-        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(num_classes, activation="softmax", name="classifier"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(num_classes, activation="softmax", name="classifier"),
+        ]
+    )

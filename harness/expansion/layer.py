@@ -33,24 +33,19 @@ class TaylorExpansion(keras.layers.Layer):
     """Replace or expand each value by a truncated Taylor series of `function`.
 
     Args:
-        function: name from `harness.expansion.series.FUNCTIONS`, e.g. "softplus", "exp".
-        order: the highest power p, 0 to 20.
+        function, order: a name from `harness.expansion.series.FUNCTIONS` ("softplus", "exp", ...); the highest power p.
         center: the expansion point x0 (0 is the Maclaurin series).
         mode: "series", "weighted" or "expand" (see the module docstring).
-        coefficients: "fixed" keeps c_k from the series; "trainable" starts
-            there and learns them.
-        per_unit: one set of coefficients and term weights per unit (last
-            axis), like the original answer's 1x1 LocallyConnected layers;
-            False shares one set.
-        conditioning: how inputs are kept where the truncated series is
-            accurate: "none", "clip" to |x - x0| <= limit, "tanh" to squash
-            into (-limit, limit), or "batchnorm" to normalise them.
+        coefficients: "fixed" keeps c_k from the series; "trainable" starts there and learns them.
+        per_unit: one set of coefficients and term weights per unit (last axis), like the original answer's 1x1
+            LocallyConnected layers; False shares one set.
+        conditioning: how inputs are kept where the truncated series is accurate: "none", "clip" to
+            |x - x0| <= limit, "tanh" to squash into (-limit, limit), or "batchnorm" to normalise them.
         expand_outputs: in "expand" mode, emit "terms" t_k or "partial_sums" s_k.
-        limit: bound for "clip" and "tanh"; defaults to 0.9 of the radius of
-            convergence (3.0 for functions whose series converges everywhere).
-        fused: on TensorFlow, evaluate the polynomial and its gradient as
-            XLA-fused kernels. False, or another backend, builds plain ops;
-            the results are the same.
+        limit: bound for "clip" and "tanh"; defaults to 0.9 of the radius of convergence (3.0 for functions whose
+            series converges everywhere).
+        fused: on TensorFlow, evaluate the polynomial and its gradient as XLA-fused kernels. False, or another
+            backend, builds plain ops; the results are the same.
 
     >>> layer = TaylorExpansion("softplus", order=2)  # log 2 + x/2 + x^2/8
     >>> [round(float(v), 3) for v in ops.convert_to_numpy(layer(np.array([[0.0, 1.0]])))[0]]
@@ -93,13 +88,18 @@ class TaylorExpansion(keras.layers.Layer):
             raise ValueError("TaylorExpansion needs a known size for the last axis")
         shape = (self.order + 1, units) if self.per_unit else (self.order + 1,)
         series_values = np.array(self.series_coefficients).reshape((-1,) + (1,) * (len(shape) - 1))
-        self.coefficients = self.add_weight(name="coefficients", shape=shape, trainable=self.coefficients_trainable,
-                                            initializer=keras.initializers.Constant(series_values))
+        self.coefficients = self.add_weight(
+            name="coefficients",
+            shape=shape,
+            trainable=self.coefficients_trainable,
+            initializer=keras.initializers.Constant(series_values),
+        )
         if self.mode == "weighted":  # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p
             last_term_only = np.zeros(shape)
             last_term_only[-1] = 1.0
-            self.term_weights = self.add_weight(name="term_weights", shape=shape,
-                                                initializer=keras.initializers.Constant(last_term_only))
+            self.term_weights = self.add_weight(
+                name="term_weights", shape=shape, initializer=keras.initializers.Constant(last_term_only)
+            )
         if self.normalization is not None:
             self.normalization.build(input_shape)
 

@@ -60,7 +60,6 @@ class Softplus(sp.Function):
             return sp.log(1 + sp.exp(arg))
 
 
-
 FUNCTIONS = {
     "exp": SeriesFunction(sp.exp(_x)),
     "softplus": SeriesFunction(Softplus(_x), (math.pi * 1j,)),
@@ -79,9 +78,7 @@ assert tuple(FUNCTIONS) == FUNCTION_NAMES, "harness.params.FUNCTIONS names the s
 def _lookup(function, center):
     """Return the `SeriesFunction` for a name, checking it has a series at `center`."""
     if function not in FUNCTIONS:
-        raise ValueError(
-            f"unknown function {function!r}; choose one of {', '.join(FUNCTIONS)}"
-        )
+        raise ValueError(f"unknown function {function!r}; choose one of {', '.join(FUNCTIONS)}")
     spec = FUNCTIONS[function]
     for singularity in spec.singularities:
         if singularity.imag == 0 and center <= singularity.real:

@@ -29,8 +29,15 @@ import keras
 from harness.expansion.layer import TaylorExpansion
 from harness.model import surgery
 from harness.model.backbones import BUILDERS
-from harness.params import (AFTER, BASELINE_DEFAULTS, EXPANSION_KEYS, INSERTIONS_BY_BACKBONE, INSERTIONS_EVERYWHERE,
-                            MODEL_KEYS, check_value)
+from harness.params import (
+    AFTER,
+    BASELINE_DEFAULTS,
+    EXPANSION_KEYS,
+    INSERTIONS_BY_BACKBONE,
+    INSERTIONS_EVERYWHERE,
+    MODEL_KEYS,
+    check_value,
+)
 
 # The seed CNN's own insertion points: the layer each follows, and the expansion's name.
 SEED_CNN_POINTS = {"conv1": "conv1_activation", "conv2": "pool", "dense": "dense_activation"}
@@ -64,8 +71,10 @@ def _checked_expansion(params):
     check_value("backbone", backbone)
     insertion = params.get("insertion", "none")
     if insertion not in insertion_points(backbone) and not str(insertion).startswith(AFTER):
-        raise ValueError(f"insertion must be one of {', '.join(insertion_points(backbone))} or '{AFTER}GLOB' "
-                         f"on {backbone}; got {insertion!r}")
+        raise ValueError(
+            f"insertion must be one of {', '.join(insertion_points(backbone))} or '{AFTER}GLOB' "
+            f"on {backbone}; got {insertion!r}"
+        )
     width = params.get("width", 1.0)
     if not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(f"width must be a positive number, got {width!r}")
@@ -75,8 +84,10 @@ def _checked_expansion(params):
             f"insertion 'none' is the plain baseline and takes no expansion parameters; got {', '.join(expansion)}"
         )
     if insertion in REPLACING and expansion.get("mode") == "expand":
-        raise ValueError(f"insertion {insertion!r} replaces activations elementwise, so mode must be 'series' or "
-                         "'weighted', not 'expand'")
+        raise ValueError(
+            f"insertion {insertion!r} replaces activations elementwise, so mode must be 'series' or "
+            "'weighted', not 'expand'"
+        )
     if insertion != "none":
         TaylorExpansion(**expansion)  # validates function, order, center and the choices
     return expansion
@@ -105,8 +116,10 @@ def load_backbone(backbone, input_shape, num_classes, width=1.0):
         if not isinstance(model, keras.Model):
             raise ModelError(f"backbone {backbone}: returned {type(model).__name__}, not a keras.Model")
     if tuple(model.input_shape[1:]) != tuple(input_shape) or model.output_shape[-1] != num_classes:
-        raise ModelError(f"backbone {backbone}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} classes; "
-                         f"the dataset has {tuple(input_shape)} and {num_classes}")
+        raise ModelError(
+            f"backbone {backbone}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} classes; "
+            f"the dataset has {tuple(input_shape)} and {num_classes}"
+        )
     if isinstance(model, keras.Sequential):  # surgery needs a functional graph
         inputs = keras.Input(batch_shape=model.inputs[0].shape, name="image")
         h = inputs
@@ -165,6 +178,8 @@ def build_model(params, input_shape, num_classes, *, augmentation=()):
     replace, insert_after = surgery_plan(model, backbone, insertion)
     input_stage = [*augmentation, *([make_expansion("input_expansion")] if insertion == "input" else [])]
     try:
-        return surgery.rebuild(model, make_expansion, replace=replace, insert_after=insert_after, input_stage=input_stage)
+        return surgery.rebuild(
+            model, make_expansion, replace=replace, insert_after=insert_after, input_stage=input_stage
+        )
     except ValueError as error:  # Keras's word on shapes that no longer fit (an "expand" before an Add, say)
         raise ModelError(f"insertion {insertion!r} on {backbone}: {str(error).splitlines()[0]}") from None

@@ -43,8 +43,9 @@ def seed_cnn(input_shape, num_classes, width=1.0):
 
 
 def _conv_bn_relu(h, filters, name, strides=1, relu=True):
-    h = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal",
-                            name=f"{name}conv")(h)
+    h = keras.layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}conv"
+    )(h)
     h = keras.layers.BatchNormalization(name=f"{name}bn")(h)
     return keras.layers.ReLU(name=f"{name}relu")(h) if relu else h
 
@@ -67,8 +68,9 @@ def _basic_block(h, filters, strides, name):
     y = _conv_bn_relu(h, filters, f"{name}_1_", strides=strides)
     y = _conv_bn_relu(y, filters, f"{name}_2_", relu=False)
     if strides != 1 or h.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, kernel_initializer="he_normal",
-                                       name=f"{name}_shortcut_conv")(h)
+        shortcut = keras.layers.Conv2D(
+            filters, 1, strides=strides, use_bias=False, kernel_initializer="he_normal", name=f"{name}_shortcut_conv"
+        )(h)
         shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
     h = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out_relu")(h)

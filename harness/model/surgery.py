@@ -16,15 +16,25 @@ import fnmatch
 
 import keras
 
-ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU, keras.layers.Activation)
+ACTIVATION_LAYERS = (
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Activation,
+)
 NOT_ACTIVATIONS = (keras.activations.linear, keras.activations.softmax)
 
 
 def _fused_activation(layer):
     """Whether `layer` applies an activation of its own (Conv2D(..., activation="relu"), say)."""
     activation = getattr(layer, "activation", None)
-    return (not isinstance(layer, ACTIVATION_LAYERS) and callable(activation) and activation not in NOT_ACTIVATIONS
-            and not isinstance(activation, keras.layers.Layer))
+    return (
+        not isinstance(layer, ACTIVATION_LAYERS)
+        and callable(activation)
+        and activation not in NOT_ACTIVATIONS
+        and not isinstance(activation, keras.layers.Layer)
+    )
 
 
 def activations(model):
@@ -33,15 +43,20 @@ def activations(model):
     found = []
     for layer in model.layers:
         is_layer = isinstance(layer, ACTIVATION_LAYERS) and getattr(layer, "activation", None) not in NOT_ACTIVATIONS
-        if (is_layer or _fused_activation(layer)) and not any(id(t) in outputs for t in keras.tree.flatten(layer.output)):
+        if (is_layer or _fused_activation(layer)) and not any(
+            id(t) in outputs for t in keras.tree.flatten(layer.output)
+        ):
             found.append(layer.name)
     return found
 
 
 def matching_layers(model, pattern):
     """The names of `model`'s layers (inputs left out) that match the glob `pattern`."""
-    return [layer.name for layer in model.layers
-            if not isinstance(layer, keras.layers.InputLayer) and fnmatch.fnmatchcase(layer.name, pattern)]
+    return [
+        layer.name
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and fnmatch.fnmatchcase(layer.name, pattern)
+    ]
 
 
 def _shapes(tensors):
@@ -53,8 +68,9 @@ def rebuild(model, make_expansion, *, replace=(), insert_after=None, input_stage
     after each layer named in `insert_after` ({layer name: expansion name}), and the layers `input_stage` (say an
     augmentation, then an input expansion) applied to its inputs first."""
     insert_after = insert_after or {}
-    input_tensors = keras.tree.map_structure(lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name),
-                                             model.input)
+    input_tensors = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), model.input
+    )
     inputs = keras.tree.flatten(input_tensors)
     staged = {}
 
@@ -87,4 +103,6 @@ def rebuild(model, make_expansion, *, replace=(), insert_after=None, input_stage
             outputs = make_expansion(insert_after[layer.name])(outputs)
         return outputs
 
-    return keras.models.clone_model(model, input_tensors=input_tensors, clone_function=lambda layer: layer, call_function=call)
+    return keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=lambda layer: layer, call_function=call
+    )

@@ -25,6 +25,17 @@ from harness.report.verdict import verdict
 from harness.statistics import holm
 
 __all__ = [
-    "baseline_deltas", "best_trials", "by_dimension", "completed", "config_summary", "counts", "holm",
-    "load_trials", "paired_comparisons", "pareto_front", "pivot_best", "verdict", "write_report",
+    "baseline_deltas",
+    "best_trials",
+    "by_dimension",
+    "completed",
+    "config_summary",
+    "counts",
+    "holm",
+    "load_trials",
+    "paired_comparisons",
+    "pareto_front",
+    "pivot_best",
+    "verdict",
+    "write_report",
 ]

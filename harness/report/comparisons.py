@@ -4,8 +4,15 @@ import numpy as np
 import pandas as pd
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, describe
-from harness.report.tables import (DEFAULT_ROPE, completed, configuration_keys, one_run_per_seed, plain, seeded_stage,
-                                   with_matched_keys)
+from harness.report.tables import (
+    DEFAULT_ROPE,
+    completed,
+    configuration_keys,
+    one_run_per_seed,
+    plain,
+    seeded_stage,
+    with_matched_keys,
+)
 from harness.statistics import equivalence_p, finding, holm, paired_test, power
 
 
@@ -54,8 +61,15 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
             if latency is not None:
                 ratio = latency(configuration, {**recipe, "insertion": "none"})
                 row["latency_ms ratio"], row["latency_ms ratio low"], row["latency_ms ratio high"] = ratio
-            rows.append({"configuration": name, "baseline": label, **recipe,
-                         "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0, **row})
+            rows.append(
+                {
+                    "configuration": name,
+                    "baseline": label,
+                    **recipe,
+                    "failed runs": int(_matches(failed, configuration).sum()) if not failed.empty else 0,
+                    **row,
+                }
+            )
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
@@ -63,8 +77,10 @@ def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEF
         table = table.drop(columns="duplicates left out")
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
     table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
-    table["finding"] = [finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
-                        for _, row in table.iterrows()]
+    table["finding"] = [
+        finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
+        for _, row in table.iterrows()
+    ]
     # A configuration's comparisons together, matched first; configurations by their best difference.
     best = table.groupby("configuration")["delta (points)"].transform("max")
     tuned_last = table["baseline"].eq(TUNED)
@@ -102,7 +118,10 @@ def _references(matched, tuned, shared):
 def _compared(group, baseline, keys, metric, confidence, rope):
     """The columns of one comparison of a configuration's runs (`group`) with a baseline's, paired by seed; None
     if no seed has both."""
-    (group, duplicates), (baseline, baseline_duplicates) = one_run_per_seed(group, keys), one_run_per_seed(baseline, keys)
+    (group, duplicates), (baseline, baseline_duplicates) = (
+        one_run_per_seed(group, keys),
+        one_run_per_seed(baseline, keys),
+    )
     pairs = group.merge(baseline, on="seed", suffixes=("", " baseline"))
     if pairs.empty:
         return None
@@ -114,9 +133,13 @@ def _compared(group, baseline, keys, metric, confidence, rope):
         "duplicates left out": duplicates + baseline_duplicates,
         "accuracy": pairs[metric].mean(),
         "baseline accuracy": pairs[f"{metric} baseline"].mean(),
-        "delta (points)": delta, "ci low": low, "ci high": high, "p-value": p_value,
+        "delta (points)": delta,
+        "ci low": low,
+        "ci high": high,
+        "p-value": p_value,
         "p equivalent": equivalence_p(values, reference, rope),
-        "detectable (points)": detectable, "seeds to settle": seeds_to_settle,
+        "detectable (points)": detectable,
+        "seeds to settle": seeds_to_settle,
     }
     for cost in ("flops", "total_params"):  # the same for every seed: a ratio of means
         if cost in pairs and pairs[f"{cost} baseline"].notna().any():
@@ -140,8 +163,10 @@ def latency_timer(input_shape, num_classes, rounds=LATENCY_ROUNDS):
     images = np.random.default_rng(0).random((256, *input_shape), dtype=np.float32)
 
     def latency(params, baseline_params):
-        models = [build_model({k: v for k, v in p.items() if k in MODEL_KEYS}, tuple(input_shape), int(num_classes))
-                  for p in (params, baseline_params)]
+        models = [
+            build_model({k: v for k, v in p.items() if k in MODEL_KEYS}, tuple(input_shape), int(num_classes))
+            for p in (params, baseline_params)
+        ]
         return latency_ratio(*models, images, rounds=rounds)
 
     return latency
@@ -150,5 +175,3 @@ def latency_timer(input_shape, num_classes, rounds=LATENCY_ROUNDS):
 def _matches(frame, configuration):
     frame = frame.fillna({k: "-" for k in configuration if k in frame})
     return np.logical_and.reduce([frame[k] == v for k, v in configuration.items() if k in frame])
-
-

@@ -12,18 +12,44 @@ from harness.report import tables
 
 
 # Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
-DESCRIPTIVE = {"study", "stage", "dataset", "epochs", "state", "seeds", "trials", "count", "failed runs", "configuration", "baseline",
-               *tables.CONFIG_COLUMNS}
+DESCRIPTIVE = {
+    "study",
+    "stage",
+    "dataset",
+    "epochs",
+    "state",
+    "seeds",
+    "trials",
+    "count",
+    "failed runs",
+    "configuration",
+    "baseline",
+    *tables.CONFIG_COLUMNS,
+}
 
 
 SHORT_NAMES = {
-    "val_accuracy": "val acc", "test_accuracy": "test acc", "total_params": "params", "latency_ms": "latency ms",
-    "train_seconds": "train s", "learning_rate": "lr", "batch_size": "batch", "baseline accuracy": "baseline acc",
-    "accuracy": "test acc", "delta (points)": "delta (points)", "flops ratio": "FLOPs x", "total_params ratio": "params x",
-    "latency_ms ratio": "latency x", "train_seconds ratio": "train time x", "latency_ms ratio low": "latency x low",
-    "latency_ms ratio high": "latency x high", "train_seconds ratio low": "train time x low",
-    "train_seconds ratio high": "train time x high", "mean flops": "mean FLOPs",
-    "mean total_params": "mean params", "failure_reason": "reason",
+    "val_accuracy": "val acc",
+    "test_accuracy": "test acc",
+    "total_params": "params",
+    "latency_ms": "latency ms",
+    "train_seconds": "train s",
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "baseline accuracy": "baseline acc",
+    "accuracy": "test acc",
+    "delta (points)": "delta (points)",
+    "flops ratio": "FLOPs x",
+    "total_params ratio": "params x",
+    "latency_ms ratio": "latency x",
+    "train_seconds ratio": "train time x",
+    "latency_ms ratio low": "latency x low",
+    "latency_ms ratio high": "latency x high",
+    "train_seconds ratio low": "train time x low",
+    "train_seconds ratio high": "train time x high",
+    "mean flops": "mean FLOPs",
+    "mean total_params": "mean params",
+    "failure_reason": "reason",
 }
 
 
@@ -36,14 +62,19 @@ def display(table):
     table.columns = [str(c) for c in table.columns]
     expansion = [c for c in EXPANSION_KEYS if c in table]
     if "insertion" in table and expansion:
-        described = [describe({k: tables.plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
-                     for row in table[["insertion", *expansion]].to_dict("records")]
+        described = [
+            describe({k: tables.plain(v) for k, v in row.items() if pd.notna(v) and v != "-"})
+            for row in table[["insertion", *expansion]].to_dict("records")
+        ]
         table.insert(table.columns.get_loc("insertion"), "configuration", described)
         table = table.drop(columns=["insertion", *expansion])
     for low, high in (("ci low", "ci high"), ("ci_low", "ci_high")):
         if low in table and high in table:
-            table.insert(table.columns.get_loc(low), "95% CI",
-                         [f"{a:+.3g}\u00a0to\u00a0{b:+.3g}" if pd.notna(a) else "-" for a, b in zip(table[low], table[high])])
+            table.insert(
+                table.columns.get_loc(low),
+                "95% CI",
+                [f"{a:+.3g}\u00a0to\u00a0{b:+.3g}" if pd.notna(a) else "-" for a, b in zip(table[low], table[high])],
+            )
             table = table.drop(columns=[low, high])
     shared = {}
     if len(table) > 1:
@@ -99,13 +130,19 @@ def html_page(blocks, title):
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
             parts.append(f"<div class='scroll'>{table.to_html(border=0, classes='table', index=False)}</div>")
         elif kind == "img":
-            parts.append(f'<figure><img src="{html.escape(quote(content[0]))}" alt="{html.escape(content[1])}">'
-                         f"<figcaption>{html.escape(content[1])}</figcaption></figure>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             ".scroll{max-width:100%;overflow-x:auto}"
-             "table{border-collapse:collapse;font-size:12px;margin:.3em 0}"
-             "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
-             "th{background:#f4f4f4}.note{color:#555;font-size:13px;margin-bottom:0}"
-             "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:13px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            parts.append(
+                f'<figure><img src="{html.escape(quote(content[0]))}" alt="{html.escape(content[1])}">'
+                f"<figcaption>{html.escape(content[1])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        ".scroll{max-width:100%;overflow-x:auto}"
+        "table{border-collapse:collapse;font-size:12px;margin:.3em 0}"
+        "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
+        "th{background:#f4f4f4}.note{color:#555;font-size:13px;margin-bottom:0}"
+        "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:13px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )

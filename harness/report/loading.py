@@ -23,8 +23,10 @@ def load_trials(study_name, storage, tracking_uri=None):
     except KeyError:
         frame = _trials_from_mlflow(study_name, tracking_uri) if tracking_uri else None
         if frame is None:
-            raise ValueError(f"study {study_name!r} does not exist in {redact(storage)}"
-                             + (f" nor as an MLflow experiment in {redact(tracking_uri)}" if tracking_uri else "")) from None
+            raise ValueError(
+                f"study {study_name!r} does not exist in {redact(storage)}"
+                + (f" nor as an MLflow experiment in {redact(tracking_uri)}" if tracking_uri else "")
+            ) from None
         if not (frame["state"] == "COMPLETE").any():
             raise ValueError(f"study {study_name!r} has no completed trial to report on")
         return frame
@@ -48,11 +50,15 @@ def load_trials(study_name, storage, tracking_uri=None):
 
 def _study_frame(study, study_name, runs):
     """`study`'s trials as rows, joined with `runs` (`_trial_runs`' answer, or None)."""
-    frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "values", "params", "user_attrs", "duration", "datetime_start")
+    )
     tuned = study.user_attrs.get(TUNED_BASELINE)
     if tuned is not None:  # a confirmation's runs of the search's best baseline
-        frame[TUNED_BASELINE] = [{k: v for k, v in enqueued_params(t).items() if k != "seed"} == tuned
-                                 for t in study.get_trials(deepcopy=False)]
+        frame[TUNED_BASELINE] = [
+            {k: v for k, v in enqueued_params(t).items() if k != "seed"} == tuned
+            for t in study.get_trials(deepcopy=False)
+        ]
     surplus = f"user_attrs_{SURPLUS}"
     if surplus in frame:  # asked for once the study was full: never trained
         frame = frame[~frame.pop(surplus).eq(True)]
@@ -60,8 +66,15 @@ def _study_frame(study, study_name, runs):
     pilot = frame.pop(f"user_attrs_{PILOT}").eq(True) if f"user_attrs_{PILOT}" in frame else np.zeros(len(frame), bool)
     frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
     # The first objective is `value`, `values_0`, or `values_val_accuracy` once the study names its metrics.
-    frame = frame.rename(columns={"number": "trial", "values_0": ACCURACY, "value": ACCURACY, f"values_{ACCURACY}": ACCURACY,
-                                  "latency_seconds": "latency_ms"})
+    frame = frame.rename(
+        columns={
+            "number": "trial",
+            "values_0": ACCURACY,
+            "value": ACCURACY,
+            f"values_{ACCURACY}": ACCURACY,
+            "latency_seconds": "latency_ms",
+        }
+    )
     # A sampled trial keeps its params as params, an enqueued one (the baseline) as user attrs: one column each.
     frame = frame.T.groupby(level=0, sort=False).first().T.infer_objects()
     if "latency_ms" in frame:
@@ -73,7 +86,11 @@ def _study_frame(study, study_name, runs):
         frame["insertion"] = frame["insertion"].fillna("none")
     if runs is not None and "mlflow_run_id" in frame:
         frame = _join_mlflow(frame, runs)
-    drop = [c for c in frame.columns if c.startswith("values_") or c in ("outcome", "benchmark", "baseline", "baseline_turn")]
+    drop = [
+        c
+        for c in frame.columns
+        if c.startswith("values_") or c in ("outcome", "benchmark", "baseline", "baseline_turn")
+    ]
     return frame.drop(columns=drop)
 
 
@@ -96,24 +113,36 @@ def _trials_from_mlflow(study_name, tracking_uri):
     if not found or not found[0]:
         return None
     runs, link = found
-    metrics = {"best_val_accuracy": ACCURACY, "test_accuracy": "test_accuracy", "flops": "flops",
-               "total_params": "total_params", "trainable_params": "trainable_params",
-               "latency_ms": "latency_ms", "train_seconds": "train_seconds"}
+    metrics = {
+        "best_val_accuracy": ACCURACY,
+        "test_accuracy": "test_accuracy",
+        "flops": "flops",
+        "total_params": "total_params",
+        "trainable_params": "trainable_params",
+        "latency_ms": "latency_ms",
+        "train_seconds": "train_seconds",
+    }
     rows = []
     for run in runs:
         tags, params = run.data.tags, run.data.params
-        rows.append({
-            "study": study_name,
-            "stage": tags.get("harness.stage", "search"),
-            "trial": int(tags["optuna.trial_number"]),
-            "state": tags.get("state"),
-            **{column: run.data.metrics.get(metric) for metric, column in metrics.items()},
-            # Params come back as strings; YAML reads them as the values they were (never evaluated).
-            **{key: yaml.safe_load(value) for key, value in params.items() if key in PARAM_KEYS + ("dataset", "epochs")},
-            "failure_reason": tags.get("failure_reason"),
-            "mlflow_run_id": run.info.run_id,
-            "run_url": link + run.info.run_id,
-        })
+        rows.append(
+            {
+                "study": study_name,
+                "stage": tags.get("harness.stage", "search"),
+                "trial": int(tags["optuna.trial_number"]),
+                "state": tags.get("state"),
+                **{column: run.data.metrics.get(metric) for metric, column in metrics.items()},
+                # Params come back as strings; YAML reads them as the values they were (never evaluated).
+                **{
+                    key: yaml.safe_load(value)
+                    for key, value in params.items()
+                    if key in PARAM_KEYS + ("dataset", "epochs")
+                },
+                "failure_reason": tags.get("failure_reason"),
+                "mlflow_run_id": run.info.run_id,
+                "run_url": link + run.info.run_id,
+            }
+        )
     frame = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
     if "insertion" in frame:
         frame["insertion"] = frame["insertion"].fillna("none")

@@ -69,8 +69,12 @@ def _attach_to_parent_run(study_name, tracking_uri, folder):
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:
         return
-    parents = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'search'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`harness.role` = 'search'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if parents:
         client.log_artifacts(parents[0].info.run_id, str(folder), artifact_path="report")
 
@@ -89,8 +93,13 @@ def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_R
         except KeyError:
             study = None  # searched by keras-tuner: known from its MLflow runs only
         blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri, rope)
-    blocks += [("p", "All trials and runs, with their stage, params, states, failure reasons, costs and MLflow run "
-                     "links: trials.csv.")]
+    blocks += [
+        (
+            "p",
+            "All trials and runs, with their stage, params, states, failure reasons, costs and MLflow run "
+            "links: trials.csv.",
+        )
+    ]
     (folder / "index.md").write_text(markdown(blocks))
     (folder / "index.html").write_text(html_page(blocks, ", ".join(studies)))
 
@@ -101,15 +110,17 @@ def _comparison(frames, rope):
         done = tables.completed(tables.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
         confirmed = paired_comparisons(frame, rope=rope)
-        rows.append({
-            "study": frame["study"].iloc[0],
-            **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
-            "best val accuracy (selected)": done[tables.ACCURACY].max(),
-            "baseline val accuracy": baseline[tables.ACCURACY].max() if not baseline.empty else np.nan,
-            "median flops": done["flops"].median() if "flops" in done else np.nan,
-            "confirmed": len(confirmed),
-            "paying off": int(confirmed["finding"].str.startswith("pays off").sum()) if not confirmed.empty else 0,
-        })
+        rows.append(
+            {
+                "study": frame["study"].iloc[0],
+                **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
+                "best val accuracy (selected)": done[tables.ACCURACY].max(),
+                "baseline val accuracy": baseline[tables.ACCURACY].max() if not baseline.empty else np.nan,
+                "median flops": done["flops"].median() if "flops" in done else np.nan,
+                "confirmed": len(confirmed),
+                "paying off": int(confirmed["finding"].str.startswith("pays off").sum()) if not confirmed.empty else 0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -125,29 +136,37 @@ def _confirm_command(name, study):
 
 
 def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
-    attrs = study.user_attrs if study else {
-        "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
-        "epochs": trials["epochs"].max() if "epochs" in trials else "?",
-    }
+    attrs = (
+        study.user_attrs
+        if study
+        else {
+            "dataset": trials["dataset"].iloc[0] if "dataset" in trials else "unknown",
+            "epochs": trials["epochs"].max() if "epochs" in trials else "?",
+        }
+    )
     # Latency ratios come from both networks timed side by side here, where the study says what data they take.
     shape = study.user_attrs.get("input_shape") if study else None
     latency = latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
     comparisons = paired_comparisons(trials, rope=rope, latency=latency)
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [("p", line) for line in verdict(trials, _confirm_command(name, study), rope=rope,
-                                                       comparisons=comparisons)]
+    blocks += [
+        ("p", line) for line in verdict(trials, _confirm_command(name, study), rope=rope, comparisons=comparisons)
+    ]
     seeded = tables.seeded_stage(trials)
     if not comparisons.empty:
         seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
         blocks += [
             ("img", answer_plot(folder, prefix, comparisons)),
             ("h3", "Confirmed configurations against their baselines"),
-            ("p", f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}), against the matched baseline "
-                  "(the configuration's hyperparameters, no expansion) and the tuned one (the baseline's own best) "
-                  "where the search had one; differences in points with 95% t-based CIs; p-values from the paired "
-                  "t-test and the paired TOST, Holm-adjusted over the comparisons; cost ratios against the same "
-                  "baseline: latency from both networks timed interleaved by this report (median, lowest, highest), "
-                  "train time as the median of per-seed wall-clock ratios (lowest, highest)."),
+            (
+                "p",
+                f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}), against the matched baseline "
+                "(the configuration's hyperparameters, no expansion) and the tuned one (the baseline's own best) "
+                "where the search had one; differences in points with 95% t-based CIs; p-values from the paired "
+                "t-test and the paired TOST, Holm-adjusted over the comparisons; cost ratios against the same "
+                "baseline: latency from both networks timed interleaved by this report (median, lowest, highest), "
+                "train time as the median of per-seed wall-clock ratios (lowest, highest).",
+            ),
             ("table", comparisons.set_axis(range(1, len(comparisons) + 1)).rename_axis("#").reset_index()),
         ]
         summary = tables.config_summary(seeded)
@@ -159,18 +178,25 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
     tally = tables.counts(searched)
     blocks += [
         ("h2", f"Search stage of {name}: selected on validation, optimistic"),
-        ("p", f"{len(searched)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
-              f"Data: {attrs.get('dataset', 'unknown')}; budget: {attrs.get('epochs', '?')} epochs per trial; "
-              f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy of one "
-              "seed, the search's objective; the best of many such figures overstates what a configuration delivers."),
-        ("h3", "Best trials"), ("table", tables.best_trials(searched)),
+        (
+            "p",
+            f"{len(searched)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
+            f"Data: {attrs.get('dataset', 'unknown')}; budget: {attrs.get('epochs', '?')} epochs per trial; "
+            f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy of one "
+            "seed, the search's objective; the best of many such figures overstates what a configuration delivers.",
+        ),
+        ("h3", "Best trials"),
+        ("table", tables.best_trials(searched)),
     ]
     deltas = tables.baseline_deltas(searched)
     if not deltas.empty:
         blocks += [("h3", "Against the search's baseline of the same width (validation, selected)"), ("table", deltas)]
     for cost in tables.COSTS:
         if cost in searched and searched[cost].notna().any():
-            blocks += [("h3", f"Pareto front: accuracy against {tables.COSTS[cost]}"), ("table", tables.pareto_front(searched, cost))]
+            blocks += [
+                ("h3", f"Pareto front: accuracy against {tables.COSTS[cost]}"),
+                ("table", tables.pareto_front(searched, cost)),
+            ]
     for dimension in tables.DIMENSIONS:
         table = tables.by_dimension(searched, dimension)
         if not table.empty:
@@ -190,5 +216,3 @@ def _failures(trials):
         return []
     columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
     return [("h3", "Failed and pruned trials"), ("table", failures[columns])]
-
-

@@ -1,6 +1,5 @@
 """The report's figures, each written as a PNG: the answer (difference against FLOPs ratio), and the search's plots."""
 
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -33,11 +32,23 @@ def answer_plot(folder, prefix, comparisons):
     ratio = comparisons["flops ratio"] if "flops ratio" in comparisons else pd.Series(1.0, index=comparisons.index)
     delta = comparisons["delta (points)"]
     errors = np.array([delta - comparisons["ci low"], comparisons["ci high"] - delta])
-    colours = comparisons["finding"].str.split(",").str[0].map(
-        {"pays off": "tab:green", "costs accuracy": "tab:red", "equivalent": "tab:blue"}).fillna("tab:grey")
+    colours = (
+        comparisons["finding"]
+        .str.split(",")
+        .str[0]
+        .map({"pays off": "tab:green", "costs accuracy": "tab:red", "equivalent": "tab:blue"})
+        .fillna("tab:grey")
+    )
     for finding, rows in comparisons.groupby("finding"):
-        axis.errorbar(ratio[rows.index], delta[rows.index], yerr=errors[:, rows.index], fmt="o", capsize=4,
-                      color=colours[rows.index[0]], label=finding)
+        axis.errorbar(
+            ratio[rows.index],
+            delta[rows.index],
+            yerr=errors[:, rows.index],
+            fmt="o",
+            capsize=4,
+            color=colours[rows.index[0]],
+            label=finding,
+        )
     for index, row in comparisons.iterrows():
         # The row's number in the comparison table below: configuration names are too long for a plot.
         label = f"{index + 1}" + ("t" if row["baseline"] == TUNED else "")
@@ -46,12 +57,20 @@ def answer_plot(folder, prefix, comparisons):
     axis.margins(x=0.3, y=0.15)  # room for the labels
     axis.axhline(0, color="black", linewidth=0.8)
     axis.axvline(1, color="black", linewidth=0.8, linestyle=":")
-    _label(axis, "FLOPs per sample, ratio to the baseline", "test accuracy difference (points), 95% CI",
-           "Does the expansion pay off? Confirmed configurations")
-    return _save(figure, folder, f"{prefix}answer.png",
-                 "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
-                 "baseline and the tuned one (t) over the same seeds, with 95% CIs; the numbers are the rows of the "
-                 "table below")
+    _label(
+        axis,
+        "FLOPs per sample, ratio to the baseline",
+        "test accuracy difference (points), 95% CI",
+        "Does the expansion pay off? Confirmed configurations",
+    )
+    return _save(
+        figure,
+        folder,
+        f"{prefix}answer.png",
+        "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
+        "baseline and the tuned one (t) over the same seeds, with 95% CIs; the numbers are the rows of the "
+        "table below",
+    )
 
 
 def search_plots(folder, prefix, trials, study, tracking_uri):
@@ -59,8 +78,14 @@ def search_plots(folder, prefix, trials, study, tracking_uri):
     done = tables.completed(trials)
     for cost, unit in (("flops", "forward FLOPs per sample"), ("total_params", "parameters")):
         if cost in done and done[cost].notna().any():
-            made.append(_save(_accuracy_against_cost(done, trials, cost, unit), folder, f"{prefix}accuracy_vs_{cost}.png",
-                              f"Validation accuracy against {unit}, Pareto front drawn"))
+            made.append(
+                _save(
+                    _accuracy_against_cost(done, trials, cost, unit),
+                    folder,
+                    f"{prefix}accuracy_vs_{cost}.png",
+                    f"Validation accuracy against {unit}, Pareto front drawn",
+                )
+            )
     if {"order", "function"} <= set(done) and done["order"].notna().any():
         figure, axis = plt.subplots(figsize=(6, 4))
         for function, group in done.dropna(subset=["order"]).groupby("function"):
@@ -68,29 +93,56 @@ def search_plots(folder, prefix, trials, study, tracking_uri):
             axis.plot(best.index, best.values, "-o", label=function)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         _label(axis, "series order p", "best validation accuracy (fraction)", "Accuracy against order, per function")
-        made.append(_save(figure, folder, f"{prefix}accuracy_vs_order.png",
-                          "Best validation accuracy at each order, one line per function"))
+        made.append(
+            _save(
+                figure,
+                folder,
+                f"{prefix}accuracy_vs_order.png",
+                "Best validation accuracy at each order, one line per function",
+            )
+        )
     if "insertion" in done:
         figure, axis = plt.subplots(figsize=(6, 4))
         points = [p for p in ("none", "input", "conv1", "conv2", "dense", "all") if p in set(done["insertion"])]
         groups = [done.loc[done["insertion"] == p, tables.ACCURACY] for p in points]
         axis.boxplot(groups, tick_labels=[f"{p}\nn={len(g)}" for p, g in zip(points, groups)])
-        _label(axis, "insertion point (n = completed trials)", "validation accuracy (fraction)", "Effect of the insertion point")
+        _label(
+            axis,
+            "insertion point (n = completed trials)",
+            "validation accuracy (fraction)",
+            "Effect of the insertion point",
+        )
         made.append(_save(figure, folder, f"{prefix}insertion_effect.png", "Validation accuracy by insertion point"))
     curves = _learning_curves(tables.best_trials(trials, TOP_CURVES), trials, tracking_uri)
     if curves is not None:
-        made.append(_save(curves, folder, f"{prefix}learning_curves.png",
-                          f"Validation accuracy per epoch of the top {TOP_CURVES} search trials"))
+        made.append(
+            _save(
+                curves,
+                folder,
+                f"{prefix}learning_curves.png",
+                f"Validation accuracy per epoch of the top {TOP_CURVES} search trials",
+            )
+        )
     if study is None:
         return made
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-    axis = optuna.visualization.matplotlib.plot_optimization_history(study, target=target, target_name="validation accuracy")
+    axis = optuna.visualization.matplotlib.plot_optimization_history(
+        study, target=target, target_name="validation accuracy"
+    )
     made.append(_save(axis.figure, folder, f"{prefix}optimization_history.png", "Optuna's optimisation history"))
     if len(done) >= MIN_TRIALS_FOR_IMPORTANCE:
         try:
-            axis = optuna.visualization.matplotlib.plot_param_importances(study, target=target, target_name="validation accuracy")
-            made.append(_save(axis.figure, folder, f"{prefix}param_importances.png",
-                              "Parameter importances (fANOVA, over the completed trials)"))
+            axis = optuna.visualization.matplotlib.plot_param_importances(
+                study, target=target, target_name="validation accuracy"
+            )
+            made.append(
+                _save(
+                    axis.figure,
+                    folder,
+                    f"{prefix}param_importances.png",
+                    "Parameter importances (fANOVA, over the completed trials)",
+                )
+            )
         except (ValueError, RuntimeError):
             pass  # too few trials share the same params for importances
     return made
@@ -103,7 +155,9 @@ def _accuracy_against_cost(done, trials, cost, unit):
         axis.scatter(group[cost], group[tables.ACCURACY], label=function, alpha=0.8)
     baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
     if not baseline.empty:
-        axis.scatter(baseline[cost], baseline[tables.ACCURACY], marker="X", s=80, color="black", label="baseline (none)")
+        axis.scatter(
+            baseline[cost], baseline[tables.ACCURACY], marker="X", s=80, color="black", label="baseline (none)"
+        )
     front = tables.pareto_front(trials, cost)
     if not front.empty:
         axis.step(front[cost], front[tables.ACCURACY], where="post", color="red", linewidth=1.2, label="Pareto front")

@@ -41,7 +41,9 @@ def cell_frames(suite, storage, tracking_uri=None):
         try:
             frames[study] = load_trials(study, storage, tracking_uri)
         except ValueError as error:
-            raise ValueError(f"suite {suite.name}: cell {study} has no results yet ({error}); run harness suite first") from None
+            raise ValueError(
+                f"suite {suite.name}: cell {study} has no results yet ({error}); run harness suite first"
+            ) from None
     return frames
 
 
@@ -86,10 +88,19 @@ def ranks(matrix):
     """(average ranks, 1 the best, over the cells holding every column; the Friedman test's statistic and p-value
     or NaNs where it cannot run; the Nemenyi p-values between columns or None; a note on what was left out)."""
     complete = matrix.dropna()
-    note = f"{len(matrix) - len(complete)} cell(s) without every configuration were left out. " if len(complete) < len(matrix) else ""
+    note = (
+        f"{len(matrix) - len(complete)} cell(s) without every configuration were left out. "
+        if len(complete) < len(matrix)
+        else ""
+    )
     average = complete.rank(axis=1, ascending=False).mean().sort_values()
     if complete.shape[1] < 3 or len(complete) < 2:
-        return average, (float("nan"), float("nan")), None, note + "The Friedman test needs 3 or more columns and 2 or more cells."
+        return (
+            average,
+            (float("nan"), float("nan")),
+            None,
+            note + "The Friedman test needs 3 or more columns and 2 or more cells.",
+        )
     statistic, p_value = stats.friedmanchisquare(*(complete[c] for c in complete))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -112,20 +123,32 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
     def fill(folder):
         differences.to_csv(folder / "differences.csv")
         matrix.to_csv(folder / "accuracy.csv")
-        blocks = [("h1", f"Suite {suite.name}: does the expansion pay off across datasets and backbones?"),
-                  ("p", _intro(suite, frames, rope)),
-                  ("h2", "Against the matched baseline, cell by cell"),
-                  ("p", "Each cell: the difference in test accuracy (points) from the plain network trained alike with "
-                        "the same seeds, its 95% CI and the finding, Holm-adjusted within the cell."),
-                  ("table", differences.reset_index()),
-                  ("h2", "Average ranks"),
-                  ("p", _ranks_sentence(average, statistic, p_value, note)),
-                  ("table", average.rename("average rank").rename_axis("configuration").reset_index())]
+        blocks = [
+            ("h1", f"Suite {suite.name}: does the expansion pay off across datasets and backbones?"),
+            ("p", _intro(suite, frames, rope)),
+            ("h2", "Against the matched baseline, cell by cell"),
+            (
+                "p",
+                "Each cell: the difference in test accuracy (points) from the plain network trained alike with "
+                "the same seeds, its 95% CI and the finding, Holm-adjusted within the cell.",
+            ),
+            ("table", differences.reset_index()),
+            ("h2", "Average ranks"),
+            ("p", _ranks_sentence(average, statistic, p_value, note)),
+            ("table", average.rename("average rank").rename_axis("configuration").reset_index()),
+        ]
         if nemenyi is not None:
             blocks.append(("img", _diagram(folder, average, nemenyi)))
-        blocks += [("h2", "Mean test accuracy by cell"), ("table", matrix.rename_axis("cell").reset_index()),
-                   ("p", "Each cell's study has its own report: " + ", ".join(
-                       f"`harness report --study {s}`" for s in suite.studies) + ".")]
+        blocks += [
+            ("h2", "Mean test accuracy by cell"),
+            ("table", matrix.rename_axis("cell").reset_index()),
+            (
+                "p",
+                "Each cell's study has its own report: "
+                + ", ".join(f"`harness report --study {s}`" for s in suite.studies)
+                + ".",
+            ),
+        ]
         (folder / "index.md").write_text(markdown(blocks))
         (folder / "index.html").write_text(html_page(blocks, f"suite {suite.name}"))
 
@@ -135,21 +158,33 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
 def _intro(suite, frames, rope):
     seeded = pd.concat([tables.seeded_stage(f) for f in frames.values()], ignore_index=True)
     pilot = any((f["stage"] == "pilot").any() for f in frames.values())
-    seeds = (f"seeds sized per cell by a pilot of other seeds, not tested (--seeds auto, at most {suite.seeds.max_seeds})"
-             if pilot else f"{seeded['seed'].nunique()} seeds each")
-    return (f"{len(suite.cells)} cells (datasets x backbones), {len(seeded)} seeded runs judged on each cell's test set, "
-            f"{seeds}. Differences within +-{rope:g} point(s) count as practically none. "
-            + variance_sources(seeded))
+    seeds = (
+        f"seeds sized per cell by a pilot of other seeds, not tested (--seeds auto, at most {suite.seeds.max_seeds})"
+        if pilot
+        else f"{seeded['seed'].nunique()} seeds each"
+    )
+    return (
+        f"{len(suite.cells)} cells (datasets x backbones), {len(seeded)} seeded runs judged on each cell's test set, "
+        f"{seeds}. Differences within +-{rope:g} point(s) count as practically none. " + variance_sources(seeded)
+    )
 
 
 def _ranks_sentence(average, statistic, p_value, note):
-    text = (f"{note}Ranked by mean test accuracy within each cell (1 is the best), then averaged: "
-            + ", ".join(f"{name} {rank:.2f}" for name, rank in average.items()) + ". ")
+    text = (
+        f"{note}Ranked by mean test accuracy within each cell (1 is the best), then averaged: "
+        + ", ".join(f"{name} {rank:.2f}" for name, rank in average.items())
+        + ". "
+    )
     if pd.notna(p_value):
-        text += (f"Friedman test (scipy) over the cells: chi-square {statistic:.2f}, p = {p_value:.3g}"
-                 + (": the ranks differ more than chance would make them." if p_value < 0.05 else
-                    ": no evidence that the ranks differ at this number of cells.")
-                 + " The diagram joins configurations that the Nemenyi test (scikit-posthocs) does not tell apart at 0.05.")
+        text += (
+            f"Friedman test (scipy) over the cells: chi-square {statistic:.2f}, p = {p_value:.3g}"
+            + (
+                ": the ranks differ more than chance would make them."
+                if p_value < 0.05
+                else ": no evidence that the ranks differ at this number of cells."
+            )
+            + " The diagram joins configurations that the Nemenyi test (scikit-posthocs) does not tell apart at 0.05."
+        )
     return text
 
 

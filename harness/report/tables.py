@@ -8,7 +8,6 @@ Two kinds of rows feed them, told apart by the `stage` column:
   `verdict` read these alone. (`pilot` rows sized a stage and are never tested.)
 """
 
-
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -155,6 +154,9 @@ def one_run_per_seed(runs, keys):
     if "seed" not in runs:
         return runs, 0
     subset = [k for k in ("study", *keys, "seed") if k in runs]
-    kept = runs.sort_values("trial").drop_duplicates(subset=subset, keep="first") if "trial" in runs else \
-        runs.drop_duplicates(subset=subset, keep="first")
+    kept = (
+        runs.sort_values("trial").drop_duplicates(subset=subset, keep="first")
+        if "trial" in runs
+        else runs.drop_duplicates(subset=subset, keep="first")
+    )
     return kept, len(runs) - len(kept)

@@ -18,21 +18,30 @@ def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, co
     """
     comparisons = paired_comparisons(trials, rope=rope) if comparisons is None else comparisons
     if not comparisons.empty:
-        return [_seeded_intro(trials, comparisons, rope), *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows())]
+        return [
+            _seeded_intro(trials, comparisons, rope),
+            *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows()),
+        ]
     done = completed(search_stage(trials))
     if done.empty:  # seeded runs alone, and no expanded configuration among those that completed
         seeded = seeded_stage(trials)
         expanded = seeded[seeded["insertion"] != "none"] if "insertion" in seeded else seeded.iloc[:0]
         if not completed(expanded).empty:
-            return ["No seeded configuration has a completed matched baseline run with the same seeds to pair with, so "
-                    "there is no verdict."]
+            return [
+                "No seeded configuration has a completed matched baseline run with the same seeds to pair with, so "
+                "there is no verdict."
+            ]
         reasons = sorted(set(expanded["failure_reason"].dropna())) if "failure_reason" in expanded else []
-        return [f"No expanded configuration completed ({len(expanded)} seeded run(s), none complete), so there is "
-                "nothing to compare with the baseline." + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")]
+        return [
+            f"No expanded configuration completed ({len(expanded)} seeded run(s), none complete), so there is "
+            "nothing to compare with the baseline." + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")
+        ]
     best = done.loc[done[metric].idxmax()]
     described = describe({k: plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
-    text = (f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
-            f"(#{int(best['trial'])}, {described}) reaches {best[metric]:.1%} validation accuracy")
+    text = (
+        f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
+        f"(#{int(best['trial'])}, {described}) reaches {best[metric]:.1%} validation accuracy"
+    )
     if pd.notna(best.get("test_accuracy")):
         text += f" ({best['test_accuracy']:.1%} on the test set)"
     text += ". Picked as the best of many on a small validation set with one seed each, it is biased upward (the winner's curse)."
@@ -47,30 +56,42 @@ def _seeded_intro(trials, comparisons, rope):
     margin and the tests."""
     seeded = seeded_stage(trials)
     configurations = comparisons["configuration"].nunique()
-    text = (f"From {len(seeded)} seeded runs judged on the test set: {configurations} configuration(s), each re-trained "
-            f"with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with the same "
-            "backbone, width, training recipe, epochs and seeds, everything but the expansion.")
+    text = (
+        f"From {len(seeded)} seeded runs judged on the test set: {configurations} configuration(s), each re-trained "
+        f"with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with the same "
+        "backbone, width, training recipe, epochs and seeds, everything but the expansion."
+    )
     searched = search_stage(trials)
     baseline_trials = int((searched["insertion"] == "none").sum()) if "insertion" in searched else 0
     if comparisons["baseline"].isin([TUNED, ONE_BASELINE]).any():
-        text += (f" The tuned baseline is the plain network with the hyperparameters that did best (on validation) "
-                 f"among the baseline's {baseline_trials} search trial(s), against {len(searched) - baseline_trials} "
-                 "search trial(s) of expanded networks; it is re-trained with the same seeds.")
+        text += (
+            f" The tuned baseline is the plain network with the hyperparameters that did best (on validation) "
+            f"among the baseline's {baseline_trials} search trial(s), against {len(searched) - baseline_trials} "
+            "search trial(s) of expanded networks; it is re-trained with the same seeds."
+        )
         if (comparisons["baseline"] == ONE_BASELINE).all():
-            text += (" Its hyperparameters are the matched baseline's (the space searches none that the baseline "
-                     "shares, or the best were the defaults), so the two are one network, trained once.")
+            text += (
+                " Its hyperparameters are the matched baseline's (the space searches none that the baseline "
+                "shares, or the best were the defaults), so the two are one network, trained once."
+            )
     pilot = trials[trials["stage"] == "pilot"] if "stage" in trials else trials.iloc[:0]
     if not pilot.empty:
-        text += (f" The seeds were sized by a pilot of {pilot['seed'].nunique()} other seeds (`--seeds auto`: enough to "
-                 "detect a difference of the margin with 80% power at 0.05 over the comparisons, from the pilot's "
-                 "spread); the pilot's runs are not tested, so the sizing leaves the tests at their 5% level.")
+        text += (
+            f" The seeds were sized by a pilot of {pilot['seed'].nunique()} other seeds (`--seeds auto`: enough to "
+            "detect a difference of the margin with 80% power at 0.05 over the comparisons, from the pilot's "
+            "spread); the pilot's runs are not tested, so the sizing leaves the tests at their 5% level."
+        )
     text += " " + variance_sources(seeded)
-    text += (f" Differences within +-{rope:g} point(s) count as practically none (the margin of practical equivalence, "
-             "`harness report --rope`); each finding needs its test (paired t, or paired TOST for equivalence) below "
-             f"0.05 once Holm-adjusted over the {len(comparisons)} comparisons.")
+    text += (
+        f" Differences within +-{rope:g} point(s) count as practically none (the margin of practical equivalence, "
+        "`harness report --rope`); each finding needs its test (paired t, or paired TOST for equivalence) below "
+        f"0.05 once Holm-adjusted over the {len(comparisons)} comparisons."
+    )
     if "duplicates left out" in comparisons:
-        text += (f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
-                 "were left out: each seed counts once, with its earliest run.")
+        text += (
+            f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
+            "were left out: each seed counts once, with its earliest run."
+        )
     return text
 
 
@@ -82,12 +103,16 @@ def variance_sources(runs):
     redrawn = "vary_split" in runs and runs["vary_split"].eq(True).any()
     if redrawn:
         varied.append("the train/validation split (--vary-split)")
-    return (f"Each seed varied {', '.join(varied[:-1])} and {varied[-1]}; the test set was the same for every run"
-            + ("." if redrawn else ", and so was the train/validation split (--vary-split redraws it per seed)."))
+    return f"Each seed varied {', '.join(varied[:-1])} and {varied[-1]}; the test set was the same for every run" + (
+        "." if redrawn else ", and so was the train/validation split (--vary-split redraws it per seed)."
+    )
 
 
-BASELINE_WORDS = {MATCHED: "its matched baseline", TUNED: "the tuned baseline",
-                  ONE_BASELINE: "its baseline (matched and tuned: one network)"}
+BASELINE_WORDS = {
+    MATCHED: "its matched baseline",
+    TUNED: "the tuned baseline",
+    ONE_BASELINE: "its baseline (matched and tuned: one network)",
+}
 
 
 def _confirmed_sentence(row, rope):
@@ -112,38 +137,58 @@ def _confirmed_sentence(row, rope):
         statement += " once corrected for the comparisons made (Holm)"
     power = ""
     if pd.notna(row["detectable (points)"]):
-        power = (f" These {row['seeds']} seeds detect a difference of {row['detectable (points)']:.1f} points with 80% "
-                 "power at the 5% level (from the spread of the paired differences)")
+        power = (
+            f" These {row['seeds']} seeds detect a difference of {row['detectable (points)']:.1f} points with 80% "
+            "power at the 5% level (from the spread of the paired differences)"
+        )
         if row["finding"] == "inconclusive":
-            power += ("; settling it would take about " + (f"{row['seeds to settle']:g} seeds" if math.isfinite(
-                row["seeds to settle"]) else f"more than {MAX_SEEDS} seeds"))
+            power += "; settling it would take about " + (
+                f"{row['seeds to settle']:g} seeds"
+                if math.isfinite(row["seeds to settle"])
+                else f"more than {MAX_SEEDS} seeds"
+            )
         power += "."
-    return (f"{row['configuration']} against {BASELINE_WORDS[row['baseline']]} {statement}: {row['delta (points)']:+.1f} "
-            f"points of test accuracy ({ci}; paired over {row['seeds']} seeds; {p_holm}), {row['accuracy']:.1%} against "
-            f"{row['baseline accuracy']:.1%}, at {cost_words(row)}.{power} The baseline: {baseline_words(row)}.")
+    return (
+        f"{row['configuration']} against {BASELINE_WORDS[row['baseline']]} {statement}: {row['delta (points)']:+.1f} "
+        f"points of test accuracy ({ci}; paired over {row['seeds']} seeds; {p_holm}), {row['accuracy']:.1%} against "
+        f"{row['baseline accuracy']:.1%}, at {cost_words(row)}.{power} The baseline: {baseline_words(row)}."
+    )
 
 
 def cost_words(row):
     """A comparison's cost ratios in words, each saying how it was measured."""
-    words = [f"{row[f'{cost} ratio']:.2f}x its {name}" for cost, name in (("flops", "FLOPs"), ("total_params", "parameters"))
-             if pd.notna(row.get(f"{cost} ratio"))]
-    for cost, how in (("latency_ms", f"{LATENCY_ROUNDS} interleaved rounds timed by this report"),
-                      ("train_seconds", f"{row['seeds']} per-seed ratios")):
+    words = [
+        f"{row[f'{cost} ratio']:.2f}x its {name}"
+        for cost, name in (("flops", "FLOPs"), ("total_params", "parameters"))
+        if pd.notna(row.get(f"{cost} ratio"))
+    ]
+    for cost, how in (
+        ("latency_ms", f"{LATENCY_ROUNDS} interleaved rounds timed by this report"),
+        ("train_seconds", f"{row['seeds']} per-seed ratios"),
+    ):
         if pd.notna(row.get(f"{cost} ratio")):
-            words.append(f"{row[f'{cost} ratio']:.2f}x its {COSTS[cost]} (median of {how}, {row[f'{cost} ratio low']:.2f} "
-                         f"to {row[f'{cost} ratio high']:.2f}" + ("; wall clock on the machine that trained them)"
-                                                                  if cost == "train_seconds" else ")"))
+            words.append(
+                f"{row[f'{cost} ratio']:.2f}x its {COSTS[cost]} (median of {how}, {row[f'{cost} ratio low']:.2f} "
+                f"to {row[f'{cost} ratio high']:.2f}"
+                + ("; wall clock on the machine that trained them)" if cost == "train_seconds" else ")")
+            )
     return ", ".join(words) or "no cost measured"
 
 
 def baseline_words(row):
     """What a matched baseline shares with its configuration, in words: 'seed_cnn at width 1, adam at learning rate
     0.001 (constant), batch size 64, no augmentation'."""
-    words = [f"{row['backbone']} at width {row['width']:g}", f"{row['optimizer']} at learning rate {row['learning_rate']:.3g} "
-             f"({row['schedule']}" + (f", warm-up {row['warmup_epochs']:g} epoch(s))" if row["warmup_epochs"] else ")")]
+    words = [
+        f"{row['backbone']} at width {row['width']:g}",
+        f"{row['optimizer']} at learning rate {row['learning_rate']:.3g} "
+        f"({row['schedule']}" + (f", warm-up {row['warmup_epochs']:g} epoch(s))" if row["warmup_epochs"] else ")"),
+    ]
     if row["weight_decay"]:
         words.append(f"weight decay {row['weight_decay']:.3g}")
     if row["label_smoothing"]:
         words.append(f"label smoothing {row['label_smoothing']:g}")
-    words += [f"batch size {row['batch_size']:g}", "no augmentation" if row["augment"] == "none" else f"{row['augment']} augmentation"]
+    words += [
+        f"batch size {row['batch_size']:g}",
+        "no augmentation" if row["augment"] == "none" else f"{row['augment']} augmentation",
+    ]
     return ", ".join(words)

@@ -37,8 +37,12 @@ def matched_baseline(configuration):
 def searched_shared_keys(space):
     """The hyperparameters a baseline shares with an expanded network (backbone, width, the recipe) that `space`
     searches: more than one value to choose from."""
-    return [name for name in BASELINE_DEFAULTS if isinstance(space.params.get(name), (list, Range))
-            and not (isinstance(space.params[name], list) and len(set(map(repr, space.params[name]))) == 1)]
+    return [
+        name
+        for name in BASELINE_DEFAULTS
+        if isinstance(space.params.get(name), (list, Range))
+        and not (isinstance(space.params[name], list) and len(set(map(repr, space.params[name]))) == 1)
+    ]
 
 
 def sample_baseline(space, trial):
@@ -49,8 +53,13 @@ def sample_baseline(space, trial):
 def is_baseline_turn(number, space, settings):
     """Whether sampled trial `number` tunes the baseline: every `baseline_every`th trial of a search whose space
     searches a hyperparameter the baseline shares. The grid sampler has none (a turn would use up a grid point)."""
-    return (settings.stage == "search" and settings.sampler != "grid" and settings.baseline_every > 0
-            and bool(searched_shared_keys(space)) and number % settings.baseline_every == settings.baseline_every - 1)
+    return (
+        settings.stage == "search"
+        and settings.sampler != "grid"
+        and settings.baseline_every > 0
+        and bool(searched_shared_keys(space))
+        and number % settings.baseline_every == settings.baseline_every - 1
+    )
 
 
 def queue_baseline(study, space):

@@ -39,23 +39,32 @@ def run_strategy(space, settings, strategy, budget, seed):
     """One run of `strategy` on a study of its own, stopped once `budget` epochs are trained."""
     engine, method, pruner = STRATEGIES[strategy]
     # No baseline turns: every strategy spends its budget on the space as the sampler sees it, keras-tuner's too.
-    settings = dataclasses.replace(settings, sampler=method if engine == "optuna" else "random",
-                                   pruner=pruner or "none", seed=seed, epoch_budget=budget, n_trials=10_000,
-                                   baseline_every=0)
+    settings = dataclasses.replace(
+        settings,
+        sampler=method if engine == "optuna" else "random",
+        pruner=pruner or "none",
+        seed=seed,
+        epoch_budget=budget,
+        n_trials=10_000,
+        baseline_every=0,
+    )
     if engine == "optuna":
         search = Search(space, settings)
         with search.parent_run():
             search.run()
     else:
-        run_tuner(space, open_lifecycle(space, settings, Console()), method, max_trials=10_000, seed=seed,
-                  epoch_budget=budget)
+        run_tuner(
+            space, open_lifecycle(space, settings, Console()), method, max_trials=10_000, seed=seed, epoch_budget=budget
+        )
 
 
 def anytime_curve(tracking_uri, study_name):
     """(epochs trained so far, best validation accuracy so far) after each trial, in the order trials ended."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
-    runs = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'trial'", order_by=["attributes.end_time ASC"])
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.`harness.role` = 'trial'", order_by=["attributes.end_time ASC"]
+    )
     spent, best, rows = 0, np.nan, []
     for run in runs:
         spent += len(client.get_metric_history(run.info.run_id, "loss"))

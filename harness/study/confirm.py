@@ -31,8 +31,15 @@ import optuna
 from harness.redaction import redact
 from harness.study.baselines import matched_baseline, queue_baseline
 from harness.statistics import PILOT_SEEDS, AutoSeeds, sized_seeds
-from harness.study.records import (BENCHMARK_RUN, PILOT, SURPLUS, TUNED_BASELINE, counted_trials, enqueued_key,
-                                   enqueued_params)
+from harness.study.records import (
+    BENCHMARK_RUN,
+    PILOT,
+    SURPLUS,
+    TUNED_BASELINE,
+    counted_trials,
+    enqueued_key,
+    enqueued_params,
+)
 from harness.study.progress import unfilled_line
 from harness.study.search import Search, trial_params
 from harness.study.storage import open_storage
@@ -65,23 +72,30 @@ def configurations(space, from_study=None, storage=None, top=5):
             raise ValueError(f"--from-study {from_study}: no such study in {redact(storage)}") from None
         chosen = top_configurations(study, space, top)
         if not chosen:
-            raise ValueError(f"--from-study {from_study}: the study has no completed expanded configuration to benchmark")
+            raise ValueError(
+                f"--from-study {from_study}: the study has no completed expanded configuration to benchmark"
+            )
     elif space.configurations:
         chosen = space.configurations
     else:
         grid = space.grid()
         size = math.prod(len(values) for values in grid.values())
         if size > MAX_GRID:
-            raise ValueError(f"{space.source}: its grid holds {size} configurations (more than {MAX_GRID}); "
-                             "list them under `configurations:` or use --from-study")
+            raise ValueError(
+                f"{space.source}: its grid holds {size} configurations (more than {MAX_GRID}); "
+                "list them under `configurations:` or use --from-study"
+            )
         chosen = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     return with_baselines([space.complete(c) for c in chosen])
 
 
 def ranked_configurations(study, space):
     """A search study's completed configurations without seeds, best validation accuracy first."""
-    ranked = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                    key=lambda t: t.values[0], reverse=True)
+    ranked = sorted(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+        key=lambda t: t.values[0],
+        reverse=True,
+    )
     for trial in ranked:
         yield {k: v for k, v in trial_params(trial, space).items() if k != "seed"}
 
@@ -114,8 +128,11 @@ def enqueue(study, configurations, seeds, *, pilot=False):
     counted = {t.number for t in counted_trials(study, trials)}
     live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
     held = {
-        enqueued_key(t) for t in trials
-        if t.user_attrs.get(BENCHMARK_RUN) and not t.user_attrs.get(SURPLUS) and (t.state in live or t.number in counted)
+        enqueued_key(t)
+        for t in trials
+        if t.user_attrs.get(BENCHMARK_RUN)
+        and not t.user_attrs.get(SURPLUS)
+        and (t.state in live or t.number in counted)
     }
     for configuration, seed in itertools.product(configurations, seeds):
         attrs = {**configuration, "seed": seed}
@@ -137,8 +154,10 @@ def run_seeded(stage, runs, seeds, first_seed, run):
         code = run(stage)
         first_seed += PILOT_SEEDS
         seeds = sized_seeds(pilot_differences(stage.study, runs), seeds.rope, seeds.max_seeds)
-        stage.console.print(f"{stage.settings.stage}: its pilot ({PILOT_SEEDS} seeds, not tested) sizes it at {seeds} "
-                            "fresh seeds", highlight=False)
+        stage.console.print(
+            f"{stage.settings.stage}: its pilot ({PILOT_SEEDS} seeds, not tested) sizes it at {seeds} fresh seeds",
+            highlight=False,
+        )
     tested = list(range(first_seed, first_seed + seeds))
     stage.study.set_user_attr("seeds", tested)
     stage.settings.n_trials = enqueue(stage.study, runs, tested)
@@ -149,11 +168,15 @@ def pilot_differences(study, runs):
     """The pilot's paired test-accuracy differences in points, one array per comparison: each expanded
     configuration of `runs` against its matched baseline, and against the study's tuned baseline if that is
     another network."""
+
     def key(params):
         return tuple(sorted((k, v) for k, v in params.items() if k != "seed"))
 
-    accuracy = {(key(enqueued_params(t)), t.user_attrs["seed"]): 100 * t.user_attrs["test_accuracy"]
-                for t in counted_trials(study) if t.user_attrs.get(PILOT) and t.state == optuna.trial.TrialState.COMPLETE}
+    accuracy = {
+        (key(enqueued_params(t)), t.user_attrs["seed"]): 100 * t.user_attrs["test_accuracy"]
+        for t in counted_trials(study)
+        if t.user_attrs.get(PILOT) and t.state == optuna.trial.TrialState.COMPLETE
+    }
     tuned = study.user_attrs.get(TUNED_BASELINE)
     differences = []
     for configuration in (r for r in runs if r.get("insertion", "none") != "none"):
@@ -186,8 +209,15 @@ def confirmation(search, top):
     chosen = top_configurations(search.study, search.space, top)
     if not chosen:
         return None
-    settings = dataclasses.replace(search.settings, stage="confirm", sampler="random", pruner="none", timeout=None,
-                                   epoch_budget=None, parent_run_id=search.parent_run_id)
+    settings = dataclasses.replace(
+        search.settings,
+        stage="confirm",
+        sampler="random",
+        pruner="none",
+        timeout=None,
+        epoch_budget=None,
+        parent_run_id=search.parent_run_id,
+    )
     confirm = Search(search.space, settings, search.console, search.dataset)
     confirm.close_what_dead_processes_left()  # a run whose process died is queued again, not held
     tuned = tuned_baseline(search.study, search.space)
@@ -216,6 +246,7 @@ def search_and_confirm(search, top, seeds, pool=None):
     >>> code, len(search.study.trials), search.study.trials[0].user_attrs["insertion"], confirmation
     (0, 2, 'none', None)
     """
+
     def run(stage):
         started = time.monotonic()
         pool.run(stage) if pool is not None else stage.run()

@@ -20,7 +20,6 @@ from harness.training import costs, data
 from harness.training.trial import run_trial, split_params
 
 
-
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss."""
 
@@ -30,8 +29,10 @@ def failure_reason(error):
     if isinstance(error, TrialDiverged):
         return str(error)
     if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
-        return ("another worker marked this trial FAIL while it ran: its heartbeat came later than the grace period "
-                "(a larger --heartbeat avoids this on a busy machine)")
+        return (
+            "another worker marked this trial FAIL while it ran: its heartbeat came later than the grace period "
+            "(a larger --heartbeat avoids this on a busy machine)"
+        )
     return f"{type(error).__name__}: {error}"
 
 
@@ -53,8 +54,9 @@ class TrialProgress(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
         if self.progress is not None:
-            self.task = self.progress.add_task(f"{self.label} epoch 1/{self.epochs}",
-                                               total=self.epochs * (self.params.get("steps") or 1))
+            self.task = self.progress.add_task(
+                f"{self.label} epoch 1/{self.epochs}", total=self.epochs * (self.params.get("steps") or 1)
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         if self.task is not None:
@@ -63,9 +65,11 @@ class TrialProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done, elapsed = epoch + 1, time.perf_counter() - self.start
         accuracy = (logs or {}).get("val_accuracy")
-        text = (f"{self.label} epoch {done}/{self.epochs}"
-                + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
-                + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left")
+        text = (
+            f"{self.label} epoch {done}/{self.epochs}"
+            + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
+            + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left"
+        )
         if self.task is not None:
             self.progress.update(self.task, description=text)
         else:
@@ -93,17 +97,20 @@ class StopOnRequest(keras.callbacks.Callback):
 class TrialLifecycle:
     """Trains trials on `dataset` and logs each as a child run of `parent_run_id` through `tracker`.
 
-    `stage` (search, confirm, benchmark) tags the runs; `save_models` says which
-    search trials save their model ("best": each that beats every one saved so
-    far); seeded runs always save theirs. Setting `interrupted` ends the trial in
-    flight at its next batch; `progress` is the study's rich bar, if one shows.
+    `stage` (search, confirm, benchmark) tags the runs; `save_models` says which search trials save their model
+    ("best": each that beats every one saved so far; seeded runs always do). Setting `interrupted` ends the trial
+    in flight at its next batch; `progress` is the study's rich bar, if one shows.
     """
 
-    def __init__(self, tracker, dataset, experiment, console, stage="search", save_models="best", mixed_precision=False,
-                 vary_split=False):
+    def __init__(self, tracker, dataset, experiment, console, *, settings=None):
+        """`settings` (a `SearchSettings`) gives the stage, the models to save, the precision and whether each seed
+        redraws the split; a search's defaults without it."""
         self.tracker, self.dataset, self.experiment, self.console = tracker, dataset, experiment, console
-        self.stage, self.save_models, self.mixed_precision = stage, save_models, mixed_precision
-        self.vary_split = vary_split
+        self.stage, self.save_models = (settings.stage, settings.save_models) if settings else ("search", "best")
+        self.mixed_precision, self.vary_split = (
+            bool(settings and settings.mixed_precision),
+            bool(settings and settings.vary_split),
+        )
         self.parent_run_id = None
         self.parent_status = "FINISHED"  # how a parent run started here ends if nothing goes wrong
         self.interrupted = False
@@ -137,13 +144,20 @@ class TrialLifecycle:
         closing the run with its reason.
         """
         network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
-        run_params = {"dataset": self.dataset.name, "epochs": epochs, **network, **split_params(params)[1],
-                      "precision": "mixed_float16" if self.mixed_precision else "float32", "backend": keras.backend.backend(),
-                      "vary_split": self.vary_split}
+        run_params = {
+            "dataset": self.dataset.name,
+            "epochs": epochs,
+            **network,
+            **split_params(params)[1],
+            "precision": "mixed_float16" if self.mixed_precision else "float32",
+            "backend": keras.backend.backend(),
+            "vary_split": self.vary_split,
+        }
         dataset = data.redrawn_split(self.dataset, params.get("seed", 0)) if self.vary_split else self.dataset
         try:
-            run_id = self.tracker.start_trial(self.parent_run_id, self.experiment, number, params, run_params,
-                                              self.stage, dataset)
+            run_id = self.tracker.start_trial(
+                self.parent_run_id, self.experiment, number, params, run_params, self.stage, dataset
+            )
         except Exception as error:  # a locked or unreachable store: no run to record the reason in, so the engine does
             remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")
             raise
@@ -160,7 +174,12 @@ class TrialLifecycle:
             if self.vary_split:
                 remember("vary_split", True)
             in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
-            callbacks = [self.tracker.epoch_logger(run_id), StopOnRequest(lambda: self.interrupted), in_flight, *callbacks]
+            callbacks = [
+                self.tracker.epoch_logger(run_id),
+                StopOnRequest(lambda: self.interrupted),
+                in_flight,
+                *callbacks,
+            ]
             try:  # the model is built, and its params checked, before any training
                 result = run_trial(params, dataset, epochs=epochs, callbacks=callbacks)
             except ModelError as error:
@@ -222,13 +241,19 @@ def open_lifecycle(space, settings, console, dataset=None):
     checked, its MLflow experiment opened."""
     if dataset is None:  # a dataset handed over comes from a stage of the same space, whose networks were checked
         dataset = data.load(
-            space.dataset.name, data_dir=space.dataset.data_dir, train_size=space.dataset.train_size,
-            val_size=space.dataset.val_size, test_size=space.dataset.test_size, seed=space.training.seed,
+            space.dataset.name,
+            data_dir=space.dataset.data_dir,
+            train_size=space.dataset.train_size,
+            val_size=space.dataset.val_size,
+            test_size=space.dataset.test_size,
+            seed=space.training.seed,
         )
         check_networks(space, dataset)
-    tracker = Tracker(settings.tracking_uri, settings.study_name,
-                      say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-    lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings.stage, settings.save_models,
-                               settings.mixed_precision, settings.vary_split)
+    tracker = Tracker(
+        settings.tracking_uri,
+        settings.study_name,
+        say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+    )
+    lifecycle = TrialLifecycle(tracker, dataset, settings.study_name, console, settings=settings)
     lifecycle.parent_run_id = settings.parent_run_id
     return lifecycle

@@ -10,8 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.redaction import redact
 from harness.study.baselines import queue_baseline, searched_shared_keys
-from harness.study.records import (DUPLICATE_OF, OUTCOME, SURPLUS, best_value, counted_trials, enqueued_params,
-                                   trials_taken)
+from harness.study.records import (
+    DUPLICATE_OF,
+    OUTCOME,
+    SURPLUS,
+    best_value,
+    counted_trials,
+    enqueued_params,
+    trials_taken,
+)
 
 
 @contextlib.contextmanager
@@ -74,19 +81,25 @@ def stage_notes(space, settings):
         if settings.sampler == "grid" or not settings.baseline_every:
             yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
         else:
-            yield (f"1 sampled trial in {settings.baseline_every} tunes the baseline over the hyperparameters it "
-                   f"shares ({searched}), so the tuned baseline has a search of its own")
+            yield (
+                f"1 sampled trial in {settings.baseline_every} tunes the baseline over the hyperparameters it "
+                f"shares ({searched}), so the tuned baseline has a search of its own"
+            )
     if settings.stage == "confirm":
-        yield ("confirmation: the search's best configurations, their matched baselines and the tuned baseline, "
-               "re-trained with fresh seeds and judged on the test set")
+        yield (
+            "confirmation: the search's best configurations, their matched baselines and the tuned baseline, "
+            "re-trained with fresh seeds and judged on the test set"
+        )
 
 
 def full_study_line(study, trials, settings):
     """What a study that already holds `settings.n_trials` trials holds."""
     counts, running = outcome_counts(study, trials), sum(t.state.name == "RUNNING" for t in trials)
-    return (f"study {settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
-            f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {running} running), "
-            f"as many as --trials {settings.n_trials}: nothing new to run")
+    return (
+        f"study {settings.optuna_study!r} already holds {sum(counts.values()) + running} trials "
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {running} running), "
+        f"as many as --trials {settings.n_trials}: nothing new to run"
+    )
 
 
 def unfilled_line(search, elapsed):
@@ -96,8 +109,10 @@ def unfilled_line(search, elapsed):
     held = trials_taken(search.study, search.current_trials())  # another process may still train the last ones
     if held >= settings.n_trials or (settings.timeout is not None and elapsed >= settings.timeout):
         return None
-    return (f"{settings.stage} {settings.optuna_study!r} holds {held} of its {settings.n_trials} trials; the failure "
-            "reasons are above, and the same command resumes it")
+    return (
+        f"{settings.stage} {settings.optuna_study!r} holds {held} of its {settings.n_trials} trials; the failure "
+        "reasons are above, and the same command resumes it"
+    )
 
 
 def where(settings):
@@ -114,8 +129,14 @@ class StudyProgress:
 
     def __init__(self, search):
         self.search = search
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=search.console, transient=True)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=search.console,
+            transient=True,
+        )
 
     def optimize(self, remaining):
         """Run up to `remaining` trials; raises KeyboardInterrupt after a Ctrl-C once the trial in flight has ended."""
@@ -139,16 +160,24 @@ class StudyProgress:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             search.stood_down = 0
             try:
-                search.study.optimize(search._objective, n_trials=remaining, timeout=timeout,
-                                      catch=(Exception,), callbacks=[self.after_trial])
+                search.study.optimize(
+                    search._objective,
+                    n_trials=remaining,
+                    timeout=timeout,
+                    catch=(Exception,),
+                    callbacks=[self.after_trial],
+                )
                 if not search.stood_down:
                     return
             except ValueError:  # "Cannot tell a FAIL trial"
                 if search.taken_over is None:
                     raise
-                self.bar.console.print(f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
-                                       "ran (its heartbeat came late); its run is closed, and this worker goes on",
-                                       highlight=False, markup=False)
+                self.bar.console.print(
+                    f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
+                    "ran (its heartbeat came late); its run is closed, and this worker goes on",
+                    highlight=False,
+                    markup=False,
+                )
                 search.taken_over = None
                 if settings.stage == "search":
                     queue_baseline(search.study, search.space)  # in case it was the baseline
@@ -162,8 +191,12 @@ class StudyProgress:
         """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
         search, settings = self.search, self.search.settings
         if DUPLICATE_OF in trial.user_attrs:
-            self.bar.console.print(f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
-                                   "queued at once by another process; skipped", highlight=False, markup=False)
+            self.bar.console.print(
+                f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
+                "queued at once by another process; skipped",
+                highlight=False,
+                markup=False,
+            )
         if trial.user_attrs.get(SURPLUS):
             return
         # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.

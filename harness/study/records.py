@@ -10,11 +10,17 @@ import optuna
 from harness.params import PARAM_KEYS
 
 OUTCOME = "outcome"  # what a trial that ended by its own doing remembers; its absence means its process died
-BENCHMARK_RUN = "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
+BENCHMARK_RUN = (
+    "benchmark"  # user attr of an enqueued run (baseline, confirmation, benchmark), whose other attrs are its params
+)
 BASELINE = "baseline"  # user attr of the search's enqueued baseline trial
 TUNED_BASELINE = "tuned_baseline"  # a confirmation study's attr: the search's best baseline's params, without seed
-PILOT = "pilot"  # user attr of an enqueued run of a pilot, which sizes a seeded stage (`--seeds auto`) and is not tested
-BASELINE_TURN = "baseline_turn"  # user attr of a sampled trial that tunes the baseline (`SearchSettings.baseline_every`)
+PILOT = (
+    "pilot"  # user attr of an enqueued run of a pilot, which sizes a seeded stage (`--seeds auto`) and is not tested
+)
+BASELINE_TURN = (
+    "baseline_turn"  # user attr of a sampled trial that tunes the baseline (`SearchSettings.baseline_every`)
+)
 SURPLUS = "surplus"  # user attr of a trial that never trains: asked for once the study was full, or a duplicate
 DUPLICATE_OF = "duplicate_of"  # user attr of an enqueued run that stood down: the number of its twin, queued before it
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.

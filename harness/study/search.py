@@ -20,8 +20,16 @@ from harness.study.baselines import is_baseline_turn, sample_baseline
 from harness.study.lifecycle import open_lifecycle
 from harness.study.progress import StudyProgress, full_study_line, stage_notes
 from harness.redaction import redact
-from harness.study.records import (BASELINE_TURN, BENCHMARK_RUN, DUPLICATE_OF, SURPLUS, counted_trials,
-                                   enqueued_key, enqueued_params, trials_taken)
+from harness.study.records import (
+    BASELINE_TURN,
+    BENCHMARK_RUN,
+    DUPLICATE_OF,
+    SURPLUS,
+    counted_trials,
+    enqueued_key,
+    enqueued_params,
+    trials_taken,
+)
 from harness.study.settings import make_pruner, make_sampler
 from harness.study.space import COST_OBJECTIVES
 from harness.study.storage import open_storage
@@ -55,8 +63,13 @@ def earlier_twin(study, trial):
     live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
     key = enqueued_key(trial)
     for other in trials:
-        if (other.number < trial.number and other.user_attrs.get(BENCHMARK_RUN) and not other.user_attrs.get(SURPLUS)
-                and (other.state in live or other.number in counted) and enqueued_key(other) == key):
+        if (
+            other.number < trial.number
+            and other.user_attrs.get(BENCHMARK_RUN)
+            and not other.user_attrs.get(SURPLUS)
+            and (other.state in live or other.number in counted)
+            and enqueued_key(other) == key
+        ):
             return other.number
     return None
 
@@ -81,7 +94,7 @@ def name_objectives(storage):
     """Name the objectives of every study in `storage` (for dashboards), from each study's recorded objectives."""
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        _set_metric_names(study, study.user_attrs.get("objectives", ["accuracy"])[:len(study.directions)])
+        _set_metric_names(study, study.user_attrs.get("objectives", ["accuracy"])[: len(study.directions)])
 
 
 def open_study(settings, space, storage):
@@ -94,8 +107,13 @@ def open_study(settings, space, storage):
         directions=space.directions,
         load_if_exists=True,
     )
-    for key, value in (("space", space.source), ("dataset", space.dataset.name), ("epochs", space.training.epochs),
-                       ("objectives", space.objectives), ("stage", settings.stage)):
+    for key, value in (
+        ("space", space.source),
+        ("dataset", space.dataset.name),
+        ("epochs", space.training.epochs),
+        ("objectives", space.objectives),
+        ("stage", settings.stage),
+    ):
         study.set_user_attr(key, value)
     _set_metric_names(study, space.objectives)
     return study
@@ -133,8 +151,11 @@ class Search:
     def __init__(self, space, settings, console=None, dataset=None):
         self.space, self.settings, self.console = space, settings, console or Console()
         # The storage first: if it cannot be opened, nothing has been written anywhere.
-        self.storage = open_storage(settings.storage, settings.heartbeat_interval,
-                                    lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial))
+        self.storage = open_storage(
+            settings.storage,
+            settings.heartbeat_interval,
+            lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial),
+        )
         self.lifecycle = open_lifecycle(space, settings, self.console, dataset)
         self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
         self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
@@ -157,10 +178,13 @@ class Search:
     def parent_run(self):
         """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
         settings = self.settings
-        return self.lifecycle.parent_run({
-            "space": self.space.source, "dataset": self.space.dataset.name, "sampler": settings.sampler,
-            "pruner": settings.pruner, "workers": str(settings.workers), "optuna_storage": redact(settings.storage),
-        })
+        tags = {
+            "space": self.space.source,
+            "dataset": self.space.dataset.name,
+            "optuna_storage": redact(settings.storage),
+        }
+        tags.update(sampler=settings.sampler, pruner=settings.pruner, workers=str(settings.workers))
+        return self.lifecycle.parent_run(tags)
 
     def run(self):
         """Run trials until the study holds `n_trials` counted trials; return the study."""
@@ -240,5 +264,3 @@ class Search:
             self.taken_over = trial.number
             raise
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
-
-

@@ -25,11 +25,28 @@ TRIALS_VIEW_STATE = {
     "searchFilter": "tags.`harness.role` = 'trial'",
     "orderByKey": "metrics.`best_val_accuracy`",
     "orderByAsc": False,
-    "selectedColumns": ["attributes.`Dataset`",
-                        *(f"params.`{key}`" for key in ("insertion", "function", "order", "mode", "coefficients",
-                                                         "per_unit", "conditioning", "width", "learning_rate", "seed")),
-                        *(f"metrics.`{key}`" for key in ("best_val_accuracy", "test_accuracy", "flops", "total_params",
-                                                          "latency_ms", "train_seconds"))],
+    "selectedColumns": [
+        "attributes.`Dataset`",
+        *(
+            f"params.`{key}`"
+            for key in (
+                "insertion",
+                "function",
+                "order",
+                "mode",
+                "coefficients",
+                "per_unit",
+                "conditioning",
+                "width",
+                "learning_rate",
+                "seed",
+            )
+        ),
+        *(
+            f"metrics.`{key}`"
+            for key in ("best_val_accuracy", "test_accuracy", "flops", "total_params", "latency_ms", "train_seconds")
+        ),
+    ],
 }
 
 
@@ -90,7 +107,9 @@ def mlflow_ui(tracking_uri, host="127.0.0.1", port=5000, say=print):
         if code not in (0, -signal.SIGTERM):
             log.seek(0)
             lines = log.read().decode(errors="replace").strip().splitlines() or ["no output"]
-            raise ServerError(f"the MLflow UI exited with code {code}: {lines[-1].replace(tracking_uri, redact(tracking_uri))}")
+            raise ServerError(
+                f"the MLflow UI exited with code {code}: {lines[-1].replace(tracking_uri, redact(tracking_uri))}"
+            )
     return 0
 
 
@@ -98,7 +117,9 @@ def _studies(tracking_uri):
     """(name, experiment id) of each experiment in the store that carries the trials view."""
     from mlflow.tracking import MlflowClient
 
-    experiments = MlflowClient(tracking_uri).search_experiments(filter_string=f"tags.`{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''")
+    experiments = MlflowClient(tracking_uri).search_experiments(
+        filter_string=f"tags.`{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''"
+    )
     return [(e.name, e.experiment_id) for e in experiments]
 
 

@@ -52,7 +52,9 @@ class SearchSettings:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
         # Optuna imports PyTorch only when the sampler first samples: without this check every trial would fail.
         if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
-            raise ValueError("--sampler gp needs PyTorch, which is not installed: pip install torch, or pick another sampler")
+            raise ValueError(
+                "--sampler gp needs PyTorch, which is not installed: pip install torch, or pick another sampler"
+            )
         self.storage, self.tracking_uri = resolve_stores(self.storage, self.tracking_uri)
 
     @property

@@ -24,7 +24,12 @@ import yaml
 from harness.params import EXPANSION_KEYS, PARAM_KEYS, check_value
 from harness.study.specs import DatasetSpec, ModelSpec, Range, TrainingSpec, Strict
 
-COST_OBJECTIVES = {"flops": "flops", "params": "total_params", "latency": "latency_seconds", "train_seconds": "train_seconds"}
+COST_OBJECTIVES = {
+    "flops": "flops",
+    "params": "total_params",
+    "latency": "latency_seconds",
+    "train_seconds": "train_seconds",
+}
 
 
 class SpaceError(ValueError):
@@ -74,13 +79,15 @@ class Space(Strict):
     @pydantic.model_validator(mode="after")
     def _values_make_sense(self):
         for name, dimension in self.params.items():
-            values = dimension if isinstance(dimension, list) else dimension.values() if isinstance(dimension, Range) else [dimension]
-            for value in values:
+            values = dimension.values() if isinstance(dimension, Range) else dimension
+            for value in values if isinstance(values, list) else [values]:
                 check_value(name, value)
         for configuration in self.configurations:
             for name, value in configuration.items():
                 if name not in PARAM_KEYS:
-                    raise ValueError(f"configurations: unknown parameter {name!r}; expected one of {', '.join(PARAM_KEYS)}")
+                    raise ValueError(
+                        f"configurations: unknown parameter {name!r}; expected one of {', '.join(PARAM_KEYS)}"
+                    )
                 check_value(name, value)
         return self
 
@@ -93,7 +100,8 @@ class Space(Strict):
         """The values param `name` may take in this space (a fixed value's one, a list's, none for a range or
         a param the space leaves out), with its configurations' values."""
         dimension = self.params.get(name)
-        values = dimension if isinstance(dimension, list) else [] if dimension is None or isinstance(dimension, Range) else [dimension]
+        values = [] if dimension is None or isinstance(dimension, Range) else dimension
+        values = values if isinstance(values, list) else [values]
         return list(dict.fromkeys([*values, *(c[name] for c in self.configurations if name in c)]))
 
     @property
@@ -138,7 +146,9 @@ class Space(Strict):
                 grid[name] = dimension
             elif isinstance(dimension, Range):
                 if not (dimension.is_int or dimension.step):
-                    raise SpaceError(f"{self.source}: params.{name}: the grid sampler needs choices or a range with a step")
+                    raise SpaceError(
+                        f"{self.source}: params.{name}: the grid sampler needs choices or a range with a step"
+                    )
                 grid[name] = dimension.grid_values()
         return grid
 
@@ -155,7 +165,9 @@ def _check_dimension(name, dimension):
         except pydantic.ValidationError as error:
             problem = error.errors()[0]
             where = ".".join(map(str, problem["loc"]))
-            raise ValueError(f"{name}: {where + ': ' if where else ''}{problem['msg'].removeprefix('Value error, ')}") from None
+            raise ValueError(
+                f"{name}: {where + ': ' if where else ''}{problem['msg'].removeprefix('Value error, ')}"
+            ) from None
 
 
 def _applies(name, chosen):

@@ -66,15 +66,28 @@ class Spool:
         self.server = {"server": redact(tracking_uri), "key": hashlib.sha256(tracking_uri.encode()).hexdigest()}
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()):
-        self._write(run_id, "log_batch", {
-            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
-            "params": [[p.key, p.value] for p in params],
-            "tags": [[t.key, t.value] for t in tags],
-        })
+        self._write(
+            run_id,
+            "log_batch",
+            {
+                "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                "params": [[p.key, p.value] for p in params],
+                "tags": [[t.key, t.value] for t in tags],
+            },
+        )
 
     def log_dataset(self, run_id, dataset, context="training"):
-        self._write(run_id, "log_dataset", {"name": dataset.name, "digest": dataset.digest, "source_type": dataset.source_type,
-                                            "source": dataset.source, "context": context})
+        self._write(
+            run_id,
+            "log_dataset",
+            {
+                "name": dataset.name,
+                "digest": dataset.digest,
+                "source_type": dataset.source_type,
+                "source": dataset.source,
+                "context": context,
+            },
+        )
 
     def log_artifacts(self, run_id, local_dir):
         self._write(run_id, "log_artifacts", {"local_dir": str(local_dir)})
@@ -85,14 +98,16 @@ class Spool:
     def _write(self, run_id, operation, payload):
         if not self._holds(run_id):
             try:
-                self._send(run_id, operation, payload)
+                send(self.client, run_id, operation, payload)
                 RETRY_NOTICE.said = False  # the server answered: a new outage gets its own line
                 return
             except Exception as error:
                 if not is_unreachable(error):
                     raise
-                self.say(f"tracking server {redact(self.tracking_uri)} unreachable past the MLflow client's retries: "
-                         f"run {run_id}'s logging is kept in {self.folder / run_id} until it answers")
+                self.say(
+                    f"tracking server {redact(self.tracking_uri)} unreachable past the MLflow client's retries: "
+                    f"run {run_id}'s logging is kept in {self.folder / run_id} until it answers"
+                )
         self._keep(run_id, operation, payload)
 
     def _holds(self, run_id):
@@ -114,8 +129,11 @@ class Spool:
         """The runs of this server whose writes wait in the spool."""
         if not self.folder.is_dir():
             return []
-        return [p.name for p in self.folder.iterdir()
-                if (p / SERVER_FILE).exists() and json.loads((p / SERVER_FILE).read_text())["key"] == self.server["key"]]
+        return [
+            p.name
+            for p in self.folder.iterdir()
+            if (p / SERVER_FILE).exists() and json.loads((p / SERVER_FILE).read_text())["key"] == self.server["key"]
+        ]
 
     def _pending(self, run_id):
         path = self.folder / run_id / OPERATIONS
@@ -125,16 +143,18 @@ class Spool:
         """Send this server's spooled writes, run by run, in order; return how many went. Stops at the first
         write the server does not answer; a run whose write it refuses is set aside (`REJECTED`)."""
         sent = 0
-        for run_folder in sorted((self.folder / run_id for run_id in self.held_runs()), key=lambda p: p.stat().st_mtime):
+        for run_folder in sorted(
+            (self.folder / run_id for run_id in self.held_runs()), key=lambda p: p.stat().st_mtime
+        ):
             pending = self._pending(run_folder.name)
             while pending:
                 entry = pending[0]
                 try:
-                    self._send(run_folder.name, entry.pop("operation"), entry)
+                    send(self.client, run_folder.name, entry.pop("operation"), entry)
                 except Exception as error:
                     if is_unreachable(error):
                         return sent
-                    self._set_aside(run_folder, error)
+                    set_aside(self, run_folder, error)
                     break
                 sent += 1
                 pending = pending[1:]
@@ -145,27 +165,35 @@ class Spool:
             self.say(f"tracking server {redact(self.tracking_uri)} answers again: {sent} spooled write(s) sent")
         return sent
 
-    def _set_aside(self, run_folder, error):
-        """Move a run's spool, which the server refuses, out of the way (with the reason), so later writes go on."""
-        reason = redact_text(f"{type(error).__name__}: {error}", self.tracking_uri).strip().splitlines()[0][:500]
-        rejected = self.folder / REJECTED / run_folder.name
-        rejected.parent.mkdir(parents=True, exist_ok=True)
-        if rejected.exists():
-            shutil.rmtree(rejected)  # an earlier set-aside of the same run, by this spool
-        run_folder.rename(rejected)
-        (rejected / "reason.txt").write_text(reason + "\n")
-        self.say(f"tracking server {redact(self.tracking_uri)} refused the spooled writes of run {run_folder.name} "
-                 f"({reason}); they are kept in {rejected} and the rest goes on")
 
-    def _send(self, run_id, operation, payload):
-        client = self.client
-        if operation == "log_batch":
-            client.log_batch(run_id, metrics=[Metric(*m) for m in payload["metrics"]],
-                             params=[Param(*p) for p in payload["params"]], tags=[RunTag(*t) for t in payload["tags"]])
-        elif operation == "log_dataset":
-            source = Dataset(payload["name"], payload["digest"], payload["source_type"], payload["source"])
-            client.log_inputs(run_id, [DatasetInput(source, [InputTag("mlflow.data.context", payload["context"])])])
-        elif operation == "log_artifacts":
-            client.log_artifacts(run_id, payload["local_dir"])
-        else:
-            client.set_terminated(run_id, payload["status"])
+def send(client, run_id, operation, payload):
+    """Send one spooled write to the tracking server."""
+    if operation == "log_batch":
+        client.log_batch(
+            run_id,
+            metrics=[Metric(*m) for m in payload["metrics"]],
+            params=[Param(*p) for p in payload["params"]],
+            tags=[RunTag(*t) for t in payload["tags"]],
+        )
+    elif operation == "log_dataset":
+        source = Dataset(payload["name"], payload["digest"], payload["source_type"], payload["source"])
+        client.log_inputs(run_id, [DatasetInput(source, [InputTag("mlflow.data.context", payload["context"])])])
+    elif operation == "log_artifacts":
+        client.log_artifacts(run_id, payload["local_dir"])
+    else:
+        client.set_terminated(run_id, payload["status"])
+
+
+def set_aside(spool, run_folder, error):
+    """Move a run's spool, which the server refuses, out of the way (with the reason), so later writes go on."""
+    reason = redact_text(f"{type(error).__name__}: {error}", spool.tracking_uri).strip().splitlines()[0][:500]
+    rejected = spool.folder / REJECTED / run_folder.name
+    rejected.parent.mkdir(parents=True, exist_ok=True)
+    if rejected.exists():
+        shutil.rmtree(rejected)  # an earlier set-aside of the same run, by this spool
+    run_folder.rename(rejected)
+    (rejected / "reason.txt").write_text(reason + "\n")
+    spool.say(
+        f"tracking server {redact(spool.tracking_uri)} refused the spooled writes of run {run_folder.name} "
+        f"({reason}); they are kept in {rejected} and the rest goes on"
+    )

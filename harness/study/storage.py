@@ -90,8 +90,11 @@ def open_storage(url, heartbeat_interval=None, stale_trial_callback=None):
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX)))
     options = {"engine_kwargs": _engine_options(url)}
     if heartbeat_interval is not None:
-        options.update(heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
-                       heartbeat_stale_trial_callback=stale_trial_callback)
+        options.update(
+            heartbeat_interval=heartbeat_interval,
+            grace_period=2 * heartbeat_interval,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+        )
     with _clear_errors("storage", url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, **options)
@@ -138,7 +141,9 @@ def check_tracking_uri(uri):
             requests.get(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT).raise_for_status()
         except requests.RequestException as error:
             reason = type(error).__name__ if isinstance(error, requests.ConnectionError) else error
-            raise StorageError(f"MLflow tracking server {redact(uri)} does not answer ({redact_text(str(reason), uri)})") from None
+            raise StorageError(
+                f"MLflow tracking server {redact(uri)} does not answer ({redact_text(str(reason), uri)})"
+            ) from None
     else:
         check_database(uri, "MLflow store")
 
@@ -154,8 +159,9 @@ def _clear_errors(role, url):
         yield
     except ImportError as error:
         extra = "pip install 'taylor-harness[postgres]'" if url.startswith("postgresql") else "pip install its driver"
-        raise StorageError(f"{role} {redact(url)}: its database driver is missing ({error.name or error}); "
-                           f"install it with: {extra}") from None
+        raise StorageError(
+            f"{role} {redact(url)}: its database driver is missing ({error.name or error}); install it with: {extra}"
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise StorageError(f"{role} {redact(url)}: cannot connect ({redact_text(reason, url)})") from None

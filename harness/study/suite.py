@@ -82,9 +82,15 @@ def load_suite(path, data_dir=None):
         if data_dir is not None:
             dataset = dataset.model_copy(update={"data_dir": data_dir})
         for backbone in spec.backbones:
-            space = parse_space({"dataset": dataset.model_dump(), "training": spec.training.model_dump(),
-                                 "params": {**spec.params, "backbone": backbone}, "configurations": spec.configurations},
-                                source=str(path))
+            space = parse_space(
+                {
+                    "dataset": dataset.model_dump(),
+                    "training": spec.training.model_dump(),
+                    "params": {**spec.params, "backbone": backbone},
+                    "configurations": spec.configurations,
+                },
+                source=str(path),
+            )
             study = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name}-{dataset_label(dataset)}-{backbone_label(backbone)}")
             if study in cells:
                 raise SpaceError(f"{path}: two cells would share the study {study!r}; give the datasets distinct names")

@@ -132,6 +132,31 @@ def close_dead_runs(tracker):
     return closed
 
 
+def _trial_tags(parent_run_id, study_name, trial_number, stage):
+    """A trial run's tags: its parent, role, study, stage and trial number, where it runs and on what."""
+    return {
+        "mlflow.parentRunId": parent_run_id,
+        "harness.role": "trial",
+        "harness.study": study_name,
+        "harness.stage": stage,
+        "optuna.trial_number": str(trial_number),
+        "state": "RUNNING",
+        **_process_tags(),
+        **environment_tags(),
+    }
+
+
+def _write_artifacts(folder, result, save_model):
+    """A trained trial's files: its model summary, its series against the function, and (if asked) its model."""
+    (folder / "model_summary.txt").write_text(_model_summary(result))
+    params = result.params
+    if params.get("insertion", "none") != "none":
+        png = plot.series_fit_png(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
+        (folder / "series_fit.png").write_bytes(png)
+    if save_model and not result.diverged:
+        result.model.save(folder / "model.keras")
+
+
 class Tracker:
     """The MLflow experiment of one study.
 
@@ -152,7 +177,13 @@ class Tracker:
     def start_parent(self, study_name, tags):
         return self._create_run(
             run_name=f"search {study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={"harness.role": "search", "harness.study": study_name, **_process_tags(), **environment_tags(), **tags},
+            tags={
+                "harness.role": "search",
+                "harness.study": study_name,
+                **_process_tags(),
+                **environment_tags(),
+                **tags,
+            },
         )
 
     def end_parent(self, run_id, status):
@@ -160,8 +191,10 @@ class Tracker:
         self.spool.replay()
         held = self.spool.held_runs()
         if held:
-            self.say(f"{len(held)} run(s) still wait in {self.spool.folder} for the tracking server; the next harness "
-                     f"search or benchmark on {redact(self.tracking_uri)} sends them")
+            self.say(
+                f"{len(held)} run(s) still wait in {self.spool.folder} for the tracking server; the next harness "
+                f"search or benchmark on {redact(self.tracking_uri)} sends them"
+            )
 
     def _create_run(self, run_name, tags):
         """A new run's id. A run must exist before its trial trains, so this waits out an outage
@@ -178,8 +211,10 @@ class Tracker:
                 if not is_unreachable(error):
                     raise
                 if time.monotonic() > deadline:
-                    raise TrackingUnreachable(f"MLflow tracking server {redact(self.tracking_uri)} unreachable for "
-                                              f"{TRACKING_WAIT} s: the search stops; run it again to resume") from None
+                    raise TrackingUnreachable(
+                        f"MLflow tracking server {redact(self.tracking_uri)} unreachable for "
+                        f"{TRACKING_WAIT} s: the search stops; run it again to resume"
+                    ) from None
                 if not waiting:
                     self.say(f"tracking server {redact(self.tracking_uri)} unreachable: the next trial waits for it")
                     waiting = True
@@ -187,20 +222,11 @@ class Tracker:
 
     def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search", dataset=None):
         """A child run named for what it trains, e.g. 't12 dense softplus p3 weighted', with its dataset as input."""
-        tags = {
-            "mlflow.parentRunId": parent_run_id,
-            "harness.role": "trial",
-            "harness.study": study_name,
-            "harness.stage": stage,
-            "optuna.trial_number": str(trial_number),
-            "state": "RUNNING",
-            **_process_tags(),
-            **environment_tags(),
-        }
+        tags = _trial_tags(parent_run_id, study_name, trial_number, stage)
         name = f"{RUN_NAME_PREFIX[stage]}{trial_number} {describe(params)}"
-        if stage != "search":
-            name += f" seed {params.get('seed', 0)}"
-        run_id = self._create_run(run_name=name, tags=tags)
+        run_id = self._create_run(
+            run_name=name + (f" seed {params.get('seed', 0)}" if stage != "search" else ""), tags=tags
+        )
         try:
             logged = [Param(key, str(value)) for key, value in {**params, **run_params}.items()]
             self.spool.log_batch(run_id, params=logged)
@@ -214,7 +240,10 @@ class Tracker:
     def log_best_so_far(self, parent_run_id, best_val_accuracy, trials, step):
         """The search's best validation accuracy and trial count so far, on its parent run."""
         now = int(time.time() * 1000)
-        metrics = [Metric("best_val_accuracy", float(best_val_accuracy), now, step), Metric("trials", float(trials), now, step)]
+        metrics = [
+            Metric("best_val_accuracy", float(best_val_accuracy), now, step),
+            Metric("trials", float(trials), now, step),
+        ]
         self.spool.log_batch(parent_run_id, metrics=metrics)
 
     def epoch_logger(self, run_id):
@@ -229,14 +258,7 @@ class Tracker:
         metrics = [Metric(name, float(value), now, 0) for name, value in values.items() if value is not None]
         self.spool.log_batch(run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as folder:
-            folder = Path(folder)
-            (folder / "model_summary.txt").write_text(_model_summary(result))
-            params = result.params
-            if params.get("insertion", "none") != "none":
-                png = plot.series_fit_png(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
-                (folder / "series_fit.png").write_bytes(png)
-            if save_model and not result.diverged:
-                result.model.save(folder / "model.keras")
+            _write_artifacts(Path(folder), result, save_model)
             self.spool.log_artifacts(run_id, folder)
 
     def end_trial(self, run_id, state, reason=None, status=None):

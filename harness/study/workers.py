@@ -38,8 +38,10 @@ class WorkerPool:
         """
         processes = [self._start(search, index, say) for index in range(self.workers)]
         if search.settings.stage == "search":
-            say("join from other machines with the same --storage, --tracking-uri, --study and "
-                f"--parent-run-id {search.parent_run_id}")
+            say(
+                "join from other machines with the same --storage, --tracking-uri, --study and "
+                f"--parent-run-id {search.parent_run_id}"
+            )
         try:
             codes = [p.wait() for p in processes]
         except KeyboardInterrupt:
@@ -60,8 +62,12 @@ class WorkerPool:
         threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
         seed = None if settings.seed is None else settings.seed + index + 1
         settings = dataclasses.replace(settings, seed=seed, parent_run_id=search.parent_run_id)
-        return {"space": str(self.space_path), "data_dir": self.data_dir, "threads": threads,
-                "settings": dataclasses.asdict(settings)}
+        return {
+            "space": str(self.space_path),
+            "data_dir": self.data_dir,
+            "threads": threads,
+            "settings": dataclasses.asdict(settings),
+        }
 
     def _start(self, search, index, say):
         job = self.job(search, index)

@@ -94,8 +94,16 @@ COUNTERS = {
     keras.layers.Add: _add,
     TaylorExpansion: _taylor,
 }
-FREE = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
-        keras.layers.ZeroPadding2D, keras.layers.RandomFlip, keras.layers.RandomTranslation)
+FREE = (
+    keras.layers.InputLayer,
+    keras.layers.ReLU,
+    keras.layers.Dropout,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.ZeroPadding2D,
+    keras.layers.RandomFlip,
+    keras.layers.RandomTranslation,
+)
 
 
 def count_flops(model):

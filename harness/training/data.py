@@ -20,7 +20,12 @@ import numpy as np
 LOG = logging.getLogger(__name__)
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder:PATH")
 
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 _SOURCES = {
     "mnist": ("mnist", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/ (mnist.npz) or the idx .gz files"),
     "fashion_mnist": ("fashion-mnist", "https://github.com/zalandoresearch/fashion-mnist (the four idx .gz files)"),
@@ -67,8 +72,10 @@ def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, va
     """
     x_train, y_train, x_test, y_test, scale, skipped = _read(name, _as_path(data_dir), download)
     if skipped:  # said on every load, so a cached read does not hide that the folder holds fewer images
-        LOG.warning(f"{name.removeprefix('imagefolder:')}: skipped {len(skipped)} file(s) that are not images: "
-                    f"{', '.join(skipped[:3])}" + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
+        LOG.warning(
+            f"{name.removeprefix('imagefolder:')}: skipped {len(skipped)} file(s) that are not images: "
+            f"{', '.join(skipped[:3])}" + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_train))
     n_val = val_size if val_size is not None else int(round(val_fraction * (train_size or len(x_train))))
@@ -99,8 +106,10 @@ def redrawn_split(dataset, seed):
     images = np.concatenate([dataset.x_train, dataset.x_val])
     labels = np.concatenate([dataset.y_train, dataset.y_val])
     order = np.random.default_rng(seed).permutation(len(images))
-    val, train = order[:len(dataset.x_val)], order[len(dataset.x_val):]
-    return dataclasses.replace(dataset, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val])
+    val, train = order[: len(dataset.x_val)], order[len(dataset.x_val) :]
+    return dataclasses.replace(
+        dataset, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val]
+    )
 
 
 def _checked_size(option, size, available):
@@ -208,7 +217,9 @@ def _read_image_folder(root):
     folder is decoded again.
     """
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise DatasetNotFoundError(f"imagefolder needs {root}/train/<class>/ and {root}/test/<class>/ folders of images")
+        raise DatasetNotFoundError(
+            f"imagefolder needs {root}/train/<class>/ and {root}/test/<class>/ folders of images"
+        )
     cache = _cache_dir() / f"imagefolder-v2-{_folder_fingerprint(root)}.npz"  # v2: with the skipped files
     if cache.is_file():
         with np.load(cache) as arrays:
@@ -219,7 +230,14 @@ def _read_image_folder(root):
         partial = cache.with_suffix(f".{os.getpid()}.partial.npz")
         np.savez(partial, **decoded)
         partial.replace(cache)  # atomic: another process never reads half a file
-    return decoded["x_train"], decoded["y_train"], decoded["x_test"], decoded["y_test"], 255.0, tuple(decoded["skipped"])
+    return (
+        decoded["x_train"],
+        decoded["y_train"],
+        decoded["x_test"],
+        decoded["y_test"],
+        255.0,
+        tuple(decoded["skipped"]),
+    )
 
 
 def _cache_dir():
@@ -252,7 +270,9 @@ def _decode_image_folder(root):
             skipped.append(str(file.relative_to(root)))
             return None
         if not mode:  # the first image sets the size and colour mode of every other
-            mode.update(color_mode="grayscale" if image.mode in ("L", "1") else "rgb", target_size=(image.height, image.width))
+            mode.update(
+                color_mode="grayscale" if image.mode in ("L", "1") else "rgb", target_size=(image.height, image.width)
+            )
             image = keras.utils.load_img(file, **mode)
         return np.asarray(image, dtype=np.uint8)
 
@@ -269,4 +289,10 @@ def _decode_image_folder(root):
         return np.stack(images), np.array(labels)
 
     (x_train, y_train), (x_test, y_test) = split("train"), split("test")
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "skipped": np.array(skipped, dtype=str)}
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "skipped": np.array(skipped, dtype=str),
+    }

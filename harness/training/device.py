@@ -94,7 +94,9 @@ def gpu_ids(text, per_gpu=1):
     """'all' or '0,1' -> the GPU ids, each repeated `per_gpu` times (workers sharing a GPU); ValueError without one."""
     visible = list(range(gpu_count()))
     if not visible:
-        raise ValueError(f"--gpus: {BACKENDS[backend()]} sees no GPU on this machine; leave --gpus out to run on the CPU")
+        raise ValueError(
+            f"--gpus: {BACKENDS[backend()]} sees no GPU on this machine; leave --gpus out to run on the CPU"
+        )
     ids = visible if text == "all" else [int(i) for i in text.split(",")]
     missing = sorted(set(ids) - set(visible))
     if missing:
@@ -115,5 +117,10 @@ def description():
         devices = [d.device_kind for d in module.devices() if d.platform == "gpu"]
     else:
         devices = [module.cuda.get_device_name(i) for i in range(module.cuda.device_count())]
-    return {"backend": name, "backend_version": module.__version__, "keras_version": keras.__version__,
-            "device": ", ".join(devices) or "CPU", "determinism": determinism()}
+    return {
+        "backend": name,
+        "backend_version": module.__version__,
+        "keras_version": keras.__version__,
+        "device": ", ".join(devices) or "CPU",
+        "determinism": determinism(),
+    }

@@ -34,9 +34,11 @@ def learning_rate(training, steps_per_epoch, epochs):
     if training["schedule"] == "constant" and not warmup:
         return rate
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else rate, decay_steps=max(1, epochs * steps_per_epoch - warmup),
+        0.0 if warmup else rate,
+        decay_steps=max(1, epochs * steps_per_epoch - warmup),
         alpha=1.0 if training["schedule"] == "constant" else 0.0,
-        warmup_target=rate if warmup else None, warmup_steps=warmup,
+        warmup_target=rate if warmup else None,
+        warmup_steps=warmup,
     )
 
 
@@ -66,6 +68,12 @@ def augmentation(training, input_shape):
     # float32 under mixed precision too: the next layer casts, and no image op need take float16.
     return [
         keras.layers.RandomFlip("horizontal", dtype="float32", name="augment_flip"),
-        keras.layers.RandomTranslation(CROP_PADDING / height, CROP_PADDING / width, fill_mode="constant",
-                                       interpolation="nearest", dtype="float32", name="augment_crop"),
+        keras.layers.RandomTranslation(
+            CROP_PADDING / height,
+            CROP_PADDING / width,
+            fill_mode="constant",
+            interpolation="nearest",
+            dtype="float32",
+            name="augment_crop",
+        ),
     ]

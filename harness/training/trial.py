@@ -11,6 +11,7 @@ from harness.params import TRAINING_DEFAULTS
 from harness.training import costs, recipe
 from harness.training.device import enable_determinism
 
+
 @dataclasses.dataclass
 class TrialResult:
     params: dict
@@ -74,10 +75,17 @@ def compiled_model(params, dataset, epochs):
     model_params, training = split_params(params)
     keras.utils.set_random_seed(int(training["seed"]))
     enable_determinism()
-    model = build_model(model_params, dataset.input_shape, dataset.num_classes,
-                        augmentation=recipe.augmentation(training, dataset.input_shape))
-    model.compile(optimizer=recipe.optimizer(training, len(dataset.x_train), epochs), loss=recipe.loss(training),
-                  metrics=["accuracy"])
+    model = build_model(
+        model_params,
+        dataset.input_shape,
+        dataset.num_classes,
+        augmentation=recipe.augmentation(training, dataset.input_shape),
+    )
+    model.compile(
+        optimizer=recipe.optimizer(training, len(dataset.x_train), epochs),
+        loss=recipe.loss(training),
+        metrics=["accuracy"],
+    )
     return model, training
 
 
@@ -99,8 +107,9 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
     """
     model_params, _ = split_params(params)
     model, training = compiled_model(params, dataset, epochs)
-    y_train, y_val, y_test = (recipe.targets(y, training, dataset.num_classes)
-                              for y in (dataset.y_train, dataset.y_val, dataset.y_test))
+    y_train, y_val, y_test = (
+        recipe.targets(y, training, dataset.num_classes) for y in (dataset.y_train, dataset.y_val, dataset.y_test)
+    )
     divergence = StopOnDivergence()
     recorded = keras.callbacks.History()  # first in the list: it records an epoch even if a later callback raises
     start = time.perf_counter()
@@ -130,7 +139,9 @@ def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
     evaluate_seconds = time.perf_counter() - start
     architecture = costs.architecture_key(model_params, dataset.input_shape, dataset.num_classes)
     if not diverged:
-        latency = costs.per_architecture(architecture, "latency", lambda: costs.latency_per_sample(model, dataset.x_test))
+        latency = costs.per_architecture(
+            architecture, "latency", lambda: costs.latency_per_sample(model, dataset.x_test)
+        )
     val_accuracies = [v for v in history.get("val_accuracy", []) if math.isfinite(v)]
     return TrialResult(
         params=dict(params),

@@ -1,0 +1,279 @@
+"""The `harness` commands, each a thin call into the library: check its input (before TensorFlow loads), run it,
+and print what a user needs. `harness.cli` maps names to them and turns errors into one line."""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+
+def cmd_train(args):
+    from harness.study.space import check_param_values
+
+    params = {"seed": args.seed, **dict(args.param)}
+    check_param_values(params)
+    from harness.training import data
+    from harness.training.trial import run_trial
+
+    dataset = data.load(
+        args.dataset,
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        seed=args.seed,
+    )
+    result = run_trial(params, dataset, epochs=args.epochs, verbose=args.verbose)
+    print(json.dumps({"dataset": args.dataset, "epochs": args.epochs, **result.summary()}, indent=2))
+    if args.save:
+        result.model.save(args.save)
+        print(f"model saved to {args.save}")
+    return 1 if result.diverged else 0
+
+
+def _quiet_libraries():
+    """Optuna's, Alembic's and MLflow's own lines (a link per run closed on a server) repeat what the trial lines say."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def _load_space(args):
+    """The space file with --data-dir applied; checked before TensorFlow loads, so a bad one answers at once."""
+    from harness.study.space import find_space, load_space
+
+    return load_space(find_space(args.space), args.data_dir)
+
+
+def _check_search_args(args):
+    for flag, value, least in (
+        ("--trials", args.trials, 1),
+        ("--confirm", args.confirm, 0),
+        ("--workers", args.workers, 1),
+    ):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if args.baseline_every < 0:
+        raise ValueError(
+            f"--baseline-every must be at least 0 (0: the baseline gets no turns), got {args.baseline_every}"
+        )
+    if args.workers_per_gpu < 1 or (args.workers_per_gpu > 1 and not args.gpus):
+        raise ValueError(f"--workers-per-gpu must be at least 1 and comes with --gpus; got {args.workers_per_gpu}")
+    if args.engine == "keras-tuner" and (args.workers > 1 or args.gpus):
+        raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
+
+
+def _seeds(args, least):
+    """--seeds as `run_seeded` takes it: a count, or `AutoSeeds`; checked before TensorFlow loads."""
+    from harness.statistics import MIN_SEEDS, AutoSeeds
+
+    if args.seeds == "auto":
+        if args.max_seeds < MIN_SEEDS:
+            raise ValueError(f"--max-seeds must be at least {MIN_SEEDS}, got {args.max_seeds}")
+        if not args.rope > 0:
+            raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+        return AutoSeeds(args.max_seeds, args.rope)
+    if args.seeds < least:
+        raise ValueError(
+            f"--seeds must be at least {least}"
+            + (" to give a confidence interval" if least > 1 else "")
+            + f", got {args.seeds}"
+        )
+    return args.seeds
+
+
+def _settings(args, default_name, **options):
+    """The study's settings; storage and tracking URLs left out come from the environment or the defaults."""
+    from harness.study.settings import SearchSettings
+
+    return SearchSettings(
+        study_name=args.study or default_name,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        mixed_precision=args.mixed_precision,
+        **options,
+    )
+
+
+def cmd_search(args):
+    space = _load_space(args)
+    _check_search_args(args)
+    seeds = _seeds(args, 2)
+    from harness.study.confirm import search_and_confirm
+    from harness.study.progress import outcome_line, where
+    from harness.study.search import Search
+    from harness.study.space import find_space
+    from harness.study.workers import WorkerPool
+    from harness.training.device import configure, gpu_ids
+
+    _quiet_libraries()
+    gpus = gpu_ids(args.gpus, args.workers_per_gpu) if args.gpus else None
+    workers = len(gpus) if gpus else args.workers
+    settings = _settings(
+        args,
+        Path(args.space).stem,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        heartbeat_interval=args.heartbeat,
+        workers=workers,
+        parent_run_id=args.parent_run_id,
+        save_models=args.save_models,
+        baseline_every=args.baseline_every,
+        vary_split=args.vary_split,
+    )
+    # Workers are processes of their own; a GPU is always pinned through one, even a single GPU.
+    pool = (
+        WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir) if gpus or workers > 1 else None
+    )
+    if pool is None:
+        configure(args.threads, args.mixed_precision)
+    if args.engine == "keras-tuner":
+        return _run_keras_tuner(args, space, settings)
+    search = Search(space, settings)
+    code, confirm = search_and_confirm(search, args.confirm, seeds, pool)
+    print(outcome_line(f"study {settings.study_name!r}", search.study))
+    if confirm is not None:
+        print(
+            outcome_line(
+                f"confirmation {confirm.settings.optuna_study!r} (the {args.confirm} best x "
+                f"{len(confirm.study.user_attrs['seeds'])} seeds, with their baselines)",
+                confirm.study,
+            )
+        )
+    print("\n".join(where(settings)))
+    return code
+
+
+def _run_keras_tuner(args, space, settings):
+    from rich.console import Console
+
+    from harness.study.lifecycle import open_lifecycle
+    from harness.study.progress import where
+    from harness.study.storage import tuner_home
+    from harness.study.tuner import run_tuner
+
+    lifecycle = open_lifecycle(space, settings, Console())
+    outcomes = list(
+        run_tuner(
+            space, lifecycle, args.tuner, args.trials, args.seed, directory=tuner_home(settings.tracking_uri)
+        ).values()
+    )
+    print(
+        f"keras-tuner {args.tuner} {settings.study_name!r}, the trials this run trained: "
+        + ", ".join(f"{outcomes.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL"))
+    )
+    print("\n".join(where(settings)))
+    return 0
+
+
+def cmd_benchmark(args):
+    space = _load_space(args)
+    seeds = _seeds(args, 1)
+    from harness.study.confirm import run_benchmark
+    from harness.study.progress import outcome_line
+    from harness.training.device import configure
+
+    _quiet_libraries()
+    settings = _settings(
+        args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none", vary_split=args.vary_split
+    )
+    configure(mixed_precision=args.mixed_precision)
+    study = run_benchmark(space, settings, seeds, args.from_study, args.top)
+    print(outcome_line(f"benchmark {settings.study_name!r}", study))
+    print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
+    return 0
+
+
+def cmd_suite(args):
+    from harness.study.suite import load_suite
+
+    suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
+    if not args.rope > 0:
+        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    from harness.report.suite import write_suite_report
+    from harness.study.settings import SearchSettings
+    from harness.study.suite import run_suite
+    from harness.training.device import configure
+
+    _quiet_libraries()
+    settings = SearchSettings(
+        study_name=suite.name,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        sampler="random",
+        pruner="none",
+        mixed_precision=args.mixed_precision,
+        vary_split=args.vary_split,
+    )
+    configure(mixed_precision=args.mixed_precision)
+    run_suite(suite, settings, say=_say)
+    out = write_suite_report(suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope)
+    print(
+        f"suite report written to {out}/index.html (and index.md, differences.csv, accuracy.csv, critical_difference.png)"
+    )
+    return 0
+
+
+def cmd_compare_engines(args):
+    space = _load_space(args)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    from harness.study.compare import STRATEGIES, compare_engines
+    from harness.training.device import configure
+
+    _quiet_libraries()
+    settings = _settings(args, f"{Path(args.space).stem}-compare")
+    configure(mixed_precision=args.mixed_precision)
+    summary = compare_engines(
+        space, settings, args.budget, args.repeats, args.strategy or tuple(STRATEGIES), args.target, args.out
+    )
+    print(summary.round(4).to_string())
+    print(
+        f"anytime curves: {args.out or f'reports/compare-{settings.study_name}'}/anytime.png, anytime.csv, summary.md"
+    )
+    return 0
+
+
+def cmd_report(args):
+    from harness.report.pages import write_report
+    from harness.study.storage import resolve_stores
+
+    if not args.rope > 0:
+        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out, rope=args.rope)
+    print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
+    return 0
+
+
+def cmd_ui(args):
+    from harness.study.storage import resolve_stores
+    from harness.study.servers import mlflow_ui
+
+    return mlflow_ui(resolve_stores(tracking_uri=args.tracking_uri)[1], args.host, args.port, say=_say)
+
+
+def cmd_dashboard(args):
+    from harness.study.search import name_objectives
+    from harness.study.servers import optuna_dashboard
+    from harness.study.storage import open_storage, resolve_stores
+
+    storage = open_storage(resolve_stores(storage=args.storage)[0])
+    name_objectives(storage)
+    return optuna_dashboard(storage, args.host, args.port, say=_say)
+
+
+def cmd_worker(args):
+    """A process of a `WorkerPool`: its job comes as data in the environment, not as arguments."""
+    from harness.study.workers import WORKER_JOB, run_worker
+
+    _quiet_libraries()
+    return run_worker(json.loads(os.environ.pop(WORKER_JOB)))
+
+
+def _say(line):
+    print(line, flush=True)
