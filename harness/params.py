@@ -6,6 +6,7 @@ model and the trial runner take their names from here.
 """
 
 import math
+import numbers
 
 # Functions with a Taylor series in `harness.expansion.series`.
 FUNCTIONS = ("exp", "softplus", "log1p", "log", "sin", "cos", "tanh", "sigmoid", "gelu", "swish")
@@ -135,10 +136,9 @@ def check_value(name, value):
     allowed = ALLOWED_VALUES.get(name)
     if allowed is not None and value not in allowed:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
-    if name == "order" and not (
-        isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= MAX_ORDER
-    ):
-        raise ValueError(f"order: {value!r} is out of range; orders are integers from 0 to {MAX_ORDER}")
+    integral = isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer()
+    if name == "order" and not (integral and 0 <= value <= MAX_ORDER):
+        raise ValueError(f"order: {value!r} is out of range; orders are integers between 0 and {MAX_ORDER}")
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if name in ("width", "learning_rate", "batch_size", "limit") and not (numeric and value > 0):
         raise ValueError(f"{name}: {value!r} must be a positive number")

@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from harness.params import FUNCTIONS as FUNCTION_NAMES
-from harness.params import MAX_ORDER
+from harness.params import check_value
 
 _x = sp.Symbol("x", real=True)
 
@@ -90,16 +90,9 @@ def _lookup(function, center):
     return spec
 
 
-def _check_order(order):
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
-        raise ValueError(f"order must be an integer, got {order!r}")
-    if not 0 <= order <= MAX_ORDER:
-        raise ValueError(f"order must be between 0 and {MAX_ORDER}, got {order}")
-
-
 def coefficients(function, order, center=0.0):
     """Return the floats c_0..c_order of `function`'s Taylor series around `center`."""
-    _check_order(order)
+    check_value("order", order)  # the one rule for an order: the space's, the CLI's and the layer's
     _lookup(function, float(center))
     return _coefficients(function, int(order), float(center))
 
