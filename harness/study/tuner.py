@@ -41,6 +41,28 @@ class HyperParameterTrial:
 BUDGET_SPENT = "epoch budget spent"
 
 
+class LoggedTrials:
+    """Mixed into a keras-tuner tuner: each trial's params sampled from `space` and trained through `lifecycle`
+    (its MLflow run, its outcome kept in `outcomes`), until `epoch_budget` epochs are spent."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        params = {"seed": self.space.training.seed, **self.space.sample(HyperParameterTrial(hp))}
+        # Hyperband sets each trial's share of the epoch budget.
+        epochs = hp.values.get("tuner/epochs", self.space.training.epochs)
+        if self.epoch_budget is not None and self.epochs_spent >= self.epoch_budget:
+            raise kt.errors.FatalError(BUDGET_SPENT)
+        self.epochs_spent += epochs
+        outcome = {}
+        try:
+            result = self.lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
+        except (optuna.TrialPruned, TrialDiverged) as error:
+            raise kt.errors.FailedTrialError(str(error)) from None
+        finally:  # how it ended, pruned and failed trials too (a crash before its run started: FAIL)
+            self.outcomes[trial.trial_id] = outcome.get(OUTCOME, "FAIL")
+        return {"val_accuracy": result.best_val_accuracy}
+
+
 def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_budget=None):
     """A keras-tuner tuner of `kind` over `space` whose trials run through `lifecycle`, its state in
     `directory`/<study>: an earlier tuner's state there is resumed.
@@ -49,24 +71,6 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_b
     """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
-
-    class LoggedTuner(TUNERS[kind]):
-        def run_trial(self, trial, *args, **kwargs):
-            hp = trial.hyperparameters
-            params = {"seed": space.training.seed, **space.sample(HyperParameterTrial(hp))}
-            # Hyperband sets each trial's share of the epoch budget.
-            epochs = hp.values.get("tuner/epochs", space.training.epochs)
-            if epoch_budget is not None and self.epochs_spent >= epoch_budget:
-                raise kt.errors.FatalError(BUDGET_SPENT)
-            self.epochs_spent += epochs
-            outcome = {}
-            try:
-                result = lifecycle.run(int(trial.trial_id), params, epochs, remember=outcome.__setitem__)
-            except (optuna.TrialPruned, TrialDiverged) as error:
-                raise kt.errors.FailedTrialError(str(error)) from None
-            finally:  # how it ended, pruned and failed trials too (a crash before its run started: FAIL)
-                self.outcomes[trial.trial_id] = outcome.get(OUTCOME, "FAIL")
-            return {"val_accuracy": result.best_val_accuracy}
 
     def declare_space(hp):
         # keras-tuner learns the space by building once; run_trial does the real building and training.
@@ -77,7 +81,9 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_b
         budget = {"max_epochs": space.training.epochs, "hyperband_iterations": 1 if epoch_budget is None else 1000}
     else:
         budget = {"max_trials": max_trials}
-    tuner = LoggedTuner(
+    # keras-tuner's tuner of that kind, with `LoggedTrials` training each of its trials through the lifecycle
+    logged = type(f"Logged{TUNERS[kind].__name__}", (LoggedTrials, TUNERS[kind]), {})
+    tuner = logged(
         hypermodel=declare_space,
         objective=kt.Objective("val_accuracy", "max"),
         directory=str(directory),
@@ -87,8 +93,8 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_b
         max_consecutive_failed_trials=sys.maxsize,  # a failed or pruned trial is recorded with its reason; the search goes on
         **budget,
     )
-    tuner.outcomes = {}
-    tuner.epochs_spent = 0
+    tuner.space, tuner.lifecycle, tuner.epoch_budget = space, lifecycle, epoch_budget
+    tuner.outcomes, tuner.epochs_spent = {}, 0
     return tuner
 
 
