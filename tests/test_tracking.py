@@ -49,3 +49,12 @@ def test_a_spooled_write_the_server_refuses_is_set_aside_and_the_rest_goes_on(tm
     assert len([line for line in said if "refused the spooled writes" in line and deleted in line]) == 1
     # The next search starts cleanly: nothing is retried, nothing raises.
     Tracker(tracking, "spooled", spool_folder=tmp_path / "spool")
+
+
+def test_a_pid_reused_by_a_later_process_is_not_the_worker_that_died():
+    import os
+
+    from harness.study.tracking import process_alive, process_started
+
+    assert process_alive(os.getpid(), process_started())
+    assert not process_alive(os.getpid(), process_started() - 3600)  # its pid, but a process that started an hour ago

@@ -33,7 +33,7 @@ from harness.study.records import (
 from harness.study.settings import make_pruner, make_sampler
 from harness.study.space import COST_OBJECTIVES
 from harness.study.storage import open_storage
-from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive
+from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive, process_started
 
 
 class StudyFull(RuntimeError):
@@ -135,7 +135,7 @@ def fail_dead_trials(study, tracker):
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")  # none yet: its worker has just asked for it and is writing it
-        if pid and trial.user_attrs.get("host") == host and not process_alive(pid):
+        if pid and trial.user_attrs.get("host") == host and not process_alive(pid, trial.user_attrs.get("started")):
             with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 tracker.close_run_of_stale_trial(study, trial)
@@ -253,8 +253,8 @@ class Search:
         else:
             pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
         try:
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
+            for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
+                trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
             result = self.lifecycle.run(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import keras
+import psutil
 from mlflow.entities import Dataset, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -56,25 +57,33 @@ def environment_tags():
 
 
 def _process_tags():
-    return {"harness.host": socket.gethostname(), "harness.pid": str(os.getpid())}
+    return {
+        "harness.host": socket.gethostname(),
+        "harness.pid": str(os.getpid()),
+        "harness.started": str(process_started()),
+    }
 
 
-def process_alive(pid):
-    """Whether process `pid` runs on this host. A zombie (dead, not yet reaped by its parent, as a killed worker is
-    until the pool waits for it) does not: it still answers kill(pid, 0), and its trial would count as in flight."""
+def process_started():
+    """When this process started (psutil's create_time): with its pid, what tells it from a later process that
+    reuses the pid."""
+    return psutil.Process().create_time()
+
+
+def process_alive(pid, started=None):
+    """Whether process `pid` runs on this host and, if `started` is given, is the process that started then (a
+    reused pid is another process). A zombie (dead, not yet reaped by its parent, as a killed worker is until the
+    pool waits for it) does not count: its trial would count as in flight."""
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(int(pid))
+        alive = process.status() != psutil.STATUS_ZOMBIE
+        return alive and (started is None or abs(process.create_time() - float(started)) < 1)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):  # no /proc (not Linux): kill(pid, 0) is all there is
-        return True
-    return state != "Z"
 
 
 _SUMMARIES = {}
@@ -125,7 +134,8 @@ def close_dead_runs(tracker):
     closed = []
     for run in tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
         tags = run.data.tags
-        if tags.get("harness.host") == host and not process_alive(int(tags.get("harness.pid", "0") or 0)):
+        pid, started = int(tags.get("harness.pid", "0") or 0), tags.get("harness.started")
+        if tags.get("harness.host") == host and not process_alive(pid, started):
             reason = f"process {tags.get('harness.pid')} on {host} died while running"
             tracker.end_trial(run.info.run_id, "FAIL", reason, status="KILLED")
             closed.append(run.info.run_id)
