@@ -47,7 +47,7 @@ def main():
     import optuna
     from rich.console import Console
 
-    from harness.study import lifecycle, search, settings as stage_settings, tracking
+    from harness.study import callbacks, lifecycle, search, settings as stage_settings, tracking
     from harness.study.space import load_space
     from harness.training import costs, trial as train
 
@@ -62,7 +62,7 @@ def main():
         (tracking.Tracker, "end_trial"),
         (train, "build_model"),
         (tracking.Tracker, "log_best_so_far"),
-        (tracking.EpochLogger, "on_epoch_end"),
+        (callbacks.EpochLogger, "on_epoch_end"),
         (rdb, "set_trial_param"),
         (rdb, "set_trial_user_attr"),
         (rdb, "create_new_trial"),

@@ -98,8 +98,10 @@ def config_summary(trials, metric="test_accuracy", confidence=0.95):
     table = table[table["count"] > 1]
     if table.empty:
         return table
-    half_width = stats.t.ppf(0.5 + confidence / 2, table["count"] - 1) * table["std"] / np.sqrt(table["count"])
-    table["ci_low"], table["ci_high"] = table["mean"] - half_width, table["mean"] + half_width
+    with np.errstate(invalid="ignore"):  # a configuration whose seeds agree has no spread: its CI is its mean
+        table["ci_low"], table["ci_high"] = stats.t.interval(
+            confidence, table["count"] - 1, loc=table["mean"], scale=table["std"] / np.sqrt(table["count"])
+        )
     return table.sort_values("mean", ascending=False).reset_index(drop=True)
 
 

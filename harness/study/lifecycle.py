@@ -7,13 +7,13 @@ callable; the lifecycle does not know which engine called it.
 """
 
 import contextlib
-import time
 
 import keras
 import optuna
 
 from harness.model import ModelError, load_backbone, surgery_plan
 from harness.params import AFTER, BASELINE_DEFAULTS
+from harness.study.callbacks import StopOnRequest, TrialProgress
 from harness.study.records import OUTCOME
 from harness.study.tracking import Tracker
 from harness.training import costs, data
@@ -34,64 +34,6 @@ def failure_reason(error):
             "(a larger --heartbeat avoids this on a busy machine)"
         )
     return f"{type(error).__name__}: {error}"
-
-
-class TrialProgress(keras.callbacks.Callback):
-    """The trial in flight: epoch x/y, validation accuracy and time left.
-
-    On a terminal, a transient bar under the study's (advanced every batch,
-    described every epoch); elsewhere, one line per epoch, so logs stay short.
-    """
-
-    async_safe = True  # Keras runs batch hooks off the training loop's thread
-
-    def __init__(self, console, label, epochs, progress=None):
-        super().__init__()
-        self.console, self.label, self.epochs = console, label, epochs
-        self.progress = progress if progress is not None and console.is_terminal else None
-        self.task = None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-        if self.progress is not None:
-            self.task = self.progress.add_task(
-                f"{self.label} epoch 1/{self.epochs}", total=self.epochs * (self.params.get("steps") or 1)
-            )
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-    def on_epoch_end(self, epoch, logs=None):
-        done, elapsed = epoch + 1, time.perf_counter() - self.start
-        accuracy = (logs or {}).get("val_accuracy")
-        text = (
-            f"{self.label} epoch {done}/{self.epochs}"
-            + (f", val acc {float(accuracy):.3f}" if accuracy is not None else "")
-            + f", {elapsed:.0f} s, about {elapsed / done * (self.epochs - done):.0f} s left"
-        )
-        if self.task is not None:
-            self.progress.update(self.task, description=text)
-        else:
-            self.console.print(text, highlight=False, markup=False)
-
-    def on_train_end(self, logs=None):
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-
-
-class StopOnRequest(keras.callbacks.Callback):
-    """End training at the next batch once `requested()` is true."""
-
-    async_safe = True  # Keras runs batch hooks off the training loop's thread
-
-    def __init__(self, requested):
-        super().__init__()
-        self.requested = requested
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.requested():
-            self.model.stop_training = True
 
 
 class TrialLifecycle:

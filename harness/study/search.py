@@ -11,15 +11,15 @@ import os
 import socket
 import warnings
 
-import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 from rich.console import Console
 
+from harness.redaction import redact
 from harness.study.baselines import is_baseline_turn, sample_baseline
+from harness.study.callbacks import ReportEpochs
 from harness.study.lifecycle import open_lifecycle
 from harness.study.progress import StudyProgress, full_study_line, stage_notes
-from harness.redaction import redact
 from harness.study.records import (
     BASELINE_TURN,
     BENCHMARK_RUN,
@@ -42,17 +42,6 @@ class StudyFull(RuntimeError):
 
 class DuplicateRun(RuntimeError):
     """An enqueued run whose params and seed an earlier trial of the study holds (machines queueing at once)."""
-
-
-class ReportEpochs(keras.callbacks.Callback):
-    """Report each epoch's validation accuracy to an Optuna trial, which is never pruned (the baseline's)."""
-
-    def __init__(self, trial):
-        super().__init__()
-        self.trial = trial
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.trial.report(float((logs or {}).get("val_accuracy", float("nan"))), step=epoch)
 
 
 def earlier_twin(study, trial):

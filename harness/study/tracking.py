@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import psutil
 from mlflow.entities import Dataset, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -22,9 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from harness.expansion import plot
 from harness.params import describe
+from harness.redaction import redact
+from harness.study.callbacks import EpochLogger
 from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VIEW_STATE
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
-from harness.redaction import redact
 from harness.study.storage import StorageError, artifact_root, check_tracking_uri, default_home
 from harness.training import device
 
@@ -96,20 +96,6 @@ def _model_summary(result):
         result.model.summary(print_fn=lambda line, **_: lines.append(line))
         _SUMMARIES[result.architecture] = "\n".join(lines) + "\n"
     return _SUMMARIES[result.architecture]
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Log each epoch's loss, accuracy, val_loss and val_accuracy to a run, with the epoch as step."""
-
-    def __init__(self, spool, run_id):
-        super().__init__()
-        self.spool = spool
-        self.run_id = run_id
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, float(value), now, epoch) for name, value in (logs or {}).items()]
-        self.spool.log_batch(self.run_id, metrics=metrics)
 
 
 def training_experiment(client, name, artifact_root=None):
