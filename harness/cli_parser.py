@@ -26,6 +26,10 @@ def _seeds(text):
         raise argparse.ArgumentTypeError(f"expected a number of seeds or auto, got {text!r}") from None
 
 
+def _add_rope_option(parser, what):
+    parser.add_argument("--rope", type=float, default=1.0, metavar="POINTS", help=f"{what} (default 1.0)")
+
+
 def _add_seed_options(parser, default, what):
     parser.add_argument(
         "--seeds",
@@ -37,13 +41,7 @@ def _add_seed_options(parser, default, what):
         "--rope points with 80%% power, at most --max-seeds",
     )
     parser.add_argument("--max-seeds", type=int, default=20, help="with --seeds auto, the most seeds (default 20)")
-    parser.add_argument(
-        "--rope",
-        type=float,
-        default=1.0,
-        metavar="POINTS",
-        help="with --seeds auto, the difference in points of accuracy to detect (default 1.0)",
-    )
+    _add_rope_option(parser, "with --seeds auto, the difference in points of accuracy to detect")
     parser.add_argument(
         "--vary-split",
         action="store_true",
@@ -187,13 +185,7 @@ def build_parser(commands_run):
         "--data-dir", help="folder holding downloaded datasets (default: each dataset's, then $HARNESS_DATA_DIR)"
     )
     suite.add_argument("--out", help="report folder (default reports/<suite name>)")
-    suite.add_argument(
-        "--rope",
-        type=float,
-        default=1.0,
-        metavar="POINTS",
-        help="margin of practical equivalence, in points of accuracy (default 1.0)",
-    )
+    _add_rope_option(suite, "margin of practical equivalence, in points of accuracy")
     suite.add_argument(
         "--vary-split",
         action="store_true",
@@ -223,13 +215,7 @@ def build_parser(commands_run):
     report.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)"
     )
-    report.add_argument(
-        "--rope",
-        type=float,
-        default=1.0,
-        metavar="POINTS",
-        help="margin of practical equivalence, in points of accuracy (default 1.0)",
-    )
+    _add_rope_option(report, "margin of practical equivalence, in points of accuracy")
     report.set_defaults(run=commands_run["report"])
 
     for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):
