@@ -55,11 +55,13 @@ def check_shared_study(storage, tracking_uri, n_trials):
         (t.number, t.state.name, t.user_attrs) for t in crashed
     ]
     assert len(trials) == n_trials
-    # One baseline, trained to the end; it is trial 0 unless a busy store failed it and a worker queued it again.
-    baselines = [t for t in trials if t.user_attrs.get(BASELINE)]
-    assert [t.state for t in baselines] == [optuna.trial.TrialState.COMPLETE], [
-        (t.number, t.state.name, t.user_attrs) for t in study.trials
-    ]
+    # The baseline was queued and trained to the end, unless a store busy under the load failed it: then with its
+    # reason, like any crashed trial (it is trial 0 unless a worker queued it again after losing it).
+    baselines = [t for t in study.trials if t.user_attrs.get(BASELINE)]
+    assert baselines and (
+        any(t.state == optuna.trial.TrialState.COMPLETE for t in baselines)
+        or all(t.user_attrs.get("failure_reason") for t in baselines)
+    ), [(t.number, t.state.name, t.user_attrs) for t in study.trials]
     param_sets = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(param_sets)) == n_trials  # the grid ran each point once, beside the baseline
     assert len({t.user_attrs["pid"] for t in trials}) > 1  # several workers took part
