@@ -72,8 +72,7 @@ def _seeds(args, least):
     if args.seeds == "auto":
         if args.max_seeds < MIN_SEEDS:
             raise ValueError(f"--max-seeds must be at least {MIN_SEEDS}, got {args.max_seeds}")
-        if not args.rope > 0:
-            raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+        _check_rope(args.rope)
         return AutoSeeds(args.max_seeds, args.rope)
     if args.seeds < least:
         raise ValueError(
@@ -82,6 +81,11 @@ def _seeds(args, least):
             + f", got {args.seeds}"
         )
     return args.seeds
+
+
+def _check_rope(rope):
+    if not rope > 0:
+        raise ValueError(f"--rope must be a positive number of points, got {rope:g}")
 
 
 def _settings(args, default_name, **options):
@@ -193,8 +197,7 @@ def cmd_suite(args):
     from harness.study.suite import load_suite
 
     suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
-    if not args.rope > 0:
-        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    _check_rope(args.rope)
     from harness.report.suite import write_suite_report
     from harness.study.settings import SearchSettings
     from harness.study.suite import run_suite
@@ -243,8 +246,7 @@ def cmd_report(args):
     from harness.report.pages import write_report
     from harness.study.storage import resolve_stores
 
-    if not args.rope > 0:
-        raise ValueError(f"--rope must be a positive number of points, got {args.rope:g}")
+    _check_rope(args.rope)
     out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out, rope=args.rope)
     print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
     return 0

@@ -42,16 +42,17 @@ def _add_seed_options(parser, default, what):
     )
     parser.add_argument("--max-seeds", type=int, default=20, help="with --seeds auto, the most seeds (default 20)")
     _add_rope_option(parser, "with --seeds auto, the difference in points of accuracy to detect")
-    parser.add_argument(
-        "--vary-split",
-        action="store_true",
-        help="each seed also redraws the train/validation split (the test set stays the same)",
-    )
+    _add_vary_split_option(parser)
 
 
 def _add_study_options(parser, space, study):
     parser.add_argument("--space", default=space, help=f"search space YAML (default {space})")
     parser.add_argument("--study", help=f"study name (default: {study}); the same name resumes it")
+    _add_training_options(parser, "the space's")
+
+
+def _add_training_options(parser, data_dir_default):
+    """Where a command's studies and runs live, where its data is read from, and how it trains."""
     parser.add_argument(
         "--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)"
     )
@@ -59,12 +60,20 @@ def _add_study_options(parser, space, study):
         "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)"
     )
     parser.add_argument(
-        "--data-dir", help="folder holding downloaded datasets (default: the space's, then $HARNESS_DATA_DIR)"
+        "--data-dir", help=f"folder holding downloaded datasets (default: {data_dir_default}, then $HARNESS_DATA_DIR)"
     )
     parser.add_argument(
         "--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)"
     )
     _add_backend_option(parser)
+
+
+def _add_vary_split_option(parser):
+    parser.add_argument(
+        "--vary-split",
+        action="store_true",
+        help="each seed also redraws the train/validation split (the test set stays the same)",
+    )
 
 
 def _add_backend_option(parser):
@@ -175,26 +184,10 @@ def build_parser(commands_run):
         "suite", help="benchmark configurations across datasets and backbones, then report one table with average ranks"
     )
     suite.add_argument("file", metavar="FILE.yaml", help="the suite: configurations, datasets, backbones, seeds")
-    suite.add_argument(
-        "--storage", help="Optuna storage URL (default: $HARNESS_STORAGE, else a journal file in $HARNESS_HOME)"
-    )
-    suite.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else SQLite beside it)"
-    )
-    suite.add_argument(
-        "--data-dir", help="folder holding downloaded datasets (default: each dataset's, then $HARNESS_DATA_DIR)"
-    )
+    _add_training_options(suite, "each dataset's")
     suite.add_argument("--out", help="report folder (default reports/<suite name>)")
     _add_rope_option(suite, "margin of practical equivalence, in points of accuracy")
-    suite.add_argument(
-        "--vary-split",
-        action="store_true",
-        help="each seed also redraws the train/validation split (the test set stays the same)",
-    )
-    suite.add_argument(
-        "--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)"
-    )
-    _add_backend_option(suite)
+    _add_vary_split_option(suite)
     suite.set_defaults(run=commands_run["suite"])
 
     compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")

@@ -36,6 +36,7 @@ from harness.study.records import (
     PILOT,
     SURPLUS,
     TUNED_BASELINE,
+    configuration_key,
     counted_trials,
     enqueued_key,
     enqueued_params,
@@ -53,8 +54,7 @@ def with_baselines(configurations, tuned=None):
     unique = {}
     baselines = [*map(matched_baseline, configurations), *([tuned] if tuned else [])]
     for configuration in [*baselines, *configurations]:
-        params = {k: v for k, v in configuration.items() if k != "seed"}
-        unique.setdefault(tuple(sorted(params.items())), params)
+        unique.setdefault(configuration_key(configuration), {k: v for k, v in configuration.items() if k != "seed"})
     return list(unique.values())
 
 
@@ -105,7 +105,7 @@ def top_configurations(study, space, k):
     chosen = {}
     for params in ranked_configurations(study, space):
         if params.get("insertion", "none") != "none":
-            chosen.setdefault(tuple(sorted(params.items())), params)
+            chosen.setdefault(configuration_key(params), params)
         if len(chosen) == k:
             break
     return list(chosen.values())
@@ -168,21 +168,18 @@ def pilot_differences(study, runs):
     """The pilot's paired test-accuracy differences in points, one array per comparison: each expanded
     configuration of `runs` against its matched baseline, and against the study's tuned baseline if that is
     another network."""
-
-    def key(params):
-        return tuple(sorted((k, v) for k, v in params.items() if k != "seed"))
-
     accuracy = {
-        (key(enqueued_params(t)), t.user_attrs["seed"]): 100 * t.user_attrs["test_accuracy"]
+        (configuration_key(enqueued_params(t)), t.user_attrs["seed"]): 100 * t.user_attrs["test_accuracy"]
         for t in counted_trials(study)
         if t.user_attrs.get(PILOT) and t.state == optuna.trial.TrialState.COMPLETE
     }
     tuned = study.user_attrs.get(TUNED_BASELINE)
     differences = []
     for configuration in (r for r in runs if r.get("insertion", "none") != "none"):
-        for baseline in {key(b): b for b in (matched_baseline(configuration), tuned) if b}.values():
-            seeds = sorted(s for k, s in accuracy if k == key(configuration) and (key(baseline), s) in accuracy)
-            differences.append(np.array([accuracy[key(configuration), s] - accuracy[key(baseline), s] for s in seeds]))
+        own = configuration_key(configuration)
+        for baseline in dict.fromkeys(configuration_key(b) for b in (matched_baseline(configuration), tuned) if b):
+            seeds = sorted(s for k, s in accuracy if k == own and (baseline, s) in accuracy)
+            differences.append(np.array([accuracy[own, s] - accuracy[baseline, s] for s in seeds]))
     return differences
 
 

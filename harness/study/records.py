@@ -35,6 +35,11 @@ def enqueued_params(trial):
     return {k: trial.user_attrs[k] for k in PARAM_KEYS if k in trial.user_attrs}
 
 
+def configuration_key(params):
+    """What makes a configuration, as a hashable key: its params but the seed, which repeats it."""
+    return tuple(sorted((k, v) for k, v in params.items() if k != "seed"))
+
+
 def enqueued_key(trial):
     """What makes two enqueued runs the same run: their params and seed."""
     return tuple(sorted(enqueued_params(trial).items()))

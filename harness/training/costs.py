@@ -125,12 +125,14 @@ def latency_per_sample(model, images, batch_size=256, repeats=7):
     after a warm-up that compiles it; each batch's result is read back, so queued device work is counted."""
     batch = images[:batch_size]
     model.predict_on_batch(batch)
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict_on_batch(batch)
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings)) / len(batch)
+    return float(np.median([_predict_seconds(model, batch) for _ in range(repeats)])) / len(batch)
+
+
+def _predict_seconds(model, batch):
+    """Seconds one inference batch takes through Keras's compiled predict step, its result read back."""
+    start = time.perf_counter()
+    model.predict_on_batch(batch)
+    return time.perf_counter() - start
 
 
 def latency_ratio(model, reference, images, rounds=15, batch_size=256):
@@ -148,9 +150,7 @@ def latency_ratio(model, reference, images, rounds=15, batch_size=256):
     for round_ in range(rounds):
         seconds = [0.0, 0.0]
         for which in (0, 1) if round_ % 2 == 0 else (1, 0):
-            start = time.perf_counter()
-            nets[which].predict_on_batch(batch)
-            seconds[which] = time.perf_counter() - start
+            seconds[which] = _predict_seconds(nets[which], batch)
         ratios.append(seconds[0] / seconds[1])
     return float(np.median(ratios)), float(np.min(ratios)), float(np.max(ratios))
 
