@@ -120,6 +120,22 @@ def backbone_label(backbone):
     return backbone.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
+def check_choice(name, value, choices):
+    """`value` if it is one of `choices`; else ValueError naming `name`, the choices and `value`.
+
+    The one phrasing for an argument picked from a list (the layer's, the model's, a stage's settings); a trial's
+    params, as a space or a command line gives them, are checked by `check_value`.
+
+    >>> check_choice("mode", "sum", MODES)
+    Traceback (most recent call last):
+    ...
+    ValueError: mode must be one of series, weighted, expand; got 'sum'
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
 def check_value(name, value):
     """Raise ValueError, starting with `name`, if `value` is not one param `name` can take."""
     if name == "backbone" and not (value in BACKBONES or _is_builder(value) or str(value).endswith(".keras")):
@@ -141,9 +157,9 @@ def check_value(name, value):
         raise ValueError(f"order: {value!r} is out of range; orders are integers between 0 and {MAX_ORDER}")
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if name in ("width", "learning_rate", "batch_size", "limit") and not (numeric and value > 0):
-        raise ValueError(f"{name}: {value!r} must be a positive number")
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     if name in ("weight_decay", "warmup_epochs") and not (numeric and value >= 0):
-        raise ValueError(f"{name}: {value!r} must be a number of at least 0")
+        raise ValueError(f"{name} must be a number of at least 0, got {value!r}")
     if name == "warmup_epochs" and not float(value).is_integer():
         raise ValueError(f"warmup_epochs: {value!r} must be a whole number of epochs")
     if name == "label_smoothing" and not (numeric and 0 <= value < 1):

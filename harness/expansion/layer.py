@@ -19,13 +19,7 @@ from keras import ops
 
 from harness.expansion import series
 from harness.expansion.kernels import FUSED_BACKENDS, expand, fused_polynomial, horner
-from harness.params import COEFFICIENTS, CONDITIONINGS, EXPAND_OUTPUTS, MODES
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+from harness.params import COEFFICIENTS, CONDITIONINGS, EXPAND_OUTPUTS, MODES, check_choice
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -71,11 +65,11 @@ class TaylorExpansion(keras.layers.Layer):
         self.function = function
         self.order = int(order)
         self.center = float(center)
-        self.mode = _choice("mode", mode, MODES)
-        self.coefficients_trainable = _choice("coefficients", coefficients, COEFFICIENTS) == "trainable"
+        self.mode = check_choice("mode", mode, MODES)
+        self.coefficients_trainable = check_choice("coefficients", coefficients, COEFFICIENTS) == "trainable"
         self.per_unit = bool(per_unit)
-        self.conditioning = _choice("conditioning", conditioning, CONDITIONINGS)
-        self.expand_outputs = _choice("expand_outputs", expand_outputs, EXPAND_OUTPUTS)
+        self.conditioning = check_choice("conditioning", conditioning, CONDITIONINGS)
+        self.expand_outputs = check_choice("expand_outputs", expand_outputs, EXPAND_OUTPUTS)
         if limit is not None and not limit > 0:
             raise ValueError(f"limit must be positive, got {limit!r}")
         self.limit = float(limit) if limit is not None else series.default_limit(function, center)

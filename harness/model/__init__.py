@@ -75,9 +75,7 @@ def _checked_expansion(params):
             f"insertion must be one of {', '.join(insertion_points(backbone))} or '{AFTER}GLOB' "
             f"on {backbone}; got {insertion!r}"
         )
-    width = params.get("width", 1.0)
-    if not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"width must be a positive number, got {width!r}")
+    check_value("width", params.get("width", 1.0))
     expansion = {key: params[key] for key in EXPANSION_KEYS if key in params}
     if insertion == "none" and expansion:
         raise ValueError(

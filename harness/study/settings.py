@@ -6,6 +6,7 @@ import importlib.util
 
 import optuna
 
+from harness.params import check_choice
 from harness.study.records import CONFIRM_SUFFIX, STAGES
 from harness.study.storage import resolve_stores
 
@@ -36,20 +37,16 @@ class SearchSettings:
     vary_split: bool = False  # each seed also redraws the train/validation split
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("pruner", self.pruner, PRUNERS)
         if self.n_trials < 1:
             raise ValueError(f"trials must be at least 1, got {self.n_trials}")
         if self.baseline_every < 0:
             raise ValueError(f"baseline_every must be at least 0 (0: no baseline turns), got {self.baseline_every}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.save_models not in SAVE_MODELS:
-            raise ValueError(f"save_models must be one of {', '.join(SAVE_MODELS)}; got {self.save_models!r}")
-        if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
+        check_choice("save_models", self.save_models, SAVE_MODELS)
+        check_choice("stage", self.stage, STAGES)
         # Optuna imports PyTorch only when the sampler first samples: without this check every trial would fail.
         if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
             raise ValueError(

@@ -15,6 +15,7 @@ import tempfile
 import keras_tuner as kt
 import optuna
 
+from harness.params import check_choice
 from harness.study.lifecycle import TrialDiverged
 from harness.study.records import OUTCOME
 
@@ -69,8 +70,7 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_b
 
     With `epoch_budget`, the search ends once its trials have trained that many epochs.
     """
-    if kind not in TUNERS:
-        raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
+    check_choice("tuner", kind, TUNERS)
 
     def declare_space(hp):
         # keras-tuner learns the space by building once; run_trial does the real building and training.
