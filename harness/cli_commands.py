@@ -164,7 +164,7 @@ def _run_keras_tuner(args, space, settings):
     lifecycle = open_lifecycle(space, settings, Console())
     outcomes = list(
         run_tuner(
-            space, lifecycle, args.tuner, args.trials, args.seed, directory=tuner_home(settings.tracking_uri)
+            space, lifecycle, args.tuner, args.trials, seed=args.seed, directory=tuner_home(settings.tracking_uri)
         ).values()
     )
     print(
@@ -187,7 +187,7 @@ def cmd_benchmark(args):
         args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none", vary_split=args.vary_split
     )
     configure(mixed_precision=args.mixed_precision)
-    study = run_benchmark(space, settings, seeds, args.from_study, args.top)
+    study = run_benchmark(space, settings, seeds, from_study=args.from_study, top=args.top)
     print(outcome_line(f"benchmark {settings.study_name!r}", study))
     print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
     return 0
@@ -233,7 +233,13 @@ def cmd_compare_engines(args):
     settings = _settings(args, f"{Path(args.space).stem}-compare")
     configure(mixed_precision=args.mixed_precision)
     summary = compare_engines(
-        space, settings, args.budget, args.repeats, args.strategy or tuple(STRATEGIES), args.target, args.out
+        space,
+        settings,
+        args.budget,
+        args.repeats,
+        strategies=args.strategy or tuple(STRATEGIES),
+        target=args.target,
+        out=args.out,
     )
     print(summary.round(4).to_string())
     print(
@@ -256,7 +262,7 @@ def cmd_ui(args):
     from harness.study.storage import resolve_stores
     from harness.study.servers import mlflow_ui
 
-    return mlflow_ui(resolve_stores(tracking_uri=args.tracking_uri)[1], args.host, args.port, say=_say)
+    return mlflow_ui(resolve_stores(tracking_uri=args.tracking_uri)[1], host=args.host, port=args.port, say=_say)
 
 
 def cmd_dashboard(args):
@@ -266,7 +272,7 @@ def cmd_dashboard(args):
 
     storage = open_storage(resolve_stores(storage=args.storage)[0])
     name_objectives(storage)
-    return optuna_dashboard(storage, args.host, args.port, say=_say)
+    return optuna_dashboard(storage, host=args.host, port=args.port, say=_say)
 
 
 def cmd_worker(args):

@@ -84,7 +84,7 @@ def power(differences, rope):
     return float(detectable), min(needed, default=math.inf)
 
 
-def seeds_for(effect, alpha=ALPHA, alternative="two-sided"):
+def seeds_for(effect, *, alpha=ALPHA, alternative="two-sided"):
     """The seeds a paired t-test needs to detect a standardised `effect` with 80% power at `alpha`; inf beyond
     `MAX_SEEDS` or where statsmodels' solver finds none (a tiny effect)."""
     if TTestPower().power(effect_size=effect, nobs=2, alpha=alpha, alternative=alternative) >= POWER:

@@ -117,7 +117,7 @@ def radius_of_convergence(function, center=0.0):
     return _lookup(function, float(center)).radius(float(center))
 
 
-def default_limit(function, center=0.0, fraction=0.9, entire_limit=3.0):
+def default_limit(function, center=0.0, *, fraction=0.9, entire_limit=3.0):
     """How far from the center inputs are allowed by the clip and tanh conditionings.
 
     A fraction of the radius keeps the truncated series convergent. An entire

@@ -16,7 +16,7 @@ from harness.report.tables import (
 from harness.statistics import equivalence_p, finding, holm, paired_test, power
 
 
-def paired_comparisons(trials, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE, latency=None):
+def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE, latency=None):
     """Each seeded configuration against its baselines, paired by seed.
 
     Its *matched* baseline is the plain network run with the same backbone,

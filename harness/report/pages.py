@@ -150,7 +150,8 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
     comparisons = paired_comparisons(trials, rope=rope, latency=latency)
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
     blocks += [
-        ("p", line) for line in verdict(trials, _confirm_command(name, study), rope=rope, comparisons=comparisons)
+        ("p", line)
+        for line in verdict(trials, confirm_command=_confirm_command(name, study), rope=rope, comparisons=comparisons)
     ]
     seeded = tables.seeded_stage(trials)
     if not comparisons.empty:

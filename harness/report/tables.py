@@ -86,7 +86,7 @@ def baseline_deltas(trials, metric=ACCURACY):
     return table.sort_values("delta (points)", ascending=False)
 
 
-def config_summary(trials, metric="test_accuracy", confidence=0.95):
+def config_summary(trials, *, metric="test_accuracy", confidence=0.95):
     """Mean and confidence interval of `metric` per configuration run with several seeds."""
     done = completed(trials)
     keys = configuration_keys(done)

@@ -10,7 +10,7 @@ from harness.report.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plai
 from harness.statistics import MAX_SEEDS
 
 
-def verdict(trials, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, comparisons=None):
+def verdict(trials, *, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, comparisons=None):
     """The answer in words: one sentence per confirmed comparison, else the search's best, flagged as optimistic.
 
     `confirm_command` is shown to a study that has no confirmation runs; `rope` is the margin of practical

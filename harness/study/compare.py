@@ -83,7 +83,7 @@ def on_grid(curve, budget):
     return pd.Series(values, index=pd.Index(grid, name="epochs"))
 
 
-def compare_engines(space, settings, budget, repeats, strategies=tuple(STRATEGIES), target=None, out=None):
+def compare_engines(space, settings, budget, repeats, *, strategies=tuple(STRATEGIES), target=None, out=None):
     """Run every strategy `repeats` times; write anytime.png, anytime.csv and summary.md to `out`; return the summary.
 
     `out` (default reports/compare-<study>) must be new, empty, or an earlier output, which is replaced whole: it

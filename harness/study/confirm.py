@@ -58,7 +58,7 @@ def with_baselines(configurations, tuned=None):
     return list(unique.values())
 
 
-def configurations(space, from_study=None, storage=None, top=5):
+def configurations(space, from_study=None, storage=None, *, top=5):
     """The configurations to benchmark, with their matched baselines.
 
     From `from_study`'s top `top` completed trials if given, else the space's
@@ -183,9 +183,9 @@ def pilot_differences(study, runs):
     return differences
 
 
-def run_benchmark(space, settings, seeds, from_study=None, top=5, console=None):
+def run_benchmark(space, settings, seeds, *, from_study=None, top=5, console=None):
     """Run (or resume) the benchmark study with `seeds` seeds (a count, from 0, or `AutoSeeds`); return it."""
-    chosen = configurations(space, from_study, settings.storage, top)
+    chosen = configurations(space, from_study, settings.storage, top=top)
     settings = dataclasses.replace(settings, stage="benchmark")
     search = Search(space, settings, console=console)
     search.close_what_dead_processes_left()  # a run whose process died is queued again, not held
@@ -215,7 +215,7 @@ def confirmation(search, top):
         epoch_budget=None,
         parent_run_id=search.parent_run_id,
     )
-    confirm = Search(search.space, settings, search.console, search.dataset)
+    confirm = Search(search.space, settings, console=search.console, dataset=search.dataset)
     confirm.close_what_dead_processes_left()  # a run whose process died is queued again, not held
     tuned = tuned_baseline(search.study, search.space)
     confirm.study.set_user_attr(TUNED_BASELINE, tuned)

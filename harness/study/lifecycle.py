@@ -77,7 +77,7 @@ class TrialLifecycle:
         finally:
             self.tracker.end_parent(self.parent_run_id, status)
 
-    def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
+    def run(self, number, params, epochs, *, callbacks=(), remember=lambda key, value: None):
         """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
 
         `remember(key, value)` keeps the run id, costs and outcome with the
@@ -98,7 +98,7 @@ class TrialLifecycle:
         dataset = data.redrawn_split(self.dataset, params.get("seed", 0)) if self.vary_split else self.dataset
         try:
             run_id = self.tracker.start_trial(
-                self.parent_run_id, self.experiment, number, params, run_params, self.stage, dataset
+                self.parent_run_id, self.experiment, number, params, run_params, stage=self.stage, dataset=dataset
             )
         except Exception as error:  # a locked or unreachable store: no run to record the reason in, so the engine does
             remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")

@@ -137,13 +137,13 @@ class Search:
     """One stage of a search: an Optuna study whose trials run through a `TrialLifecycle`, nested under
     one MLflow parent run (started here, or joined when `settings.parent_run_id` names one)."""
 
-    def __init__(self, space, settings, console=None, dataset=None):
+    def __init__(self, space, settings, *, console=None, dataset=None):
         self.space, self.settings, self.console = space, settings, console or Console()
         # The storage first: if it cannot be opened, nothing has been written anywhere.
         self.storage = open_storage(
             settings.storage,
-            settings.heartbeat_interval,
-            lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial),
+            heartbeat_interval=settings.heartbeat_interval,
+            stale_trial_callback=lambda study, trial: self.tracker.close_run_of_stale_trial(study, trial),
         )
         self.lifecycle = open_lifecycle(space, settings, self.console, dataset)
         self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
@@ -235,16 +235,13 @@ class Search:
             self.stood_down += 1
             raise DuplicateRun(f"trial #{twin} holds the same params and seed")
         params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.sample(trial))}
-        if self.space.is_multi_objective:
-            pruning = []  # Optuna takes no intermediate values from multi-objective trials
-        elif self.settings.stage == "search" and not enqueued:
-            pruning = [KerasPruningCallback(trial, "val_accuracy")]
-        else:
-            pruning = [ReportEpochs(trial)]  # the baseline and seeded runs always train to the end
+        callbacks = _epoch_callbacks(trial, self.space, pruned=self.settings.stage == "search" and not enqueued)
         try:
             for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
                 trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
-            result = self.lifecycle.run(trial.number, params, self.space.training.epochs, pruning, trial.set_user_attr)
+            result = self.lifecycle.run(
+                trial.number, params, self.space.training.epochs, callbacks=callbacks, remember=trial.set_user_attr
+            )
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error
             self.study.stop()
@@ -253,3 +250,12 @@ class Search:
             self.taken_over = trial.number
             raise
         return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+
+
+def _epoch_callbacks(trial, space, *, pruned):
+    """What a trial reports each epoch: its validation accuracy to the pruner where it may be `pruned`, else only
+    the value (the baseline and seeded runs always train to the end); nothing in a multi-objective study, where
+    Optuna takes no intermediate values."""
+    if space.is_multi_objective:
+        return []
+    return [KerasPruningCallback(trial, "val_accuracy")] if pruned else [ReportEpochs(trial)]

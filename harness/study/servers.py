@@ -74,7 +74,7 @@ def _wait_until_answering(url, alive, timeout):
     return False
 
 
-def mlflow_ui(tracking_uri, host="127.0.0.1", port=5000, say=print):
+def mlflow_ui(tracking_uri, *, host="127.0.0.1", port=5000, say=print):
     """Run `mlflow ui` over `tracking_uri` until it exits or this process is told to stop; return its exit code.
 
     MLflow runs in a process group of its own, so its uvicorn workers stop
@@ -123,7 +123,7 @@ def _studies(tracking_uri):
     return [(e.name, e.experiment_id) for e in experiments]
 
 
-def optuna_dashboard(storage, host="127.0.0.1", port=8080, say=print):
+def optuna_dashboard(storage, *, host="127.0.0.1", port=8080, say=print):
     """Serve optuna-dashboard over `storage` (an Optuna storage object) in this process until it is stopped."""
     try:
         from optuna_dashboard import run_server

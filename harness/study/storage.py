@@ -85,7 +85,7 @@ def resolve_stores(storage=None, tracking_uri=None):
     return storage, tracking_uri
 
 
-def open_storage(url, heartbeat_interval=None, stale_trial_callback=None):
+def open_storage(url, *, heartbeat_interval=None, stale_trial_callback=None):
     if url.startswith(JOURNAL_PREFIX):
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX)))
     options = {"engine_kwargs": _engine_options(url)}

@@ -99,7 +99,7 @@ def load_suite(path, data_dir=None):
     return Suite(name, cells, seeds)
 
 
-def run_suite(suite, settings, console=None, say=print):
+def run_suite(suite, settings, *, console=None, say=print):
     """Run (or resume) every cell of `suite` as a benchmark study under `settings` (stores, precision)."""
     from harness.study.confirm import run_benchmark
 

@@ -216,7 +216,7 @@ class Tracker:
                     waiting = True
                 time.sleep(2)
 
-    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, stage="search", dataset=None):
+    def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, *, stage="search", dataset=None):
         """A child run named for what it trains, e.g. 't12 dense softplus p3 weighted', with its dataset as input."""
         tags = _trial_tags(parent_run_id, study_name, trial_number, stage)
         name = f"{RUN_NAME_PREFIX[stage]}{trial_number} {describe(params)}"
@@ -257,7 +257,7 @@ class Tracker:
             _write_artifacts(Path(folder), result, save_model)
             self.spool.log_artifacts(run_id, folder)
 
-    def end_trial(self, run_id, state, reason=None, status=None):
+    def end_trial(self, run_id, state, reason=None, *, status=None):
         """Tag the trial's Optuna state and reason, and close the run (status: MLflow's, if not the usual)."""
         tags = [RunTag("state", state)] + ([RunTag("failure_reason", reason[:5000])] if reason else [])
         self.spool.log_batch(run_id, tags=tags)

@@ -64,7 +64,7 @@ class LoggedTrials:
         return {"val_accuracy": result.best_val_accuracy}
 
 
-def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_budget=None):
+def make_tuner(kind, space, lifecycle, max_trials, directory, *, seed=None, epoch_budget=None):
     """A keras-tuner tuner of `kind` over `space` whose trials run through `lifecycle`, its state in
     `directory`/<study>: an earlier tuner's state there is resumed.
 
@@ -98,7 +98,7 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, seed=None, epoch_b
     return tuner
 
 
-def run_tuner(space, lifecycle, kind, max_trials, seed=None, epoch_budget=None, *, directory=None):
+def run_tuner(space, lifecycle, kind, max_trials, *, seed=None, epoch_budget=None, directory=None):
     """Run (or resume) a keras-tuner search of `space` under one MLflow parent run; return {trial id: outcome}
     for the trials this call ran.
 
@@ -109,7 +109,7 @@ def run_tuner(space, lifecycle, kind, max_trials, seed=None, epoch_budget=None, 
         with contextlib.ExitStack() as cleanup:
             if directory is None:
                 directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-kt-"))
-            tuner = make_tuner(kind, space, lifecycle, max_trials, directory, seed, epoch_budget)
+            tuner = make_tuner(kind, space, lifecycle, max_trials, directory, seed=seed, epoch_budget=epoch_budget)
             try:
                 tuner.search(verbose=0)
             except kt.errors.FatalError as error:

@@ -120,7 +120,7 @@ def count_flops(model):
     return int(total)
 
 
-def latency_per_sample(model, images, batch_size=256, repeats=7):
+def latency_per_sample(model, images, *, batch_size=256, repeats=7):
     """Median seconds per sample over `repeats` timed inference batches through Keras's compiled predict step,
     after a warm-up that compiles it; each batch's result is read back, so queued device work is counted."""
     batch = images[:batch_size]
@@ -135,7 +135,7 @@ def _predict_seconds(model, batch):
     return time.perf_counter() - start
 
 
-def latency_ratio(model, reference, images, rounds=15, batch_size=256):
+def latency_ratio(model, reference, images, *, rounds=15, batch_size=256):
     """(median, lowest, highest) over `rounds` of `model`'s inference time per batch over `reference`'s, the two
     timed back to back in each round, first one then the other in turn, after a warm-up that compiles both.
 

@@ -61,7 +61,9 @@ class Dataset:
         return digest.hexdigest()[:16]
 
 
-def load(name, data_dir=None, train_size=None, val_size=None, test_size=None, val_fraction=0.1, seed=0, download=True):
+def load(
+    name, data_dir=None, *, train_size=None, val_size=None, test_size=None, val_fraction=0.1, seed=0, download=True
+):
     """Load `name` as a `Dataset` of float32 images in [0, 1] and integer labels.
 
     The validation split is `val_size` images (else `val_fraction` of

@@ -89,7 +89,7 @@ def compiled_model(params, dataset, epochs):
     return model, training
 
 
-def run_trial(params, dataset, epochs=1, callbacks=(), verbose=0):
+def run_trial(params, dataset, epochs=1, *, callbacks=(), verbose=0):
     """Train the model `params` describes on `dataset` and return a `TrialResult`.
 
     `params` holds the model's keys and the training's (`TRAINING_DEFAULTS`).
