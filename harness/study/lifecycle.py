@@ -77,7 +77,7 @@ class TrialLifecycle:
         finally:
             self.tracker.end_parent(self.parent_run_id, status)
 
-    def run(self, number, params, epochs, *, callbacks=(), remember=lambda key, value: None):
+    def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
         """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
 
         `remember(key, value)` keeps the run id, costs and outcome with the
