@@ -151,8 +151,9 @@ def _trials_from_mlflow(study_name, tracking_uri):
 
 def _join_mlflow(frame, found):
     runs, link = found
-    # Optuna keeps a trial's accuracy and FLOPs; its other costs live in its MLflow run.
-    logged = ("test_accuracy", "total_params", "trainable_params", "latency_ms", "train_seconds")
+    # Optuna keeps a trial's outcome, accuracy and FLOPs; its other costs live in its MLflow run, and so does the
+    # seed of a sampled trial (an enqueued run's seed is among its Optuna params).
+    logged = ("total_params", "trainable_params", "latency_ms", "train_seconds")
     records = pd.DataFrame(
         {
             "mlflow_run_id": run.info.run_id,
