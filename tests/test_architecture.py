@@ -99,3 +99,14 @@ def test_each_module_says_its_job_and_stays_small():
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 assert node.end_lineno - node.lineno < 120, f"{path.name}: class {node.name}"
+
+
+def test_the_vocabulary_names_what_the_code_has():
+    """`harness.params` lists the functions and backbones without importing sympy or Keras; the lists must agree
+    with the series and the builders, so a newcomer who adds one to only one place is told."""
+    from harness import params
+    from harness.expansion import series
+    from harness.model.backbones import BUILDERS
+
+    assert tuple(series.FUNCTIONS) == params.FUNCTIONS
+    assert tuple(BUILDERS) == params.BACKBONES == tuple(params.INSERTIONS_BY_BACKBONE)
