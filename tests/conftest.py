@@ -118,9 +118,9 @@ def postgres_database(postgres):
     return f"{postgres}/{name}"
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(postgres, tmp_path_factory):
-    """A real `mlflow server` backed by the PostgreSQL server, serving artifacts from a temp folder."""
+def start_mlflow_server(backend_store_uri, artifacts, port):
+    """A real `mlflow server` on `port`, in a process group of its own, once it answers its health check;
+    RuntimeError saying why if it exits or does not answer within 2 minutes."""
     import signal
     import subprocess
     import sys
@@ -128,8 +128,6 @@ def mlflow_server(postgres, tmp_path_factory):
 
     import requests
 
-    port = free_port()
-    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -137,7 +135,7 @@ def mlflow_server(postgres, tmp_path_factory):
             "mlflow",
             "server",
             "--backend-store-uri",
-            f"{postgres}/mlflow",
+            backend_store_uri,
             "--artifacts-destination",
             str(artifacts),
             "--host",
@@ -149,21 +147,30 @@ def mlflow_server(postgres, tmp_path_factory):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
-            if requests.get(f"{url}/health", timeout=10).ok:
-                break
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=10).ok:
+                return server
         except requests.RequestException:  # not listening yet, or busy starting up
             pass
         if server.poll() is not None:
-            break
+            raise RuntimeError(f"mlflow server exited with code {server.returncode}")
         time.sleep(0.5)
-    else:
-        server.kill()
-        unavailable("mlflow server did not answer within 2 minutes")
-    if server.poll() is not None:
-        unavailable(f"mlflow server exited with code {server.returncode}")
+    os.killpg(server.pid, signal.SIGKILL)
+    raise RuntimeError("mlflow server did not answer within 2 minutes")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """A real `mlflow server` backed by the PostgreSQL server, serving artifacts from a temp folder."""
+    import signal
+
+    port = free_port()
+    try:
+        server = start_mlflow_server(f"{postgres}/mlflow", tmp_path_factory.mktemp("mlflow-artifacts"), port)
+    except RuntimeError as error:
+        unavailable(str(error))
+    url = f"http://127.0.0.1:{port}"
     yield url
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)

@@ -7,11 +7,10 @@ import sys
 import time
 
 import optuna
-import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_mlflow_server
 
 SPACE = {
     "dataset": {"name": "digits", "train_size": 800, "val_size": 100, "test_size": 100},
@@ -21,34 +20,7 @@ SPACE = {
 
 
 def start_server(folder, port):
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for _ in range(240):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    raise AssertionError("mlflow server did not answer within 2 minutes")
+    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", port)
 
 
 def stop_server(server):
