@@ -2,8 +2,8 @@
 
 Synthetic paired differences (no training), run through the verdict's own rule (`harness.statistics.findings`,
 Holm over each study's comparisons): fixed seeds, `--seeds auto` (a pilot that is never tested sizes the seeds),
-and the invalid rule `--seeds auto` must not be (add a seed and test again until something shows). The tests in
-`tests/test_statistics.py` hold the same figures to their bounds.
+and the invalid rule `--seeds auto` must not be (add a seed and test again until something shows).
+`tests/test_statistics.py` runs these same functions and holds their figures to bounds.
 
     python benchmarks/seed_rules.py [--studies 2000] [--spread 1.5]
 """
