@@ -49,9 +49,8 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
     failed = with_matched_keys(seeded[seeded["state"] != "COMPLETE"])
     rows = []
     groups = list(done[done["insertion"] != "none"].groupby(keys))
-    names = configuration_names([{k: plain(v) for k, v in zip(keys, values) if v != "-"} for values, _ in groups])
-    for (values, group), name in zip(groups, names):
-        configuration = {k: plain(v) for k, v in zip(keys, values) if v != "-"}
+    configurations = [{k: plain(v) for k, v in zip(keys, values) if v != "-"} for values, _ in groups]
+    for (_, group), configuration, name in zip(groups, configurations, configuration_names(configurations)):
         matched = baselines[(baselines[shared] == group[shared].iloc[0]).all(axis=1)]
         for label, baseline in _references(matched, tuned, shared):
             row = _compared(group, baseline, keys, metric, confidence, rope)
@@ -97,11 +96,12 @@ def configuration_names(configurations):
     names = [describe(c) for c in configurations]
     for name in set(names):
         same = [c for c, n in zip(configurations, names) if n == name]
+        if len(same) < 2:
+            continue
         differing = [k for k in dict.fromkeys(k for c in same for k in c) if len({repr(c.get(k)) for c in same}) > 1]
-        if len(same) > 1:
-            for index in (i for i, n in enumerate(names) if n == name):
-                shown = ", ".join(f"{k}={configurations[index].get(k)}" for k in differing)
-                names[index] = f"{name} ({shown})"
+        for index in (i for i, n in enumerate(names) if n == name):
+            shown = ", ".join(f"{k}={configurations[index].get(k)}" for k in differing)
+            names[index] = f"{name} ({shown})"
     return names
 
 

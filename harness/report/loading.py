@@ -8,7 +8,18 @@ import yaml
 from harness.params import PARAM_KEYS
 from harness.redaction import redact
 from harness.report.tables import ACCURACY
-from harness.study.records import CONFIRM_SUFFIX, PILOT, SURPLUS, TUNED_BASELINE, enqueued_params
+from harness.study.records import (
+    BASELINE,
+    BASELINE_TURN,
+    BENCHMARK_RUN,
+    CONFIRM_SUFFIX,
+    OUTCOME,
+    PILOT,
+    SURPLUS,
+    TUNED_BASELINE,
+    configuration_key,
+    enqueued_params,
+)
 from harness.study.storage import open_storage
 
 
@@ -55,9 +66,9 @@ def _study_frame(study, study_name, runs):
     )
     tuned = study.user_attrs.get(TUNED_BASELINE)
     if tuned is not None:  # a confirmation's runs of the search's best baseline
+        tuned_key = configuration_key(tuned)
         frame[TUNED_BASELINE] = [
-            {k: v for k, v in enqueued_params(t).items() if k != "seed"} == tuned
-            for t in study.get_trials(deepcopy=False)
+            configuration_key(enqueued_params(t)) == tuned_key for t in study.get_trials(deepcopy=False)
         ]
     surplus = f"user_attrs_{SURPLUS}"
     if surplus in frame:  # asked for once the study was full: never trained
@@ -87,9 +98,7 @@ def _study_frame(study, study_name, runs):
     if runs is not None and "mlflow_run_id" in frame:
         frame = _join_mlflow(frame, runs)
     drop = [
-        c
-        for c in frame.columns
-        if c.startswith("values_") or c in ("outcome", "benchmark", "baseline", "baseline_turn")
+        c for c in frame.columns if c.startswith("values_") or c in (OUTCOME, BENCHMARK_RUN, BASELINE, BASELINE_TURN)
     ]
     return frame.drop(columns=drop)
 

@@ -83,16 +83,15 @@ def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_R
     trials = pd.concat(frames, ignore_index=True)
     trials.to_csv(folder / "trials.csv", index=False)
     blocks = [("h1", "Does the Taylor expansion pay off? " + ", ".join(studies))]
-    if len(studies) > 1:
-        blocks += [("h2", "Studies side by side"), ("table", _comparison(frames, rope))]
     opened = open_storage(storage)
-    for name, frame in zip(studies, frames):
+    found = [_optuna_study(name, opened) for name in studies]
+    # Once a study: the side-by-side table and the study's own section read the same comparisons.
+    comparisons = [paired_comparisons(frame, rope=rope, latency=_latency(study)) for frame, study in zip(frames, found)]
+    if len(studies) > 1:
+        blocks += [("h2", "Studies side by side"), ("table", _comparison(frames, comparisons))]
+    for name, frame, study, compared in zip(studies, frames, found, comparisons):
         prefix = f"{name}_" if len(studies) > 1 else ""
-        try:
-            study = optuna.load_study(study_name=name, storage=opened)
-        except KeyError:
-            study = None  # searched by keras-tuner: known from its MLflow runs only
-        blocks += _study_blocks(folder, prefix, name, frame, study, tracking_uri, rope)
+        blocks += _study_blocks(folder, prefix, name, frame, study, compared, tracking_uri, rope)
     blocks += [
         (
             "p",
@@ -104,12 +103,24 @@ def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_R
     (folder / "index.html").write_text(html_page(blocks, ", ".join(studies)))
 
 
-def _comparison(frames, rope):
+def _optuna_study(name, storage):
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None  # searched by keras-tuner: known from its MLflow runs only
+
+
+def _latency(study):
+    """Latency ratios come from both networks timed side by side here, where the study says what data they take."""
+    shape = study.user_attrs.get("input_shape") if study else None
+    return latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
+
+
+def _comparison(frames, comparisons):
     rows = []
-    for frame in frames:
+    for frame, confirmed in zip(frames, comparisons):
         done = tables.completed(tables.search_stage(frame))
         baseline = done[done["insertion"] == "none"] if "insertion" in done else done.iloc[:0]
-        confirmed = paired_comparisons(frame, rope=rope)
         rows.append(
             {
                 "study": frame["study"].iloc[0],
@@ -135,7 +146,7 @@ def _confirm_command(name, study):
     return f"harness search --space {space} --study {name} --confirm 3 --seeds 5"
 
 
-def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
+def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri, rope):
     attrs = (
         study.user_attrs
         if study
@@ -144,10 +155,6 @@ def _study_blocks(folder, prefix, name, trials, study, tracking_uri, rope):
             "epochs": trials["epochs"].max() if "epochs" in trials else "?",
         }
     )
-    # Latency ratios come from both networks timed side by side here, where the study says what data they take.
-    shape = study.user_attrs.get("input_shape") if study else None
-    latency = latency_timer(shape, study.user_attrs["num_classes"]) if shape else None
-    comparisons = paired_comparisons(trials, rope=rope, latency=latency)
     blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
     blocks += [
         ("p", line)
