@@ -88,12 +88,12 @@ def _check_rope(rope):
         raise ValueError(f"--rope must be a positive number of points, got {rope:g}")
 
 
-def _settings(args, default_name, **options):
-    """The study's settings; storage and tracking URLs left out come from the environment or the defaults."""
+def _settings(args, study_name, **options):
+    """Study `study_name`'s settings; storage and tracking URLs left out come from the environment or the defaults."""
     from harness.study.settings import SearchSettings
 
     return SearchSettings(
-        study_name=args.study or default_name,
+        study_name=study_name,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         mixed_precision=args.mixed_precision,
@@ -117,7 +117,7 @@ def cmd_search(args):
     workers = len(gpus) if gpus else args.workers
     settings = _settings(
         args,
-        Path(args.space).stem,
+        args.study or Path(args.space).stem,
         n_trials=args.trials,
         timeout=args.timeout,
         sampler=args.sampler,
@@ -184,7 +184,11 @@ def cmd_benchmark(args):
 
     _quiet_libraries()
     settings = _settings(
-        args, f"{Path(args.space).stem}-benchmark", sampler="random", pruner="none", vary_split=args.vary_split
+        args,
+        args.study or f"{Path(args.space).stem}-benchmark",
+        sampler="random",
+        pruner="none",
+        vary_split=args.vary_split,
     )
     configure(mixed_precision=args.mixed_precision)
     study = run_benchmark(space, settings, seeds, from_study=args.from_study, top=args.top)
@@ -199,20 +203,11 @@ def cmd_suite(args):
     suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
     _check_rope(args.rope)
     from harness.report.suite import write_suite_report
-    from harness.study.settings import SearchSettings
     from harness.study.suite import run_suite
     from harness.training.device import configure
 
     _quiet_libraries()
-    settings = SearchSettings(
-        study_name=suite.name,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        sampler="random",
-        pruner="none",
-        mixed_precision=args.mixed_precision,
-        vary_split=args.vary_split,
-    )
+    settings = _settings(args, suite.name, sampler="random", pruner="none", vary_split=args.vary_split)
     configure(mixed_precision=args.mixed_precision)
     run_suite(suite, settings, say=_say)
     out = write_suite_report(suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope)
@@ -230,7 +225,7 @@ def cmd_compare_engines(args):
     from harness.training.device import configure
 
     _quiet_libraries()
-    settings = _settings(args, f"{Path(args.space).stem}-compare")
+    settings = _settings(args, args.study or f"{Path(args.space).stem}-compare")
     configure(mixed_precision=args.mixed_precision)
     summary = compare_engines(
         space,
