@@ -160,7 +160,7 @@ def check_value(name, value):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     if name in ("weight_decay", "warmup_epochs") and not (numeric and value >= 0):
         raise ValueError(f"{name} must be a number of at least 0, got {value!r}")
-    if name == "warmup_epochs" and not float(value).is_integer():
+    if name == "warmup_epochs" and not integral:
         raise ValueError(f"warmup_epochs: {value!r} must be a whole number of epochs")
     if name == "label_smoothing" and not (numeric and 0 <= value < 1):
         raise ValueError(f"label_smoothing: {value!r} must be at least 0 and below 1")

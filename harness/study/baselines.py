@@ -50,16 +50,21 @@ def sample_baseline(space, trial):
     return {"insertion": "none", **{name: space.suggest(trial, name) for name in searched_shared_keys(space)}}
 
 
-def is_baseline_turn(number, space, settings):
-    """Whether sampled trial `number` tunes the baseline: every `baseline_every`th trial of a search whose space
-    searches a hyperparameter the baseline shares. The grid sampler has none (a turn would use up a grid point)."""
+def takes_baseline_turns(space, settings):
+    """Whether this stage gives the baseline turns: a search whose space searches a hyperparameter the baseline
+    shares, with `baseline_every` set. The grid sampler gives none (a turn would use up a grid point)."""
     return (
         settings.stage == "search"
         and settings.sampler != "grid"
         and settings.baseline_every > 0
         and bool(searched_shared_keys(space))
-        and number % settings.baseline_every == settings.baseline_every - 1
     )
+
+
+def is_baseline_turn(number, space, settings):
+    """Whether sampled trial `number` tunes the baseline: every `baseline_every`th trial where
+    `takes_baseline_turns`."""
+    return takes_baseline_turns(space, settings) and number % settings.baseline_every == settings.baseline_every - 1
 
 
 def queue_baseline(study, space):

@@ -9,7 +9,7 @@ import time
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.redaction import redact
-from harness.study.baselines import queue_baseline, searched_shared_keys
+from harness.study.baselines import queue_baseline, searched_shared_keys, takes_baseline_turns
 from harness.study.records import (
     DUPLICATE_OF,
     OUTCOME,
@@ -76,9 +76,9 @@ def stage_notes(space, settings):
     """What a user should know before this stage's trials start."""
     if space.is_multi_objective and settings.pruner != "none":
         yield "pruning is off: Optuna cannot prune multi-objective trials"
-    if settings.stage == "search" and searched_shared_keys(space):
-        searched = ", ".join(searched_shared_keys(space))
-        if settings.sampler == "grid" or not settings.baseline_every:
+    searched = ", ".join(searched_shared_keys(space))
+    if settings.stage == "search" and searched:
+        if not takes_baseline_turns(space, settings):
             yield f"the baseline is tuned only where the space's insertion choices include none (over {searched})"
         else:
             yield (

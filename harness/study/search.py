@@ -171,8 +171,10 @@ class Search:
             "space": self.space.source,
             "dataset": self.space.dataset.name,
             "optuna_storage": redact(settings.storage),
+            "sampler": settings.sampler,
+            "pruner": settings.pruner,
+            "workers": str(settings.workers),
         }
-        tags.update(sampler=settings.sampler, pruner=settings.pruner, workers=str(settings.workers))
         return self.lifecycle.parent_run(tags)
 
     def run(self):

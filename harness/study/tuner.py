@@ -46,6 +46,11 @@ class LoggedTrials:
     """Mixed into a keras-tuner tuner: each trial's params sampled from `space` and trained through `lifecycle`
     (its MLflow run, its outcome kept in `outcomes`), until `epoch_budget` epochs are spent."""
 
+    def __init__(self, *, space, lifecycle, epoch_budget=None, **tuner_options):
+        self.space, self.lifecycle, self.epoch_budget = space, lifecycle, epoch_budget
+        self.outcomes, self.epochs_spent = {}, 0
+        super().__init__(**tuner_options)
+
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
         params = {"seed": self.space.training.seed, **self.space.sample(HyperParameterTrial(hp))}
@@ -83,7 +88,10 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, *, seed=None, epoc
         budget = {"max_trials": max_trials}
     # keras-tuner's tuner of that kind, with `LoggedTrials` training each of its trials through the lifecycle
     logged = type(f"Logged{TUNERS[kind].__name__}", (LoggedTrials, TUNERS[kind]), {})
-    tuner = logged(
+    return logged(
+        space=space,
+        lifecycle=lifecycle,
+        epoch_budget=epoch_budget,
         hypermodel=declare_space,
         objective=kt.Objective("val_accuracy", "max"),
         directory=str(directory),
@@ -93,9 +101,6 @@ def make_tuner(kind, space, lifecycle, max_trials, directory, *, seed=None, epoc
         max_consecutive_failed_trials=sys.maxsize,  # a failed or pruned trial is recorded with its reason; the search goes on
         **budget,
     )
-    tuner.space, tuner.lifecycle, tuner.epoch_budget = space, lifecycle, epoch_budget
-    tuner.outcomes, tuner.epochs_spent = {}, 0
-    return tuner
 
 
 def run_tuner(space, lifecycle, kind, max_trials, *, seed=None, epoch_budget=None, directory=None):
