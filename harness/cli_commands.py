@@ -97,6 +97,7 @@ def _settings(args, study_name, **options):
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         mixed_precision=args.mixed_precision,
+        log_norms=args.log_norms,
         **options,
     )
 

@@ -65,6 +65,11 @@ def _add_training_options(parser, data_dir_default):
     parser.add_argument(
         "--mixed-precision", action="store_true", help="train in mixed_float16 (float32 softmax and series)"
     )
+    parser.add_argument(
+        "--log-norms",
+        action="store_true",
+        help="log each variable's gradient and value norms to MLflow every epoch, and at the first non-finite loss",
+    )
     _add_backend_option(parser)
 
 

@@ -15,6 +15,10 @@ MAX_ORDER = 20
 # `TaylorExpansion`'s choices.
 MODES = ("series", "weighted", "expand")
 COEFFICIENTS = ("fixed", "trainable")
+# The polynomial's basis on t = (x - x0) / limit, where bounded conditioning keeps |t| <= 1 ("monomial": raw powers
+# of x - x0, the layer before bases existed), and how a coefficient's gradient adds up over the values sharing it.
+BASES = ("scaled", "chebyshev", "legendre", "monomial")
+COEFFICIENT_GRADIENTS = ("mean", "sum")
 CONDITIONINGS = ("none", "clip", "tanh", "batchnorm")
 EXPAND_OUTPUTS = ("terms", "partial_sums")
 
@@ -32,7 +36,7 @@ INSERTIONS_BY_BACKBONE = {
 }
 INSERTION_POINTS = tuple(dict.fromkeys(p for points in INSERTIONS_BY_BACKBONE.values() for p in points))
 AFTER = "after:"
-EXPANSION_KEYS = (
+LAYER_KEYS = (  # `TaylorExpansion`'s arguments
     "function",
     "order",
     "center",
@@ -42,7 +46,13 @@ EXPANSION_KEYS = (
     "conditioning",
     "expand_outputs",
     "limit",
+    "basis",
+    "coefficient_gradient",
 )
+# The expansion's optimizer group (`training.optimizers`): its learning rate as a multiple of the recipe's, and
+# whether weight decay applies to it (PAU's set-up: no decay on an activation's own parameters).
+COEFFICIENT_GROUP_DEFAULTS = {"coefficient_lr_scale": 1.0, "coefficient_decay": False}
+EXPANSION_KEYS = LAYER_KEYS + tuple(COEFFICIENT_GROUP_DEFAULTS)
 MODEL_KEYS = ("backbone", "insertion", "width") + EXPANSION_KEYS
 
 # Training's, with their defaults (today's recipe: Adam at a constant rate, no decay, smoothing or augmentation).
@@ -58,6 +68,7 @@ TRAINING_DEFAULTS = {
     "warmup_epochs": 0,
     "label_smoothing": 0.0,
     "augment": "none",
+    "clip_norm": 0.0,  # the gradients' global norm is clipped to this (0: no clipping), baseline and expansion alike
     "seed": 0,
 }
 PARAM_KEYS = MODEL_KEYS + tuple(TRAINING_DEFAULTS)
@@ -72,7 +83,10 @@ ALLOWED_VALUES = {
     "coefficients": COEFFICIENTS,
     "conditioning": CONDITIONINGS,
     "expand_outputs": EXPAND_OUTPUTS,
+    "basis": BASES,
+    "coefficient_gradient": COEFFICIENT_GRADIENTS,
     "per_unit": (True, False),
+    "coefficient_decay": (True, False),
 }
 
 # What a matched baseline shares with the configuration it is compared to (everything but the expansion and the
@@ -112,6 +126,14 @@ def describe(params):
         words.append("per-unit")
     if params.get("conditioning") not in (None, "none"):
         words.append(params["conditioning"])
+    if params.get("basis") not in (None, "scaled"):
+        words.append(params["basis"])
+    if params.get("coefficient_gradient") == "sum":
+        words.append("summed-gradient")
+    if params.get("coefficient_lr_scale", 1.0) != 1.0:
+        words.append(f"lr x{params['coefficient_lr_scale']:g}")
+    if params.get("coefficient_decay"):
+        words.append("decayed")
     return " ".join(str(w) for w in words if w is not None)
 
 
@@ -156,9 +178,11 @@ def check_value(name, value):
     if name == "order" and not (integral and 0 <= value <= MAX_ORDER):
         raise ValueError(f"order: {value!r} is out of range; orders are integers between 0 and {MAX_ORDER}")
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if name in ("width", "learning_rate", "batch_size", "limit") and not (numeric and value > 0):
+    if name in ("width", "learning_rate", "batch_size", "limit", "coefficient_lr_scale") and not (
+        numeric and value > 0
+    ):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if name in ("weight_decay", "warmup_epochs") and not (numeric and value >= 0):
+    if name in ("weight_decay", "warmup_epochs", "clip_norm") and not (numeric and value >= 0):
         raise ValueError(f"{name} must be a number of at least 0, got {value!r}")
     if name == "warmup_epochs" and not integral:
         raise ValueError(f"warmup_epochs: {value!r} must be a whole number of epochs")

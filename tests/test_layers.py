@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -31,11 +33,20 @@ def randomise(layer):
         variable.assign(variable.numpy() * rng.uniform(0.5, 1.5, variable.shape) + rng.normal(0, 0.1, variable.shape))
 
 
+BASIS_POLYNOMIALS = {
+    "monomial": np.polynomial.Polynomial,
+    "scaled": np.polynomial.Polynomial,
+    "chebyshev": np.polynomial.Chebyshev,
+    "legendre": np.polynomial.Legendre,
+}
+
+
 def reference(layer, x):
-    """The layer's output in numpy float64, term by term (the definition, not Horner)."""
+    """The layer's output in numpy float64, term by term (the definition, not Horner), its basis from numpy."""
     u = x.astype(np.float64) - layer.center
+    t = u if layer.basis == "monomial" else u / layer.limit
     c = layer.coefficients.numpy().astype(np.float64)  # (p+1,) or (p+1, units)
-    terms = np.stack([c[k] * u**k for k in range(layer.order + 1)], axis=-1)
+    terms = np.stack([c[k] * BASIS_POLYNOMIALS[layer.basis].basis(k)(t) for k in range(layer.order + 1)], axis=-1)
     partial_sums = np.cumsum(terms, axis=-1)
     if layer.mode == "series":
         return partial_sums[..., -1]
@@ -66,6 +77,64 @@ def test_output_matches_numpy_float64(mode, expand_outputs, per_unit, fused, sha
     layer.build(shape)
     randomise(layer)
     np.testing.assert_allclose(numpy(layer(x)), reference(layer, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("basis", ["monomial", "chebyshev", "legendre"])
+@pytest.mark.parametrize("mode", ["series", "weighted", "expand"])
+def test_every_basis_matches_numpy_float64_once_trained(basis, mode):
+    layer = TaylorExpansion("softplus", ORDER, mode=mode, per_unit=True, coefficients="trainable", basis=basis)
+    x = inputs_inside_radius("softplus", (6, 5, 4))
+    layer.build(x.shape)
+    randomise(layer)
+    np.testing.assert_allclose(numpy(layer(x)), reference(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("basis", ["scaled", "chebyshev", "legendre", "monomial"])
+@pytest.mark.parametrize("mode", ["series", "weighted", "expand"])
+@pytest.mark.parametrize("order", [3, 12])  # softplus's c_3 is 0: a trailing zero weight
+def test_every_basis_starts_as_the_series(basis, mode, order):
+    """The weights are the series' own, converted: the layer is sympy's series, in float32's precision."""
+    layer = TaylorExpansion("softplus", order, mode=mode, basis=basis, coefficients="trainable")
+    x = np.linspace(-layer.limit, layer.limit, 64, dtype=np.float32).reshape(2, 32)
+    expected = series.evaluate_series("softplus", order, x.astype(np.float64))  # c_k from sympy's derivatives
+    got = numpy(layer(x))
+    if mode == "expand":
+        got = got.reshape(2, 32, order + 1).sum(axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6 * np.abs(expected).max())
+
+
+def test_the_mean_gradient_divides_by_the_values_that_share_a_weight():
+    """Same output; the coefficients' gradient is the plain one over 5 x 5 x 3 (shared) or 5 x 5 (per unit)."""
+    x = inputs_inside_radius("softplus", (2, 5, 5, 3))
+    for per_unit, sharing in ((False, 75), (True, 25)):
+        mean, total = (
+            TaylorExpansion("softplus", 3, per_unit=per_unit, coefficients="trainable", coefficient_gradient=g)
+            for g in ("mean", "sum")
+        )
+        np.testing.assert_array_equal(numpy(mean(x)), numpy(total(x)))
+        gradients = [backend_gradient(layer, x) for layer in (mean, total)]
+        np.testing.assert_allclose(gradients[0] * sharing, gradients[1], rtol=1e-5)
+
+
+def backend_gradient(layer, x):
+    """d(sum of the layer's output)/d(coefficients), by the backend's own autodiff."""
+    backend = keras.backend.backend()
+    variable = layer.coefficients
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(layer(x))
+        return tape.gradient(total, variable.value).numpy()
+    if backend == "jax":
+        import jax
+
+        def total(value):
+            outputs, _ = layer.stateless_call([value], [], x)
+            return outputs.sum()
+
+        return np.asarray(jax.grad(total)(variable.value))
+    pytest.skip(f"no gradient helper for {backend}")
 
 
 @pytest.mark.parametrize("function,center", [("exp", 0.0), ("tanh", 0.0), ("log", 1.0), ("gelu", 0.5), ("sin", 0.0)])
@@ -105,7 +174,9 @@ def test_weighted_per_unit_equals_the_original_answer(fused):
     alpha = rng.normal(0, 0.5, (units, ORDER + 1))
     w = rng.normal(0, 0.5, (units, ORDER + 1))
     x = rng.uniform(-1.5, 1.5, (32, units)).astype(np.float32)
-    layer = TaylorExpansion("softplus", ORDER, mode="weighted", per_unit=True, coefficients="trainable", fused=fused)
+    layer = TaylorExpansion(
+        "softplus", ORDER, mode="weighted", per_unit=True, coefficients="trainable", basis="monomial", fused=fused
+    )
     layer.build(x.shape)
     layer.coefficients.assign(alpha.T)
     layer.term_weights.assign(w.T)
@@ -160,6 +231,7 @@ def test_gradients_match_finite_differences(mode, per_unit, fused):
         per_unit=per_unit,
         coefficients="trainable",
         conditioning="tanh",
+        coefficient_gradient="sum",  # the plain gradient, which finite differences measure
         fused=fused,
         dtype="float64",
     )
@@ -229,6 +301,17 @@ def test_config_round_trip_and_saving(tmp_path):
     np.testing.assert_array_equal(numpy(restored(x)), numpy(model(x)))
 
 
+def test_a_model_saved_before_bases_loads_with_the_same_outputs():
+    """tests/data/expansion-before-bases.keras was saved by the layer of commit c642dde (raw coefficients, no
+    basis in its config), with its outputs on fixed inputs."""
+    data = Path(__file__).parent / "data"
+    model = keras.saving.load_model(data / "expansion-before-bases.keras")
+    assert [layer.basis for layer in model.layers[1:]] == ["monomial", "monomial"]
+    assert [layer.coefficient_gradient for layer in model.layers[1:]] == ["sum", "sum"]
+    saved = np.load(data / "expansion-before-bases.npz")
+    np.testing.assert_allclose(numpy(model(saved["x"])), saved["y"], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -238,6 +321,8 @@ def test_config_round_trip_and_saving(tmp_path):
         ({"function": "log"}, "log1p"),
         ({"order": 25}, "between 0 and 20"),
         ({"limit": -1.0}, "limit must be positive"),
+        ({"basis": "hermite"}, "basis must be one of"),
+        ({"coefficient_gradient": "max"}, "coefficient_gradient must be one of"),
     ],
 )
 def test_bad_arguments_raise_value_errors(kwargs, message):

@@ -685,3 +685,44 @@ def test_duplicate_runs_of_a_seed_are_paired_once():
 def test_a_margin_that_is_not_positive_is_one_line_and_exit_2(capsys):
     assert main(["report", "--study", "any", "--rope", "0"]) == 2
     assert capsys.readouterr().err.strip() == "harness: error: --rope must be a positive number of points, got 0"
+
+
+def test_divergences_are_grouped_by_configuration_and_recipe():
+    from harness.report.tables import divergences
+
+    def trial(optimizer, learning_rate, reason=None, coefficients="trainable"):
+        return {
+            "state": "FAIL" if reason else "COMPLETE",
+            "failure_reason": reason,
+            "insertion": "all",
+            "function": "softplus",
+            "order": 3,
+            "coefficients": coefficients,
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+        }
+
+    first = "diverged: loss became nan at epoch 1, batch 9; first non-finite: the gradient of a/coefficients"
+    trials = pd.DataFrame(
+        [
+            trial("sgd", 0.1, first),
+            trial("sgd", 0.1, "diverged: loss became inf at epoch 1, batch 3"),
+            trial("sgd", 0.1),
+            trial("adamw", 0.001),
+            trial("sgd", 0.1, coefficients="fixed"),
+            trial("sgd", 0.05, "RuntimeError: not a divergence"),
+        ]
+    )
+    table = divergences(trials)
+    assert table.to_dict("records") == [
+        {
+            "configuration": "all softplus p3 trainable",
+            "recipe": "sgd lr 0.1, decay 0.0005, cosine",
+            "diverged": 2,
+            "trials": 3,
+            "first divergence": first,
+        }
+    ]
+    assert divergences(trials.iloc[2:]).empty

@@ -152,14 +152,51 @@ def fused_polynomial(u, a, coefficients_need_gradient):
     return fixed_polynomial(u)
 
 
-def expand(u, a, outputs="terms"):
-    """Each value of `u` as p + 1 values along the last axis: its terms a_k u^k, or their partial sums."""
-    terms, power = [], ops.ones_like(u)
-    for k in range(a.shape[0]):
-        if k:
-            power = power * u
-        terms.append(a[k] * power)
-    stacked = ops.stack(terms, axis=-1)
+POWER_BASES = ("scaled", "monomial")  # evaluated by Horner's rule (and fused on TensorFlow)
+
+
+def polynomial(t, a, basis, *, fused, coefficients_need_gradient):
+    """sum_k a[k] B_k(t) in `basis`: the power bases by Horner's rule, fused on TensorFlow if `fused`."""
+    if basis not in POWER_BASES:
+        return basis_sum(t, a, basis)
+    if not fused or keras.backend.backend() not in FUSED_BACKENDS:
+        return horner(t, a)
+    return fused_polynomial(t, a, coefficients_need_gradient)
+
+
+def scale_gradient(value, scale):
+    """`value` itself, whose gradient is multiplied by `scale`."""
+    if scale == 1.0:
+        return value
+    frozen = ops.stop_gradient(value)
+    return frozen + (value - frozen) * scale
+
+
+def basis_terms(t, count, basis):
+    """B_0(t) .. B_(count-1)(t): powers for "monomial" and "scaled", else Chebyshev T_k or Legendre P_k by their
+    three-term recurrences (T_(k+1) = 2t T_k - T_(k-1); (k+1) P_(k+1) = (2k+1) t P_k - k P_(k-1))."""
+    terms = [ops.ones_like(t), t][:count]
+    for k in range(1, count - 1):
+        if basis == "chebyshev":
+            terms.append(2 * t * terms[k] - terms[k - 1])
+        elif basis == "legendre":
+            terms.append(((2 * k + 1) * t * terms[k] - k * terms[k - 1]) / (k + 1))
+        else:
+            terms.append(terms[k] * t)
+    return terms
+
+
+def basis_sum(t, a, basis):
+    """sum_k a[k] B_k(t), for the orthogonal bases (the power bases take `horner`)."""
+    y = 0
+    for k, term in enumerate(basis_terms(t, a.shape[0], basis)):
+        y = y + a[k] * term
+    return y
+
+
+def expand(t, a, outputs="terms", basis="monomial"):
+    """Each value of `t` as p + 1 values along the last axis: its terms a_k B_k(t), or their partial sums."""
+    stacked = ops.stack([a[k] * term for k, term in enumerate(basis_terms(t, a.shape[0], basis))], axis=-1)
     if outputs == "partial_sums":
         stacked = ops.cumsum(stacked, axis=-1)
-    return ops.reshape(stacked, (-1,) + tuple(u.shape[1:-1]) + (u.shape[-1] * a.shape[0],))
+    return ops.reshape(stacked, (-1,) + tuple(t.shape[1:-1]) + (t.shape[-1] * a.shape[0],))

@@ -6,8 +6,15 @@ With u = x - x0, t_k = c_k u^k and partial sums s_k = t_0 + ... + t_k:
 - ``weighted``: y = sum_k w_k s_k(u) = sum_j c_j (w_j + ... + w_p) u^j
 - ``expand``:   the last axis grows by p + 1, one output per term (or per partial sum)
 
-``series`` and ``weighted`` are one polynomial in u with effective
-coefficients, evaluated by Horner's rule; no tensor of all powers is built.
+The trainable weights live in a ``basis`` on t = u / limit: "scaled" (t^k),
+"chebyshev" (T_k(t)) or "legendre" (P_k(t)), each term bounded by 1 where the
+conditioning keeps |t| <= 1, so no weight's gradient is a power of the limit
+(with raw powers u^k, the gradient of c_4 is 81 times its input's at limit 3);
+"monomial" keeps the raw c_k of layers saved before bases existed. Every basis
+starts as the same series: its weights are the series' own, converted.
+``series`` and ``weighted`` in the power bases are one polynomial with
+effective coefficients, evaluated by Horner's rule; no tensor of all powers is
+built.
 
 The layer runs on every Keras backend through `keras.ops`; its polynomial math,
 with the fused fast path on TensorFlow, is `harness.expansion.kernels`.
@@ -18,8 +25,17 @@ import numpy as np
 from keras import ops
 
 from harness.expansion import series
-from harness.expansion.kernels import FUSED_BACKENDS, expand, fused_polynomial, horner
-from harness.params import COEFFICIENTS, CONDITIONINGS, EXPAND_OUTPUTS, MODES, check_choice
+from harness.expansion.kernels import expand, polynomial, scale_gradient
+from harness.params import (
+    BASES,
+    COEFFICIENT_GRADIENTS,
+    COEFFICIENTS,
+    CONDITIONINGS,
+    EXPAND_OUTPUTS,
+    LAYER_KEYS,
+    MODES,
+    check_choice,
+)
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -27,19 +43,17 @@ class TaylorExpansion(keras.layers.Layer):
     """Replace or expand each value by a truncated Taylor series of `function`.
 
     Args:
-        function, order: a name from `harness.expansion.series.FUNCTIONS` ("softplus", "exp", ...); the highest power p.
-        center: the expansion point x0 (0 is the Maclaurin series).
+        function, order, center: a name from `series.FUNCTIONS`, the highest power p, the point x0 (0: Maclaurin).
         mode: "series", "weighted" or "expand" (see the module docstring).
         coefficients: "fixed" keeps c_k from the series; "trainable" starts there and learns them.
-        per_unit: one set of coefficients and term weights per unit (last axis), like the original answer's 1x1
-            LocallyConnected layers; False shares one set.
-        conditioning: how inputs are kept where the truncated series is accurate: "none", "clip" to
-            |x - x0| <= limit, "tanh" to squash into (-limit, limit), or "batchnorm" to normalise them.
+        per_unit: one set of weights per unit (last axis), like the original answer's 1x1 LocallyConnected layers.
+        conditioning: "none", "clip" to |x - x0| <= limit, "tanh" to squash into (-limit, limit), or "batchnorm".
         expand_outputs: in "expand" mode, emit "terms" t_k or "partial_sums" s_k.
-        limit: bound for "clip" and "tanh"; defaults to 0.9 of the radius of convergence (3.0 for functions whose
-            series converges everywhere).
-        fused: on TensorFlow, evaluate the polynomial and its gradient as XLA-fused kernels. False, or another
-            backend, builds plain ops; the results are the same.
+        limit: for "clip", "tanh" and the basis; 0.9 of the radius of convergence (3.0 where it is infinite).
+        basis: the basis of the weights on t = (x - x0) / limit (see the module docstring).
+        coefficient_gradient: "mean" divides a weight's gradient by the values of one example sharing it (16,384
+            for a shared weight after a 32x32x16 map), so its step does not grow with the layer; "sum": plain.
+        fused: on TensorFlow, the polynomial and its gradient as XLA-fused kernels (the same results).
 
     >>> layer = TaylorExpansion("softplus", order=2)  # log 2 + x/2 + x^2/8
     >>> [round(float(v), 3) for v in ops.convert_to_numpy(layer(np.array([[0.0, 1.0]])))[0]]
@@ -57,6 +71,8 @@ class TaylorExpansion(keras.layers.Layer):
         conditioning="none",
         expand_outputs="terms",
         limit=None,
+        basis="scaled",
+        coefficient_gradient="mean",
         fused=True,
         **kwargs,
     ):
@@ -73,6 +89,8 @@ class TaylorExpansion(keras.layers.Layer):
         if limit is not None and not limit > 0:
             raise ValueError(f"limit must be positive, got {limit!r}")
         self.limit = float(limit) if limit is not None else series.default_limit(function, center)
+        self.basis = check_choice("basis", basis, BASES)
+        self.coefficient_gradient = check_choice("coefficient_gradient", coefficient_gradient, COEFFICIENT_GRADIENTS)
         self.fused = bool(fused)
         self.normalization = keras.layers.BatchNormalization() if conditioning == "batchnorm" else None
 
@@ -81,7 +99,10 @@ class TaylorExpansion(keras.layers.Layer):
         if units is None:
             raise ValueError("TaylorExpansion needs a known size for the last axis")
         shape = (self.order + 1, units) if self.per_unit else (self.order + 1,)
-        series_values = np.array(self.series_coefficients).reshape((-1,) + (1,) * (len(shape) - 1))
+        weights = series.basis_weights(self.series_coefficients, self.basis, self.limit)
+        series_values = weights.reshape((-1,) + (1,) * (len(shape) - 1))
+        mean = self.coefficient_gradient == "mean"
+        self.gradient_scale = 1.0 / _values_per_weight(input_shape, self.per_unit) if mean else 1.0
         self.coefficients = self.add_weight(
             name="coefficients",
             shape=shape,
@@ -89,8 +110,7 @@ class TaylorExpansion(keras.layers.Layer):
             initializer=keras.initializers.Constant(series_values),
         )
         if self.mode == "weighted":  # w = (0, ..., 0, 1) starts the layer as the plain truncated series s_p
-            last_term_only = np.zeros(shape)
-            last_term_only[-1] = 1.0
+            last_term_only = np.eye(self.order + 1)[-1].reshape(series_values.shape)
             self.term_weights = self.add_weight(
                 name="term_weights", shape=shape, initializer=keras.initializers.Constant(last_term_only)
             )
@@ -99,20 +119,21 @@ class TaylorExpansion(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         u = self._condition(inputs, training)
-        if self.mode == "expand":
-            return expand(u, self._read(self.coefficients), self.expand_outputs)
+        t = u if self.basis == "monomial" else u / self.limit
         a = self._read(self.coefficients)
+        if self.mode == "expand":
+            return expand(t, a, self.expand_outputs, self.basis)
         if self.mode == "weighted":
-            # sum_k w_k s_k = sum_j c_j W_j u^j, with W_j = w_j + ... + w_p.
+            # sum_k w_k s_k = sum_j c_j W_j B_j(t), with W_j = w_j + ... + w_p.
             w = self._read(self.term_weights)
             a = a * ops.flip(ops.cumsum(ops.flip(w, axis=0), axis=0), axis=0)
-        if not self.fused or keras.backend.backend() not in FUSED_BACKENDS:
-            return horner(u, a)
-        return fused_polynomial(u, a, self.coefficients_trainable or self.mode == "weighted")
+        needs_gradient = self.coefficients_trainable or self.mode == "weighted"
+        return polynomial(t, a, self.basis, fused=self.fused, coefficients_need_gradient=needs_gradient)
 
     def _read(self, variable):
         # A cast reads the value: custom gradients must see tensors, not variables.
-        return ops.cast(variable, self.compute_dtype)
+        value = ops.cast(variable, self.compute_dtype)
+        return scale_gradient(value, self.gradient_scale) if variable.trainable else value
 
     def _condition(self, x, training):
         if self.conditioning == "batchnorm":
@@ -130,16 +151,19 @@ class TaylorExpansion(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (input_shape[-1] * (self.order + 1),)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "function": self.function,
-            "order": self.order,
-            "center": self.center,
-            "mode": self.mode,
-            "coefficients": "trainable" if self.coefficients_trainable else "fixed",
-            "per_unit": self.per_unit,
-            "conditioning": self.conditioning,
-            "expand_outputs": self.expand_outputs,
-            "limit": self.limit,
-            "fused": self.fused,
-        }
+        arguments = {key: getattr(self, key) for key in LAYER_KEYS if key != "coefficients"}
+        coefficients = "trainable" if self.coefficients_trainable else "fixed"
+        return {**super().get_config(), **arguments, "coefficients": coefficients, "fused": self.fused}
+
+    @classmethod
+    def from_config(cls, config):
+        # A layer saved before bases existed holds raw coefficients with the plain gradient.
+        return cls(**{"basis": "monomial", "coefficient_gradient": "sum", **config})
+
+
+def _values_per_weight(input_shape, per_unit):
+    """How many values of one example share a weight: every position, and every unit unless per unit."""
+    shared_over = input_shape[1:-1] if per_unit else input_shape[1:]
+    if None in shared_over:
+        raise ValueError("coefficient_gradient 'mean' needs the input's sizes known; use 'sum' for any size")
+    return int(np.prod(shared_over))

@@ -139,3 +139,22 @@ def evaluate(function, x):
 def evaluate_series(function, order, x, center=0.0):
     """Evaluate the truncated series s_order on a numpy array."""
     return np.polynomial.polynomial.polyval(np.asarray(x) - center, coefficients(function, order, center))
+
+
+def basis_weights(coefficients, basis, limit):
+    """The weights of the polynomial sum_k c_k u^k in `basis` on t = u / limit (numpy's conversions).
+
+    "monomial" keeps c_k; "scaled" gives c_k limit^k, the weights of t^k; "chebyshev" and "legendre" re-express
+    those in T_k(t) and P_k(t). Where |t| <= 1 every basis term is bounded by 1, so a weight's size says how much
+    it contributes.
+    """
+    if basis == "monomial":
+        return np.asarray(coefficients, dtype=float)
+    scaled = np.asarray(coefficients, dtype=float) * float(limit) ** np.arange(len(coefficients))
+    convert = {"chebyshev": np.polynomial.chebyshev.poly2cheb, "legendre": np.polynomial.legendre.poly2leg}.get(basis)
+    if convert is None:
+        return scaled
+    weights = np.zeros_like(scaled)
+    converted = convert(scaled)  # numpy trims trailing zero weights (softplus's c_3)
+    weights[: len(converted)] = converted
+    return weights

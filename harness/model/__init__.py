@@ -35,6 +35,7 @@ from harness.params import (
     EXPANSION_KEYS,
     INSERTIONS_BY_BACKBONE,
     INSERTIONS_EVERYWHERE,
+    LAYER_KEYS,
     MODEL_KEYS,
     check_value,
 )
@@ -54,7 +55,7 @@ def insertion_points(backbone):
 
 
 def check_params(params):
-    """Raise `ModelError` if `params` cannot describe a model; return the expansion arguments."""
+    """Raise `ModelError` if `params` cannot describe a model; return the expansion layer's arguments."""
     try:
         return _checked_expansion(params)
     except ModelError:
@@ -86,9 +87,22 @@ def _checked_expansion(params):
             f"insertion {insertion!r} replaces activations elementwise, so mode must be 'series' or "
             "'weighted', not 'expand'"
         )
+    for key in set(expansion) - set(LAYER_KEYS):
+        check_value(key, expansion[key])  # the expansion's optimizer group
+    layer_arguments = {key: value for key, value in expansion.items() if key in LAYER_KEYS}
     if insertion != "none":
-        TaylorExpansion(**expansion)  # validates function, order, center and the choices
-    return expansion
+        TaylorExpansion(**layer_arguments)  # validates function, order, center and the choices
+    return layer_arguments
+
+
+def expansion_variables(model):
+    """The trainable weights of `model`'s series (coefficients and term weights, not a batchnorm conditioning's):
+    the optimizer's own group."""
+    expansions = [layer for layer in model.layers if isinstance(layer, TaylorExpansion)]
+    weights = [
+        w for layer in expansions for w in (layer.coefficients, getattr(layer, "term_weights", None)) if w is not None
+    ]
+    return [w for w in weights if w.trainable]
 
 
 def load_backbone(backbone, input_shape, num_classes, width=1.0):

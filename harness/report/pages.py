@@ -223,4 +223,6 @@ def _failures(trials):
     if failures.empty:
         return []
     columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
-    return [("h3", "Failed and pruned trials"), ("table", failures[columns])]
+    grouped = tables.divergences(trials)
+    diverged = [] if grouped.empty else [("h3", "Divergences by configuration and recipe"), ("table", grouped)]
+    return diverged + [("h3", "Failed and pruned trials"), ("table", failures[columns])]

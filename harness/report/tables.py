@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, TRAINING_DEFAULTS
+from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, TRAINING_DEFAULTS, describe
 
 DIMENSIONS = ("function", "order", "coefficients", "insertion", "mode")
 COSTS = {"flops": "FLOPs", "total_params": "parameters", "latency_ms": "latency", "train_seconds": "train time"}
@@ -123,6 +123,36 @@ def pareto_front(trials, cost, metric=ACCURACY):
 def counts(trials):
     states = trials["state"].value_counts()
     return {state: int(states.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL")}
+
+
+def divergences(trials):
+    """Diverged trials grouped by configuration and training recipe: how many of the group's trials diverged, out of
+    how many, and where the first one went non-finite (its failure reason). Empty if none diverged."""
+    reasons = trials["failure_reason"].fillna("") if "failure_reason" in trials else pd.Series("", index=trials.index)
+    diverged = reasons.str.startswith("diverged")
+    if not diverged.any():
+        return pd.DataFrame()
+    recipe = with_matched_keys(trials)
+    frame = pd.DataFrame(
+        {
+            "configuration": [
+                describe({k: plain(row[k]) for k in MODEL_KEYS if k in row and pd.notna(row[k])})
+                for _, row in trials.iterrows()
+            ],
+            "recipe": [
+                f"{row['optimizer']} lr {plain(row['learning_rate'])}, decay {plain(row['weight_decay'])}, "
+                f"{row['schedule']}" + (f", clip {plain(row['clip_norm'])}" if plain(row["clip_norm"]) else "")
+                for _, row in recipe.iterrows()
+            ],
+            "diverged": diverged,
+            "reason": reasons.where(diverged),
+        }
+    )
+    grouped = frame.groupby(["configuration", "recipe"])
+    table = pd.DataFrame(
+        {"diverged": grouped["diverged"].sum(), "trials": grouped.size(), "first divergence": grouped["reason"].first()}
+    )
+    return table[table["diverged"] > 0].sort_values("diverged", ascending=False).reset_index()
 
 
 def plain(value):

@@ -4,7 +4,6 @@ reported to Optuna and logged to MLflow. (The trial's own, a stop on a NaN loss,
 import time
 
 import keras
-from mlflow.entities import Metric
 
 
 class TrialProgress(keras.callbacks.Callback):
@@ -77,14 +76,11 @@ class ReportEpochs(keras.callbacks.Callback):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Log each epoch's loss, accuracy, val_loss and val_accuracy to a run, with the epoch as step."""
+    """Log each epoch's loss, accuracy, val_loss and val_accuracy through `log(metrics, step)`, the epoch as step."""
 
-    def __init__(self, spool, run_id):
+    def __init__(self, log):
         super().__init__()
-        self.spool = spool
-        self.run_id = run_id
+        self.log = log
 
     def on_epoch_end(self, epoch, logs=None):
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, float(value), now, epoch) for name, value in (logs or {}).items()]
-        self.spool.log_batch(self.run_id, metrics=metrics)
+        self.log(dict(logs or {}), epoch)

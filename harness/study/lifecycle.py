@@ -13,10 +13,11 @@ import optuna
 
 from harness.model import ModelError, load_backbone, surgery_plan
 from harness.params import AFTER, BASELINE_DEFAULTS
-from harness.study.callbacks import StopOnRequest, TrialProgress
+from harness.study.callbacks import EpochLogger, StopOnRequest, TrialProgress
 from harness.study.records import OUTCOME
 from harness.study.tracking import Tracker
 from harness.training import costs, data
+from harness.training.optimizers import NormLog
 from harness.training.trial import run_trial, split_params
 
 
@@ -40,18 +41,18 @@ class TrialLifecycle:
     """Trains trials on `dataset` and logs each as a child run of `parent_run_id` through `tracker`.
 
     `stage` (search, confirm, benchmark) tags the runs; `save_models` says which search trials save their model
-    ("best": each that beats every one saved so far; seeded runs always do). Setting `interrupted` ends the trial
+    ("best": each that beats every one saved so far; seeded runs always do); `log_norms` adds each variable's
+    gradient and value norms to the runs. Setting `interrupted` ends the trial
     in flight at its next batch; `progress` is the study's rich bar, if one shows.
     """
 
     def __init__(self, tracker, dataset, experiment, console, *, settings=None):
-        """`settings` (a `SearchSettings`) gives the stage, the models to save, the precision and whether each seed
-        redraws the split; a search's defaults without it."""
+        """`settings` (a `SearchSettings`) gives the stage, the models to save, the precision, whether each seed
+        redraws the split and whether norms are logged; a search's defaults without it."""
         self.tracker, self.dataset, self.experiment, self.console = tracker, dataset, experiment, console
         self.stage, self.save_models = (settings.stage, settings.save_models) if settings else ("search", "best")
-        self.mixed_precision, self.vary_split = (
-            bool(settings and settings.mixed_precision),
-            bool(settings and settings.vary_split),
+        self.mixed_precision, self.vary_split, self.log_norms = (
+            bool(settings and getattr(settings, flag)) for flag in ("mixed_precision", "vary_split", "log_norms")
         )
         self.parent_run_id = None
         self.parent_status = "FINISHED"  # how a parent run started here ends if nothing goes wrong
@@ -116,10 +117,12 @@ class TrialLifecycle:
             if self.vary_split:
                 remember("vary_split", True)
             in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
+            log = self.tracker.metrics_logger(run_id)
             callbacks = [
-                self.tracker.epoch_logger(run_id),
+                EpochLogger(log),
                 StopOnRequest(lambda: self.interrupted),
                 in_flight,
+                *([NormLog(log)] if self.log_norms else []),  # "norm/gradient/<variable>", "norm/value/<variable>"
                 *callbacks,
             ]
             try:  # the model is built, and its params checked, before any training

@@ -35,6 +35,7 @@ class SearchSettings:
     # Every Nth sampled trial tunes the baseline's shared hyperparameters, so the tuned baseline has its own search.
     baseline_every: int = 4
     vary_split: bool = False  # each seed also redraws the train/validation split
+    log_norms: bool = False  # each trial's MLflow run gets its variables' gradient and value norms per epoch
 
     def __post_init__(self):
         check_choice("sampler", self.sampler, SAMPLERS)

@@ -22,7 +22,6 @@ from mlflow.tracking import MlflowClient
 from harness.expansion import plot
 from harness.params import describe
 from harness.redaction import redact
-from harness.study.callbacks import EpochLogger
 from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VIEW_STATE
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
 from harness.study.storage import StorageError, artifact_root, check_tracking_uri, default_home
@@ -235,15 +234,19 @@ class Tracker:
 
     def log_best_so_far(self, parent_run_id, best_val_accuracy, trials, step):
         """The search's best validation accuracy and trial count so far, on its parent run."""
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric("best_val_accuracy", float(best_val_accuracy), now, step),
-            Metric("trials", float(trials), now, step),
-        ]
-        self.spool.log_batch(parent_run_id, metrics=metrics)
+        self.metrics_logger(parent_run_id)({"best_val_accuracy": best_val_accuracy, "trials": trials}, step)
 
-    def epoch_logger(self, run_id):
-        return EpochLogger(self.spool, run_id)
+    def metrics_logger(self, run_id):
+        """log(metrics, step): a dict of metrics into the run at one step, through the spool (what the epoch and
+        norm callbacks log through)."""
+
+        def log(metrics, step):
+            now = int(time.time() * 1000)
+            self.spool.log_batch(
+                run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()]
+            )
+
+        return log
 
     def log_result(self, run_id, result, save_model=True):
         """Final metrics and artifacts of a trial that trained: its model summary, series plot and (if asked) model."""

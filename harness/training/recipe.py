@@ -2,7 +2,9 @@
 
 Keras's own parts throughout: `keras.optimizers` (Adam, AdamW, SGD with
 Nesterov momentum; `weight_decay` is Keras's decoupled decay, applied as
-learning rate x decay x weight each step), `CosineDecay` for the schedule and
+learning rate x decay x weight each step; `clip_norm` is its `global_clipnorm`),
+each with the expansion's weights in their own group (`training.optimizers`),
+`CosineDecay` for the schedule and
 its linear warm-up (with `alpha=1` it holds the rate constant after a warm-up),
 and preprocessing layers for the augmentation, which sit in the model, act in
 training only and run on every backend.
@@ -12,20 +14,25 @@ import math
 
 import keras
 
+from harness.params import COEFFICIENT_GROUP_DEFAULTS
+from harness.training import optimizers
+
 SGD_MOMENTUM = 0.9
 CROP_PADDING = 4  # pixels: crop_flip shifts each image by up to this many, as a 4-pixel pad and a random crop would
 
 
-def optimizer(training, train_size, epochs):
-    """The optimizer `training` names, with its learning-rate schedule over `epochs` epochs of `train_size` images."""
+def optimizer(training, train_size, epochs, *, coefficient_lr_scale=COEFFICIENT_GROUP_DEFAULTS["coefficient_lr_scale"]):
+    """The optimizer `training` names, with its learning-rate schedule over `epochs` epochs of `train_size` images
+    and its expansion group's learning-rate multiplier (`optimizers.CoefficientGroup.group` names the group)."""
     steps_per_epoch = math.ceil(train_size / int(training["batch_size"]))
     rate = learning_rate(training, steps_per_epoch, epochs)
     decay = float(training["weight_decay"]) or None
+    common = {"global_clipnorm": float(training["clip_norm"]) or None, "coefficient_lr_scale": coefficient_lr_scale}
     if training["optimizer"] == "sgd":
-        return keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=decay)
+        return optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=decay, **common)
     if training["optimizer"] == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=float(training["weight_decay"]))
-    return keras.optimizers.Adam(rate, weight_decay=decay)
+        return optimizers.AdamW(rate, weight_decay=float(training["weight_decay"]), **common)
+    return optimizers.Adam(rate, weight_decay=decay, **common)
 
 
 def learning_rate(training, steps_per_epoch, epochs):

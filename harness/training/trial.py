@@ -6,9 +6,9 @@ import time
 
 import keras
 
-from harness.model import build_model
-from harness.params import TRAINING_DEFAULTS
-from harness.training import costs, recipe
+from harness.model import build_model, expansion_variables
+from harness.params import COEFFICIENT_GROUP_DEFAULTS, TRAINING_DEFAULTS
+from harness.training import costs, optimizers, recipe
 from harness.training.device import enable_determinism
 
 
@@ -37,7 +37,8 @@ class TrialResult:
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stop training at the first non-finite loss and remember why."""
+    """Stop training at the first non-finite loss and remember why, and where it went non-finite first
+    (`optimizers.divergence_site`)."""
 
     async_safe = True  # Keras runs batch hooks off the training loop's thread
 
@@ -46,13 +47,20 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.reason = None
         self.epoch = 0
 
+    def on_train_begin(self, logs=None):
+        self.initial_norms = optimizers.value_norms(self.model)
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.reason = f"diverged: loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}"
+        if loss is not None and not math.isfinite(float(loss)) and self.reason is None:
+            steps = self.params.get("steps") or batch + 1
+            site = optimizers.divergence_site(self.model, self.epoch * steps + batch, steps, self.initial_norms)
+            self.reason = f"diverged: loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}" + (
+                f"; {site}" if site else ""
+            )
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -81,11 +89,12 @@ def compiled_model(params, dataset, epochs):
         dataset.num_classes,
         augmentation=recipe.augmentation(training, dataset.input_shape),
     )
-    model.compile(
-        optimizer=recipe.optimizer(training, len(dataset.x_train), epochs),
-        loss=recipe.loss(training),
-        metrics=["accuracy"],
+    group = {key: model_params.get(key, default) for key, default in COEFFICIENT_GROUP_DEFAULTS.items()}
+    optimizer = recipe.optimizer(
+        training, len(dataset.x_train), epochs, coefficient_lr_scale=group["coefficient_lr_scale"]
     )
+    optimizer.group(expansion_variables(model), decay=group["coefficient_decay"])
+    model.compile(optimizer=optimizer, loss=recipe.loss(training), metrics=["accuracy"])
     return model, training
 
 
