@@ -37,14 +37,14 @@ PARAMETERIZATIONS = {
 INSERTIONS = ("all", "stage1", "stage3", "last")
 
 
-def cells(backbones, functions, insertions, order, parameterization):
+def cells(backbones, functions, insertions, coefficient_kinds, modes, order, parameterization):
     """Every configuration the benchmark trains: (backbone, params without the recipe)."""
     for backbone in backbones:
         yield backbone, {"backbone": backbone, "insertion": "none"}
         for insertion in (i for i in insertions if i in INSERTIONS_BY_BACKBONE[backbone]):
             for function in functions:
-                for coefficients in ("fixed", "trainable"):
-                    for mode in ("series", "weighted"):
+                for coefficients in coefficient_kinds:
+                    for mode in modes:
                         for conditioning in ("tanh", "clip"):
                             yield (
                                 backbone,
@@ -61,12 +61,12 @@ def cells(backbones, functions, insertions, order, parameterization):
                             )
 
 
-def run(dataset, backbones, functions, insertions, recipes, order, epochs, seed, parameterization):
+def run(dataset, grid, recipes, order, epochs, seed, parameterization):
     """One row per trained cell: its params, recipe, outcome and accuracy gap to its matched baseline."""
     rows = []
     for recipe_name in recipes:
         baselines = {}
-        for backbone, params in cells(backbones, functions, insertions, order, parameterization):
+        for backbone, params in cells(*grid, order, parameterization):
             start = time.perf_counter()
             result = run_trial({**params, **RECIPES[recipe_name], "seed": seed}, dataset, epochs=epochs)
             accuracy = result.test_accuracy
@@ -101,7 +101,8 @@ def summary(frame):
     expanded = frame[frame["insertion"] != "none"]
     keys = ["recipe", "backbone", "insertion", "function", "mode", "conditioning"]
     paired = expanded.pivot_table(index=keys, columns="coefficients", values="test_accuracy", dropna=False)
-    gap = 100 * (paired.get("trainable") - paired.get("fixed"))
+    paired = paired.reindex(columns=["fixed", "trainable"])  # a run of one kind has no pairs
+    gap = 100 * (paired["trainable"] - paired["fixed"])
     lines = [
         f"divergence rate: {expanded['diverged'].mean():.1%} of {len(expanded)} expanded cells "
         f"(trainable {expanded[expanded['coefficients'] == 'trainable']['diverged'].mean():.1%}, "
@@ -122,6 +123,8 @@ def main():
     parser.add_argument("--backbones", default="resnet20,vgg")
     parser.add_argument("--functions", default="all", help="comma-separated, or all")
     parser.add_argument("--insertions", default=",".join(INSERTIONS), help="those the backbone has are trained")
+    parser.add_argument("--coefficients", default="fixed,trainable")
+    parser.add_argument("--modes", default="series,weighted")
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--parameterization", choices=tuple(PARAMETERIZATIONS), default="after")
     parser.add_argument("--order", type=int, default=3)
@@ -136,11 +139,16 @@ def main():
     dataset = data.load(
         f"imagefolder:{args.data}", train_size=args.train_size, val_size=500, test_size=args.test_size, seed=args.seed
     )
-    frame = run(
-        dataset,
+    grid = (
         args.backbones.split(","),
         functions,
         args.insertions.split(","),
+        args.coefficients.split(","),
+        args.modes.split(","),
+    )
+    frame = run(
+        dataset,
+        grid,
         args.recipes.split(","),
         args.order,
         args.epochs,

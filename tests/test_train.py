@@ -17,11 +17,14 @@ def test_a_trial_reports_accuracy_and_costs(digits):
 
 
 def test_flops_grow_by_the_series_ops(digits):
-    """The series adds x - x0 and order multiply-adds per unit after Dense 512: (2 p + 1) * 512."""
+    """The series adds x - x0, t = (x - x0) / limit and order multiply-adds per unit after Dense 512: (2 p + 2) * 512
+    (the raw monomial basis has no division: (2 p + 1) * 512)."""
     baseline = run_trial({}, digits, epochs=1).flops
     for order in (2, 5):
         expanded = run_trial({"insertion": "dense", "function": "exp", "order": order}, digits, epochs=1).flops
-        assert expanded - baseline == (2 * order + 1) * 512
+        assert expanded - baseline == (2 * order + 2) * 512
+    monomial = {"insertion": "dense", "function": "exp", "order": 2, "basis": "monomial"}
+    assert run_trial(monomial, digits, epochs=1).flops - baseline == 5 * 512
 
 
 def test_divergence_is_caught_and_explained(digits):

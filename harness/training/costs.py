@@ -17,6 +17,7 @@ import time
 import keras
 import numpy as np
 
+from harness.expansion.kernels import POWER_BASES
 from harness.expansion.layer import TaylorExpansion
 
 
@@ -76,11 +77,20 @@ def _taylor(layer, inputs, outputs):
         count = 2 * elements + BATCHNORM_PER_CHANNEL * inputs[-1]
     else:
         count = elements * (1 + (2 if layer.conditioning in ("clip", "tanh") else 0))  # x - x0, then the bounds
-    if layer.mode == "expand":
-        return count + elements * (1 + 2 * p)  # a_0, then u^k = u^(k-1) u and a_k u^k for each k
-    count += elements * (2 * p if p else 1)  # Horner's rule
+    if layer.basis != "monomial":
+        count += elements  # t = u / limit
+    if layer.basis in POWER_BASES:
+        # expand: t^k = t^(k-1) t from k = 2, and a_k t^k for each k; else Horner's rule
+        count += elements * (max(2 * p, 1) if layer.mode == "expand" else (2 * p if p else 1))
+    else:
+        # the three-term recurrence from k = 2 (3 ops for Chebyshev's, 5 for Legendre's), then a_k B_k (and the sum)
+        recurrence = (3 if layer.basis == "chebyshev" else 5) * max(p - 1, 0)
+        count += elements * (recurrence + (p + 1) * (1 if layer.mode == "expand" else 2))
     if layer.mode == "weighted":
         count += math.prod(layer.coefficients.shape)  # the effective coefficients c_j W_j
+    if layer.gradient_scale != 1.0:  # the mean gradient's w' = w + (w - w) s on each trainable weight: 3 ops
+        weights = (layer.coefficients, getattr(layer, "term_weights", None))
+        count += 3 * sum(math.prod(w.shape) for w in weights if w is not None and w.trainable)
     return count
 
 
