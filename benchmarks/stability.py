@@ -77,7 +77,7 @@ def run(dataset, grid, recipes, order, epochs, seed, parameterization):
                 **{k: params.get(k, "") for k in ("backbone", "insertion", "function", "coefficients", "mode")},
                 "conditioning": params.get("conditioning", ""),
                 "diverged": result.diverged,
-                "test_accuracy": accuracy,
+                "test_accuracy": float("nan") if accuracy is None else accuracy,
                 "gap_to_baseline": None if accuracy is None else 100 * (accuracy - baselines[backbone]),
                 "seconds": round(time.perf_counter() - start),
                 "reason": result.failure_reason or "",

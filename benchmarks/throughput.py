@@ -32,12 +32,17 @@ CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10-jpeg-subset"
 
 
 def plain_fit_seconds(params, dataset, epochs):
-    """Seconds inside `model.fit` for the model `params` describes, built and compiled as `run_trial` does (its
-    backbone, recipe and augmentation)."""
-    from harness.training import recipe
+    """Seconds inside `model.fit` for the model `params` describes, built as `run_trial` does (its backbone and
+    augmentation) and compiled with Keras's own optimizer of the same settings: without the harness's norm record
+    and optimizer group (`training.optimizers`), which the harness side pays for."""
+    from harness.training import optimizers, recipe
     from harness.training.trial import compiled_model
 
     model, training = compiled_model(params, dataset, epochs)
+    grouped = optimizers.grouped(model.optimizer)
+    keras_optimizer = next(c for c in type(grouped).__mro__ if c.__module__.startswith("keras."))
+    settings = {k: v for k, v in grouped.get_config().items() if k != "coefficient_lr_scale"}
+    model.compile(optimizer=keras_optimizer.from_config(settings), loss=model.loss, metrics=["accuracy"])
     y_train, y_val = (recipe.targets(y, training, dataset.num_classes) for y in (dataset.y_train, dataset.y_val))
     start = time.perf_counter()
     model.fit(

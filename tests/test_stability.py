@@ -106,3 +106,23 @@ def test_the_norm_log_reports_every_variable_each_epoch(digits):
         assert metrics[f"norm/value/{variable.path}"] == pytest.approx(np.linalg.norm(variable.numpy()), rel=1e-5)
         assert math.isfinite(metrics[f"norm/gradient/{variable.path}"])
     assert metrics["norm/gradient/dense_expansion/coefficients"] > 0
+
+
+def test_log_norms_puts_the_norms_in_each_trials_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from harness.cli import main
+    from tests.test_search import TINY, search_args, stores, write_space
+
+    space = {**TINY, "params": {**TINY["params"], "insertion": ["dense"], "coefficients": ["trainable"]}}
+    path = write_space(tmp_path, space)
+    assert main(search_args(tmp_path, path, "--trials", "2", "--log-norms", "--baseline-every", "0")) == 0
+    client = MlflowClient(stores(tmp_path)[1])
+    experiment = client.get_experiment_by_name("space")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("harness.role") != "search"]
+    assert sorted(run.data.params["insertion"] for run in runs) == ["dense", "none"]  # the baseline is queued first
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "norm/gradient/dense/kernel")
+        assert [m.step for m in history] == [0, 1] and all(m.value > 0 for m in history)
+        expanded = run.data.params["insertion"] == "dense"
+        assert ("norm/value/dense_expansion/coefficients" in run.data.metrics) == expanded
