@@ -96,6 +96,11 @@ def grouped(optimizer):
     return optimizer if isinstance(optimizer, CoefficientGroup) else None
 
 
+def _paths(optimizer):
+    """The recorded variables' paths ("layer/variable"), in the record's order: the variables it was built on."""
+    return [v.path for v in optimizer._trainable_variables]
+
+
 def norm_metrics(model, prefix="norm", record="norms"):
     """{"<prefix>/gradient/<variable path>": norm, "<prefix>/value/...": norm} from `record` of the model's optimizer
     ({} before its first step, or without a record)."""
@@ -103,11 +108,10 @@ def norm_metrics(model, prefix="norm", record="norms"):
     if optimizer is None or not optimizer.built:
         return {}
     values = ops.convert_to_numpy(getattr(optimizer, record))
-    paths = [v.path for v in optimizer._trainable_variables]
     return {
         f"{prefix}/{kind}/{path}": float(values[row, i])
         for row, kind in ((GRADIENT, "gradient"), (VALUE, "value"))
-        for i, path in enumerate(paths)
+        for i, path in enumerate(_paths(optimizer))
     }
 
 
@@ -127,7 +131,7 @@ def divergence_site(model, loss_step, steps_per_epoch, initial_norms):
     optimizer = grouped(model.optimizer)
     if optimizer is None or not optimizer.built:
         return None
-    paths = [v.path for v in optimizer._trainable_variables]
+    paths = _paths(optimizer)
     finite_step, nonfinite_step = (int(s) for s in ops.convert_to_numpy(optimizer.record_steps))
 
     def when(step):
