@@ -120,9 +120,7 @@ ARCHITECTURES = (
     ]
     + [
         {"insertion": "conv2", "mode": mode, "basis": basis, "order": order, "conditioning": "tanh"}
-        for mode, basis, order in itertools.product(
-            ["series", "weighted", "expand"], ["monomial", "chebyshev", "legendre"], [0, 1, 4]
-        )
+        for mode, basis, order in itertools.product(["series", "weighted", "expand"], ["chebyshev", "legendre"], [0, 4])
     ]
     + [
         {"backbone": backbone, "width": 0.25, **expansion}
