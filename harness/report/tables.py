@@ -132,17 +132,16 @@ def divergences(trials):
     diverged = reasons.str.startswith("diverged")
     if not diverged.any():
         return pd.DataFrame()
-    recipe = with_matched_keys(trials)
+    rows = list(with_matched_keys(trials).iterrows())  # the recipe's defaults filled in where a trial left them out
     frame = pd.DataFrame(
         {
             "configuration": [
-                describe({k: plain(row[k]) for k in MODEL_KEYS if k in row and pd.notna(row[k])})
-                for _, row in trials.iterrows()
+                describe({k: plain(row[k]) for k in MODEL_KEYS if k in row and pd.notna(row[k])}) for _, row in rows
             ],
             "recipe": [
                 f"{row['optimizer']} lr {plain(row['learning_rate'])}, decay {plain(row['weight_decay'])}, "
                 f"{row['schedule']}" + (f", clip {plain(row['clip_norm'])}" if plain(row["clip_norm"]) else "")
-                for _, row in recipe.iterrows()
+                for _, row in rows
             ],
             "diverged": diverged,
             "reason": reasons.where(diverged),
