@@ -211,10 +211,14 @@ def cmd_suite(args):
     settings = _settings(args, suite.name, sampler="random", pruner="none", vary_split=args.vary_split)
     configure(mixed_precision=args.mixed_precision)
     run_suite(suite, settings, say=_say)
-    out = write_suite_report(suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope)
-    print(
-        f"suite report written to {out}/index.html (and index.md, differences.csv, accuracy.csv, critical_difference.png)"
+    written = write_suite_report(
+        suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope, provenance=args.provenance
     )
+    print(
+        f"suite report written to {written.folder}/index.html (and index.md, differences.csv, accuracy.csv, "
+        "critical_difference.png)"
+    )
+    print("\n".join(written.answer))
     return 0
 
 
@@ -249,8 +253,15 @@ def cmd_report(args):
     from harness.study.storage import resolve_stores
 
     _check_rope(args.rope)
-    out = write_report(args.study, *resolve_stores(args.storage, args.tracking_uri), args.out, rope=args.rope)
-    print(f"report written to {out}/index.html (and index.md, trials.csv, plots)")
+    written = write_report(
+        args.study,
+        *resolve_stores(args.storage, args.tracking_uri),
+        args.out,
+        rope=args.rope,
+        provenance=args.provenance,
+    )
+    print(f"report written to {written.folder}/index.html (and index.md, CSV tables, plots)")
+    print("\n".join(written.answer))
     return 0
 
 

@@ -26,6 +26,14 @@ def _seeds(text):
         raise argparse.ArgumentTypeError(f"expected a number of seeds or auto, got {text!r}") from None
 
 
+def _add_provenance_option(parser):
+    parser.add_argument(
+        "--provenance",
+        metavar="TEXT",
+        help="a line under the report's title saying how its runs were made (the commands, their wall time)",
+    )
+
+
 def _add_rope_option(parser, what):
     parser.add_argument("--rope", type=float, default=1.0, metavar="POINTS", help=f"{what} (default 1.0)")
 
@@ -192,6 +200,7 @@ def build_parser(commands_run):
     _add_training_options(suite, "each dataset's")
     suite.add_argument("--out", help="report folder (default reports/<suite name>)")
     _add_rope_option(suite, "margin of practical equivalence, in points of accuracy")
+    _add_provenance_option(suite)
     _add_vary_split_option(suite)
     suite.set_defaults(run=commands_run["suite"])
 
@@ -214,6 +223,7 @@ def build_parser(commands_run):
         "--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI, else the search's default)"
     )
     _add_rope_option(report, "margin of practical equivalence, in points of accuracy")
+    _add_provenance_option(report)
     report.set_defaults(run=commands_run["report"])
 
     for name, port, what in (("ui", 5000, "the MLflow UI"), ("dashboard", 8080, "optuna-dashboard")):

@@ -19,6 +19,21 @@ ALPHA, POWER = 0.05, 0.8
 MAX_SEEDS = 1000  # "seeds to settle" beyond this reads as "more than 1000"
 PILOT_SEEDS = 3  # `--seeds auto`: seeds of the pilot that sizes a confirmation; its runs are not tested
 MIN_SEEDS = 3  # the fewest seeds a sized confirmation trains
+UNTRAINED_SHARE = 0.1  # a run that got less than this share of the way from chance to perfect did not train
+
+
+def untrained(accuracy, num_classes):
+    """Whether `accuracy` (a number or an array) lies less than a tenth of the way from chance (1 / `num_classes`) to
+    perfect: a network that did not train, whose comparisons say nothing of the idea (0.186 on 10 classes is)."""
+    chance = 1 / num_classes
+    return np.asarray(accuracy) < chance + UNTRAINED_SHARE * (1 - chance)
+
+
+def untrained_reason(accuracy, num_classes, measured="accuracy"):
+    """The flag's words: 'not trained: test accuracy 0.104, less than a tenth of the way from chance (0.100) to 1'."""
+    return (
+        f"not trained: {measured} {accuracy:.3f}, less than a tenth of the way from chance ({1 / num_classes:.3f}) to 1"
+    )
 
 
 def holm(p_values):

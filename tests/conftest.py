@@ -37,7 +37,7 @@ def free_port():
 
 
 def unavailable(reason):
-    """Skip where a real server cannot start here, but never silently in CI."""
+    """Skip where a real server or browser cannot start here, but never silently in CI."""
     if os.environ.get("CI"):
         pytest.fail(f"CI must run this test: {reason}")
     pytest.skip(reason)

@@ -144,9 +144,9 @@ def test_a_benchmark_whose_expanded_runs_never_complete_still_reports(tmp_path):
     )
     out = tmp_path / "report"
     assert main(["report", "--study", "none-left", *args, "--out", str(out)]) == 0
-    verdict = (out / "index.md").read_text().split("### Verdict")[1]
-    assert "No expanded configuration completed (1 seeded run(s), none complete)" in verdict
-    assert "invalid combination" in verdict
+    answer = (out / "index.md").read_text().split("\n\n")[1]  # the paragraph under the title
+    assert "No answer: no expanded configuration completed (1 seeded run, none complete)" in answer
+    assert "invalid combination" in answer
 
 
 def test_seeds_sized_by_a_pilot_whose_runs_are_not_tested_with_the_split_redrawn(tmp_path):
@@ -182,7 +182,7 @@ def test_seeds_sized_by_a_pilot_whose_runs_are_not_tested_with_the_split_redrawn
     trials = report.load_trials("auto", storage, tracking)
     comparison = report.paired_comparisons(trials).iloc[0]
     assert comparison["seeds"] == len(sized)  # the pilot's runs are not among the pairs
-    intro = report.verdict(trials)[0]
+    intro = report.methods(trials, report.paired_comparisons(trials), 1.0)
     assert "sized by a pilot of 3 other seeds" in intro and "the train/validation split (--vary-split)" in intro
     assert main(command) == 0  # resumed: the same pilot sizes it the same, and nothing trains twice
     assert len(optuna.load_study(study_name="auto", storage=storage).trials) == len(study.trials)

@@ -9,6 +9,7 @@ from scipy import stats
 
 from harness import report
 from harness.cli import main
+from tests.conftest import unavailable
 
 DISTRIBUTIONS = {
     "insertion": optuna.distributions.CategoricalDistribution(["none", "input", "dense"]),
@@ -64,6 +65,11 @@ def hand_made_study(storage, name="hand"):
 @pytest.fixture
 def storage(tmp_path):
     return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def sentences_of(trials, rope=1.0):
+    """The report's sentence per comparison."""
+    return report.comparison_sentences(report.paired_comparisons(trials, rope=rope), rope)
 
 
 def brute_force_front(points):
@@ -292,10 +298,18 @@ def test_paired_comparisons_match_scipy_against_the_matched_baseline():
     assert table["p (Holm)"].to_numpy() == pytest.approx(report.holm(table["p-value"].to_numpy()))
     assert table.loc["dense softplus p3", "finding"] == "pays off"
     assert table.loc["input softplus p3", "finding"] == "costs accuracy"
-    sentences = report.verdict(trials)
     assert any(
         s.startswith("dense softplus p3 against its matched baseline pays off: +2.0 points") and "95% CI" in s
-        for s in sentences
+        for s in sentences_of(trials)
+    )
+    # The answer first: the configuration that pays off, against its matched baseline, then the tally.
+    first, second = report.verdict(trials)
+    assert first.startswith(
+        "The best of 2 confirmed configurations, dense softplus p3, is better than its matched baseline: +2.0"
+    )
+    assert "95% CI" in first and "4 seeds" in first and "1.10x the FLOPs" in first
+    assert second.startswith(
+        "Of 2 configurations confirmed against their matched baselines: 1 better, 1 worse, 0 undecided"
     )
 
 
@@ -316,10 +330,14 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
     assert row["delta (points)"] == pytest.approx((dense - tuned).mean() * 100)
     assert row["p-value"] == pytest.approx(stats.ttest_rel(dense, tuned).pvalue) and row["learning_rate"] == 3e-3
     assert table["p (Holm)"].to_numpy() == pytest.approx(report.holm(table["p-value"].to_numpy()))  # over all four
-    sentences = report.verdict(trials)
+    sentences = sentences_of(trials)
     assert any(
         s.startswith("dense softplus p3 against the tuned baseline") and "learning rate 0.003" in s for s in sentences
     )
+    # Costs against the tuned baseline are not ratios: its network or recipe differs in more than the expansion.
+    assert np.isnan(table.loc[("dense softplus p3", "tuned"), "flops ratio"])
+    tuned_sentence = next(s for s in sentences if s.startswith("dense softplus p3 against the tuned baseline"))
+    assert "costs not given as ratios" in tuned_sentence and "learning rate 0.003 against 0.001" in tuned_sentence
 
     # A tuned baseline that is the matched one is one network: one row, said once.
     trials["tuned_baseline"] = (
@@ -353,7 +371,7 @@ def test_the_train_time_ratio_is_paired_by_seed_with_its_range():
         row["train_seconds ratio low"],
         row["train_seconds ratio high"],
     ) == pytest.approx((1.3, 1.0, 2.0))
-    sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
+    sentence = next(s for s in sentences_of(trials) if s.startswith("dense softplus p3"))
     assert "1.30x its train time (median of 4 per-seed ratios, 1.00 to 2.00; wall clock" in sentence
     assert "latency" not in sentence  # no timer: latencies cached at different moments make no ratio
 
@@ -376,11 +394,12 @@ def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
     lines = report.verdict(
         report.load_trials("hand", storage), confirm_command="harness search --study hand --confirm 3"
     )
-    assert "Selected on validation, so optimistic" in lines[0] and "best of 14" in lines[0]
+    assert lines[0].startswith("No answer yet: the best of 14 completed search trials")
+    assert "selected on validation, so optimistic" in lines[0]
     assert lines[-1].endswith("harness search --study hand --confirm 3")
 
 
-def test_tables_show_integers_flops_and_no_repeated_columns():
+def test_tables_show_one_format_per_quantity_and_no_repeated_columns():
     from harness.report.layout import display
 
     table = pd.DataFrame(
@@ -390,16 +409,23 @@ def test_tables_show_integers_flops_and_no_repeated_columns():
             "flops": [1.01094e6, 266492.0],
             "total_params": [162672.0, 1000.0],
             "val_accuracy": [0.91234, 0.5],
+            "delta (points)": [1.389, -0.25],
+            "flops ratio": [3.647, 1.0],
+            "ci_low": [0.951, 0.48],
+            "ci_high": [0.974, 0.52],
         },
         index=[4, 7],
     )
     shown, note = display(table)
-    assert list(shown.columns) == ["order", "flops", "params", "val acc"] and note == "Every row: study a."
+    assert note == "Every row: study a."
     assert shown.to_dict("list") == {
         "order": ["6", "3"],
         "flops": ["1.01 M", "0.266 M"],
-        "params": ["162672", "1000"],
-        "val acc": ["0.9123", "0.5"],
+        "params": ["162,672", "1,000"],
+        "val acc": ["91.2%", "50.0%"],  # accuracies in per cent, unsigned; differences in signed points
+        "delta (points)": ["+1.4", "-0.2"],
+        "FLOPs x": ["3.65x", "1.00x"],
+        "95% CI": ["95.1%\u00a0to\u00a097.4%", "48.0%\u00a0to\u00a052.0%"],
     }
     assert "<th></th>" not in shown.to_html(index=False)
 
@@ -449,7 +475,9 @@ def test_the_baseline_is_trained_even_where_the_pruner_would_cut_it(tmp_path):
     assert max(baseline.intermediate_values.values()) < 0.99  # the median pruner would have cut it
 
 
-def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
+def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path, capsys):
+    import json
+
     from mlflow.tracking import MlflowClient
 
     from tests.test_search import TINY, search_args, stores, write_space
@@ -488,6 +516,9 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
         "0",
     )
     assert main(args) == 0
+    printed = capsys.readouterr().out  # each line says what runs
+    assert "search trial 3 (a baseline turn): COMPLETE" in printed and "baseline, seed 1/2: COMPLETE" in printed
+    assert "confirm dense " in printed and ", seed 2/2: COMPLETE" in printed
     search = optuna.load_study(study_name="judged", storage=storage)
     # Trial 3 tuned the baseline: the hyperparameters it shares sampled, no expansion.
     assert search.trials[3].user_attrs["baseline_turn"] and search.trials[3].user_attrs["insertion"] == "none"
@@ -520,6 +551,11 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
         parent.info.run_id
     }
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in confirm_runs)
+    view = json.loads(client.get_experiment(experiment).tags["mlflow.sharedViewState.harness-confirmation"])
+    shown = client.search_runs([experiment], view["searchFilter"])
+    assert {r.info.run_id for r in shown} == {r.info.run_id for r in confirm_runs}
+    groups = {r.data.tags["harness.configuration"] for r in shown}  # a group per configuration, a row per seed
+    assert len(groups) == len(runs) // 2 and any(g.startswith("dense ") for g in groups)
     recipe = ("optimizer", "augment", "schedule", "learning_rate", "width", "batch_size", "weight_decay", "backbone")
     by_seed = {}
     for run in confirm_runs:  # read back from MLflow: each seed's matched baseline and configuration share the recipe
@@ -542,15 +578,25 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path):
         main(["report", "--study", "judged", "--storage", storage, "--tracking-uri", tracking, "--out", str(out)]) == 0
     )
     page = (out / "index.md").read_text()
-    verdict = page.split("### Verdict")[1].split("![")[0]
-    assert "95% CI" in verdict and "Holm" in verdict
+    answer = page.split("\n\n")[1]  # the paragraph under the title: the answer, in words
+    # 120 images and 2 epochs leave some networks near chance: then the answer says so instead of a finding.
+    assert answer.startswith("**") and ("its matched baseline: " in answer or "the networks did not train" in answer)
+    assert page.index("answer.png") < page.index("## Method") < page.index("Search stage of judged")
+    method = page.split("## Method")[1].split("## Search stage")[0]
+    assert "Each seed varied the initialisation" in method and "Holm" in method
     if len(runs) == 6:
-        assert "against its matched baseline" in verdict and "against the tuned baseline" in verdict
-        assert "among the baseline's 2 search trial(s), against 2 search trial(s) of expanded networks" in verdict
-    assert "Each seed varied the initialisation" in verdict and "latency (median of 15 interleaved rounds" in verdict
-    assert page.index("answer.png") < page.index("Search stage of judged")
+        assert "among the baseline's 2 search trials, against 2 search trials of expanded networks" in method
+        assert "### Against the tuned baseline" in page
+    assert "latency (median of 15 interleaved rounds" in method
+    assert "test_accuracy" not in page.split("Search stage of judged")[1]  # selection shows validation alone
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert set(comparisons["baseline"]) <= {"matched", "tuned", "matched = tuned"}
     trials = pd.read_csv(out / "trials.csv")
     assert set(trials["stage"]) == {"search", "confirm"}
+    seeded = trials[trials["stage"] == "confirm"]
+    assert seeded["untrained"].tolist() == [bool(a < 0.19) for a in seeded["test_accuracy"]]  # 10 classes
+    if seeded["untrained"].any():
+        assert "not trained: no answer" in set(comparisons["finding"])
 
 
 def paired(differences, baseline=70.0):
@@ -589,8 +635,7 @@ def test_equivalence_and_power_come_from_statsmodels():
     # Hand-made: 6 pairs with a spread of 0.27 points detect about 0.4 points; 1.0 would be equivalence's bound.
     assert 0.3 < row["detectable (points)"] < 0.5
     assert (
-        "against its matched baseline is equivalent to it within +-1 point(s)"
-        in report.verdict(paired(differences), rope=1.0)[1]
+        "against its matched baseline is equivalent to it within \u00b11 point:" in sentences_of(paired(differences))[0]
     )
     # The same differences judged against a margin of 0.1 point: too narrow to show with 6 seeds.
     narrow = report.paired_comparisons(paired(differences), rope=0.1).iloc[0]
@@ -612,7 +657,7 @@ def test_a_gain_inside_the_margin_says_so_and_an_inconclusive_one_says_what_woul
         effect_size=differences.mean() / differences.std(ddof=1), alpha=0.05, power=0.8
     )
     assert row["seeds to settle"] == int(np.ceil(to_detect))  # a mean of 0.7 > 0: detecting it is the nearer route
-    sentence = report.verdict(unclear, rope=1.0)[1]
+    sentence = sentences_of(unclear)[0]
     assert (
         "is inconclusive at this budget" in sentence
         and f"settling it would take about {row['seeds to settle']:g} seeds" in sentence
@@ -642,7 +687,7 @@ def test_a_finding_needs_the_holm_correction_to_agree():
     assert dense["ci low"] > 0 and dense["p (Holm)"] >= 0.05 and dense["finding"] == "inconclusive"
     assert any(
         "once corrected for the comparisons made" in sentence
-        for sentence in report.verdict(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
+        for sentence in sentences_of(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
     )
 
 
@@ -658,7 +703,7 @@ def test_a_constant_difference_gets_no_p_value_and_no_finding():
     assert row["delta (points)"] == pytest.approx(1.0)
     assert np.isnan(row["p-value"]) and np.isnan(row["p (Holm)"]) and np.isnan(row["ci low"])
     assert row["finding"] == "inconclusive" and np.isnan(row["p equivalent"])
-    sentence = next(s for s in report.verdict(trials) if s.startswith("dense softplus p3"))
+    sentence = next(s for s in sentences_of(trials) if s.startswith("dense softplus p3"))
     assert "every seed gave the same difference" in sentence and "no p-value" in sentence and "pays off" not in sentence
 
 
@@ -674,9 +719,9 @@ def test_duplicate_runs_of_a_seed_are_paired_once():
     assert row["seeds"] == 4 and row["duplicates left out"] == 2
     assert row["p-value"] == pytest.approx(stats.ttest_rel(values, reference).pvalue)  # the earliest runs count
     assert table.loc["input softplus p3", "duplicates left out"] == 0
-    assert (
-        "2 duplicate run(s) of a configuration and seed were left out"
-        in report.verdict(pd.concat([trials, twins], ignore_index=True))[0]
+    both = pd.concat([trials, twins], ignore_index=True)
+    assert "2 duplicate runs of a configuration and seed were left out" in report.methods(
+        both, report.paired_comparisons(both), 1.0
     )
     summary = report.config_summary(pd.concat([trials, twins], ignore_index=True))
     assert summary.loc[summary["insertion"] == "dense", "count"].item() == 4
@@ -726,3 +771,109 @@ def test_divergences_are_grouped_by_configuration_and_recipe():
         }
     ]
     assert divergences(trials.iloc[2:]).empty
+
+
+@pytest.mark.parametrize(
+    "differences, opening",
+    [
+        (
+            [2.0, 2.5, 1.8, 2.2, 2.4],
+            "The confirmed configuration, dense softplus p3, is better than its matched baseline: +2.2 points",
+        ),
+        (
+            [-2.0, -2.5, -1.8, -2.2, -2.4],
+            "The confirmed configuration, dense softplus p3, is worse than its matched baseline: -2.2 points",
+        ),
+        (
+            [0.3, -0.4, 0.1, 0.2, -0.3, 0.0],
+            "The confirmed configuration, dense softplus p3, is equivalent within \u00b11 point to its matched",
+        ),
+        (
+            [1.5, -1.0, 2.5, -0.5, 1.0],
+            "The confirmed configuration, dense softplus p3, is undecided against its matched baseline: +0.7 points",
+        ),
+    ],
+)
+def test_the_answer_opens_with_the_finding_in_plain_words(differences, opening):
+    trials = paired(differences)
+    trials["flops"] = np.where(trials["insertion"] == "none", 1e6, 1.2e6)
+    (answer,) = report.verdict(trials)
+    assert answer.startswith(opening), answer
+    seeds = len(differences)
+    assert "(95% CI " in answer and f", {seeds} seeds), at 1.20x the FLOPs" in answer
+    if "undecided" in opening:
+        seeds_to_settle = report.paired_comparisons(trials).iloc[0]["seeds to settle"]
+        assert answer.endswith(f"; about {seeds_to_settle:g} seeds would settle it.")
+
+
+def test_runs_near_chance_give_no_answer():
+    from harness.report.loading import _untrained
+    from harness.statistics import untrained
+
+    assert untrained(0.104, 10) and untrained(0.186, 10) and not untrained(0.25, 10) and not untrained(0.9, 2)
+    trials = paired([0.3, -0.2, 0.4, 0.1], baseline=10.0)  # both sides at 10% on 10 classes: chance
+    trials["untrained"] = _untrained(trials, "confirm", 10)
+    assert trials["untrained"].all()
+    row = report.paired_comparisons(trials).iloc[0]
+    assert row["finding"] == "not trained: no answer" and row["untrained runs"] == 8
+    (answer,) = report.verdict(trials)
+    assert answer.startswith("No answer: the networks did not train (the matched baseline reached 10.1% test")
+    assert "has no answer: 8 runs of the pair did not train" in sentences_of(trials)[0]
+
+
+def test_an_interval_and_its_colour_tell_one_story(tmp_path):
+    from harness.report.plots import answer_plot, finding_style
+    from harness.report.verdict import excluded_only_before_holm, finding_words, matched_comparisons
+
+    trials, _ = seeded_runs()
+    noise = np.random.default_rng(1)  # seven more configurations of pure noise: the Holm correction has work to do
+    extra = [
+        {**trials.iloc[0].to_dict(), "order": order, "seed": seed, "test_accuracy": 0.90 + noise.normal(0, 0.02)}
+        for order in range(4, 11)
+        for seed in (1, 2, 3, 4)
+    ]
+    comparisons = report.paired_comparisons(pd.concat([trials, pd.DataFrame(extra)], ignore_index=True))
+    words = {row["configuration"]: finding_words(row) for _, row in comparisons.iterrows()}
+    assert words["dense softplus p3"] == "undecided after Holm"  # its CI excludes 0, its adjusted test does not
+    for _, row in comparisons.iterrows():
+        colour, _, filled = finding_style(words[row["configuration"]])
+        excludes_zero = row["ci low"] > 0 or row["ci high"] < 0
+        if colour in ("tab:green", "tab:red"):  # a finding's colour: its interval excludes 0 on the right side
+            assert (row["ci low"] > 0) if colour == "tab:green" else (row["ci high"] < 0)
+        else:  # no finding: an interval that excludes 0 anyway is drawn hollow and named
+            assert filled != excludes_zero and excluded_only_before_holm(row) == excludes_zero
+    file, caption = answer_plot(tmp_path, "", matched_comparisons(comparisons))
+    assert "not adjusted" in caption and "Holm-adjusted" in caption and (tmp_path / file).stat().st_size > 0
+
+
+def test_every_table_of_the_shipped_reports_fits_a_1280_px_window(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        unavailable("no Chromium here (.ci/run installs Debian's)")
+    probe = (
+        "<script>addEventListener('load',()=>{document.body.dataset.overflowing=[...document.querySelectorAll("
+        "'.scroll,body')].filter(e=>e.scrollWidth>e.clientWidth).length})</script>"
+    )
+    root = Path(__file__).parent.parent / "reports"
+    for page in (root / "example" / "index.html", root / "suite-example" / "index.html"):
+        probed = tmp_path / f"{page.parent.name}.html"
+        probed.write_text(page.read_text().replace("</body>", probe + "</body>"))
+        shown = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1280,900",
+                "--dump-dom",
+                probed.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert 'data-overflowing="0"' in shown, f"{page}: a table wider than a 1280 px window"

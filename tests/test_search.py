@@ -88,7 +88,8 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Browse runs:    harness ui" in printed
     # Not a terminal: one progress line per epoch of the trial in flight.
-    assert "search #1 epoch 1/2, val acc" in printed and "search #1 epoch 2/2, val acc" in printed
+    assert "search trial 1 epoch 1/2, val acc" in printed and "search trial 1 epoch 2/2, val acc" in printed
+    assert "search trial 0 (the baseline): COMPLETE" in printed
     storage, tracking = stores(tmp_path)
     for store in ("optuna.db", "mlflow.db"):  # a commit appends to the write-ahead log
         with contextlib.closing(sqlite3.connect(tmp_path / store)) as connection:
@@ -106,10 +107,20 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     assert all(r.info.status == "FINISHED" for r in runs)
     # What the MLflow UI shows: the training view, runs named by what they train, their data, the best so far.
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    view = json.loads(experiment.tags["mlflow.sharedViewState.harness-trials"])  # the trials, flat, best first
-    shown = client.search_runs([experiment.experiment_id], view["searchFilter"])
+    view = json.loads(experiment.tags["mlflow.sharedViewState.harness-search"])  # the trials, flat, best first
+    shown = client.search_runs(
+        [experiment.experiment_id], view["searchFilter"], order_by=[view["orderByKey"] + " DESC"]
+    )
     assert {r.info.run_id for r in shown} == {r.info.run_id for r in children}
-    assert {"params.`insertion`", "metrics.`test_accuracy`", "attributes.`Dataset`"} <= set(view["selectedColumns"])
+    assert {"params.`insertion`", "metrics.`best_val_accuracy`", "attributes.`Dataset`"} <= set(view["selectedColumns"])
+    assert "metrics.`test_accuracy`" not in view["selectedColumns"]  # selection views show the selection metric
+    accuracies = [r.data.metrics["best_val_accuracy"] for r in shown]
+    assert accuracies == sorted(accuracies, reverse=True)
+    # The confirmation view: seeded runs only (none here), grouped by the configuration tag every run carries.
+    confirmation = json.loads(experiment.tags["mlflow.sharedViewState.harness-confirmation"])
+    assert not client.search_runs([experiment.experiment_id], confirmation["searchFilter"])
+    assert confirmation["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "harness.configuration"}]
+    assert {r.data.tags["harness.configuration"] for r in children} >= {"baseline"}
     best = client.get_metric_history(parents[0].info.run_id, "best_val_accuracy")
     assert [m.step for m in best] == [0, 1, 2] and best[-1].value == pytest.approx(study.best_value)
     for run in children:
@@ -380,8 +391,15 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
         experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
         experiment_id = experiment.json()["experiment"]["experiment_id"]
         # Each study's link opens its trials view in the model-training view.
-        link = f"shown: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        assert read_until(ui, link, timeout=60)[-1].strip().endswith("viewStateShareKey=harness-trials")
+        link = (
+            f"shown, search trials, by validation accuracy: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+        )
+        assert read_until(ui, link, timeout=60)[-1].strip().endswith("viewStateShareKey=harness-search")
+        assert (
+            read_until(ui, "confirmation runs", timeout=60)[-1]
+            .strip()
+            .endswith("viewStateShareKey=harness-confirmation")
+        )
         runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
         assert len(runs) == 2  # the search's parent run and one trial
         commands = [

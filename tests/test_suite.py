@@ -8,6 +8,7 @@ import yaml
 from scipy import stats
 
 from harness import report
+from harness.report.verdict import finding_words
 from harness.cli import main
 from harness.study.suite import load_suite
 
@@ -55,7 +56,7 @@ def test_a_suite_reports_one_table_with_ranks_and_a_friedman_test(tmp_path):
         comparisons = report.paired_comparisons(report.load_trials(study, storage, tracking))
         row = comparisons.set_index("baseline").loc["matched"].set_index("configuration").iloc[0]
         cell = differences.loc[row.name.removeprefix("mixed_relus ")]
-        assert cell[column].startswith(f"{row['delta (points)']:+.1f}") and cell[column].endswith(row["finding"])
+        assert cell[column].startswith(f"{row['delta (points)']:+.1f}") and cell[column].endswith(finding_words(row))
 
     accuracy = pd.read_csv(out / "accuracy.csv", index_col=0)
     assert set(accuracy.columns) == {"baseline", "all gelu p2 tanh", "last softplus p2 tanh"}

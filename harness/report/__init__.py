@@ -21,18 +21,21 @@ from harness.report.tables import (
     pareto_front,
     pivot_best,
 )
-from harness.report.verdict import verdict
+from harness.report.verdict import comparison_sentences, headline, methods, verdict
 from harness.statistics import holm
 
 __all__ = [
     "baseline_deltas",
     "best_trials",
     "by_dimension",
+    "comparison_sentences",
     "completed",
     "config_summary",
     "counts",
+    "headline",
     "holm",
     "load_trials",
+    "methods",
     "paired_comparisons",
     "pareto_front",
     "pivot_best",

@@ -32,10 +32,12 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
     of the table, the smallest difference the seeds could detect and the seeds
     that would settle it (`statistics.power`), cost ratios, and a finding
     (`statistics.finding`): pays off, costs accuracy, equivalent, or
-    inconclusive. FLOPs and parameter ratios are exact; the train-time ratio is the median of the per-seed ratios
-    with their range; the latency ratio comes from `latency(params,
-    baseline_params)` -> (median, low, high) if given (`latency_timer`), else
-    is left out: latencies cached at different moments do not make a ratio.
+    inconclusive, or `NOT_TRAINED` where a paired run of either side did not train (`statistics.untrained`,
+    the `untrained` column). Cost ratios are against the matched baseline alone, which differs only by the
+    expansion; against a tuned one, both FLOPs are given as they are. FLOPs and parameter ratios are exact; the
+    train-time ratio is the median of the per-seed ratios with their range; the latency ratio comes from
+    `latency(params, baseline_params)` -> (median, low, high) if given (`latency_timer`), else is left out:
+    latencies cached at different moments do not make a ratio.
     """
     seeded = seeded_stage(trials)
     done = with_matched_keys(completed(seeded))
@@ -53,11 +55,11 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
     for (_, group), configuration, name in zip(groups, configurations, configuration_names(configurations)):
         matched = baselines[(baselines[shared] == group[shared].iloc[0]).all(axis=1)]
         for label, baseline in _references(matched, tuned, shared):
-            row = _compared(group, baseline, keys, metric, confidence, rope)
+            row = _compared(group, baseline, keys, metric, confidence, rope, ratios=label != TUNED)
             if row is None:
                 continue
             recipe = {k: plain(baseline[k].iloc[0]) for k in shared}
-            if latency is not None:
+            if latency is not None and label != TUNED:
                 ratio = latency(configuration, {**recipe, "insertion": "none"})
                 row["latency_ms ratio"], row["latency_ms ratio low"], row["latency_ms ratio high"] = ratio
             rows.append(
@@ -77,7 +79,9 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
     table.insert(table.columns.get_loc("p-value") + 1, "p (Holm)", holm(table["p-value"]))
     table.insert(table.columns.get_loc("p equivalent") + 1, "p equivalent (Holm)", holm(table["p equivalent"]))
     table["finding"] = [
-        finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
+        NOT_TRAINED
+        if row["untrained runs"]
+        else finding(row["ci low"], row["ci high"], row["p (Holm)"], row["p equivalent (Holm)"], rope)
         for _, row in table.iterrows()
     ]
     # A configuration's comparisons together, matched first; configurations by their best difference.
@@ -88,6 +92,7 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
 
 
 MATCHED, TUNED, ONE_BASELINE = "matched", "tuned", "matched = tuned"
+NOT_TRAINED = "not trained: no answer"  # the finding of a comparison that rests on a run near chance
 
 
 def configuration_names(configurations):
@@ -115,9 +120,9 @@ def _references(matched, tuned, shared):
     return [(MATCHED, matched), (TUNED, tuned)]
 
 
-def _compared(group, baseline, keys, metric, confidence, rope):
+def _compared(group, baseline, keys, metric, confidence, rope, ratios=True):
     """The columns of one comparison of a configuration's runs (`group`) with a baseline's, paired by seed; None
-    if no seed has both."""
+    if no seed has both. Cost `ratios` where the baseline differs only by the expansion, else FLOPs as they are."""
     (group, duplicates), (baseline, baseline_duplicates) = (
         one_run_per_seed(group, keys),
         one_run_per_seed(baseline, keys),
@@ -131,6 +136,9 @@ def _compared(group, baseline, keys, metric, confidence, rope):
     row = {
         "seeds": len(pairs),
         "duplicates left out": duplicates + baseline_duplicates,
+        "untrained runs": int(pairs["untrained"].sum() + pairs["untrained baseline"].sum())
+        if "untrained" in pairs
+        else 0,
         "accuracy": pairs[metric].mean(),
         "baseline accuracy": pairs[f"{metric} baseline"].mean(),
         "delta (points)": delta,
@@ -141,7 +149,11 @@ def _compared(group, baseline, keys, metric, confidence, rope):
         "detectable (points)": detectable,
         "seeds to settle": seeds_to_settle,
     }
-    for cost in ("flops", "total_params"):  # the same for every seed: a ratio of means
+    if "flops" in pairs:  # the same for every seed
+        row["flops"], row["baseline flops"] = pairs["flops"].mean(), pairs["flops baseline"].mean()
+    if not ratios:
+        return row
+    for cost in ("flops", "total_params"):  # a ratio of means
         if cost in pairs and pairs[f"{cost} baseline"].notna().any():
             row[f"{cost} ratio"] = pairs[cost].mean() / pairs[f"{cost} baseline"].mean()
     if "train_seconds" in pairs and pairs["train_seconds baseline"].notna().any():

@@ -2,6 +2,7 @@
 tables shown the way a reader wants them (no index, integers as integers, FLOPs in M or G)."""
 
 import html
+import re
 from urllib.parse import quote
 
 import numpy as np
@@ -53,6 +54,12 @@ SHORT_NAMES = {
 }
 
 
+def plural(count, noun, number=True):
+    """'1 seed', '5 seeds'; `number=False` gives the noun alone."""
+    word = noun if count == 1 else noun + "s"
+    return f"{count:g} {word}" if number else word
+
+
 def display(table):
     """(table as shown, note): no index, integers as integers, FLOPs in M or G, 4 significant digits, a
     configuration in words rather than one column per expansion param, short headers, and descriptive columns
@@ -68,12 +75,16 @@ def display(table):
         ]
         table.insert(table.columns.get_loc("insertion"), "configuration", described)
         table = table.drop(columns=["insertion", *expansion])
-    for low, high in (("ci low", "ci high"), ("ci_low", "ci_high")):
+    # A CI of a difference is in signed points; one of an accuracy in per cent, unsigned.
+    for low, high, form in (("ci low", "ci high", "{:+.1f}"), ("ci_low", "ci_high", "{:.1%}")):
         if low in table and high in table:
             table.insert(
                 table.columns.get_loc(low),
                 "95% CI",
-                [f"{a:+.3g}\u00a0to\u00a0{b:+.3g}" if pd.notna(a) else "-" for a, b in zip(table[low], table[high])],
+                [
+                    f"{form.format(a)}\u00a0to\u00a0{form.format(b)}" if pd.notna(a) else "-"
+                    for a, b in zip(table[low], table[high])
+                ],
             )
             table = table.drop(columns=[low, high])
     shared = {}
@@ -88,13 +99,25 @@ def display(table):
     return table, note
 
 
+# One format per quantity: accuracies in per cent, differences in signed points, cost ratios as "1.88x".
+ACCURACIES = {tables.ACCURACY, "test_accuracy", "accuracy", "baseline accuracy", "mean", "std", "best"}
+
+
 def _cell(column, value):
     if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return "-"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, float, np.integer, np.floating)):
-        if "flops" in column.lower() and "ratio" not in column:
+        if column in ACCURACIES:
+            return f"{value:.1%}"
+        if column == "delta (points)":
+            return f"{value:+.1f}"
+        if " ratio" in column:
+            return f"{value:.2f}x"
+        if "params" in column:
+            return f"{value:,.0f}"
+        if "flops" in column.lower():
             return f"{value / 1e9:.3g} G" if value >= 1e9 else f"{value / 1e6:.3g} M"
         if float(value).is_integer() and abs(value) < 1e15:
             return str(int(value))
@@ -109,6 +132,10 @@ def markdown(blocks):
             parts.append("#" * int(kind[1]) + " " + content)
         elif kind == "p":
             parts.append(content)
+        elif kind == "answer":
+            parts.append(f"**{content}**")
+        elif kind == "note":
+            parts.append(f"*{content}*")
         elif kind == "table":
             table, note = display(content)
             parts += ([note] if note else []) + [table.to_markdown(index=False)]
@@ -117,13 +144,24 @@ def markdown(blocks):
     return "\n\n".join(parts) + "\n"
 
 
+def inline_html(text):
+    """A paragraph's text as HTML: escaped, with its Markdown links and code spans made HTML, not shown raw."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: f'<a href="{quote(m[2])}">{m[1]}</a>', text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def html_page(blocks, title):
     parts = []
     for kind, content in blocks:
         if kind in ("h1", "h2", "h3"):
             parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
         elif kind == "p":
-            parts.append(f"<p>{html.escape(content)}</p>")
+            parts.append(f"<p>{inline_html(content)}</p>")
+        elif kind == "answer":
+            parts.append(f"<p class='answer'>{inline_html(content)}</p>")
+        elif kind == "note":
+            parts.append(f"<p class='note'>{inline_html(content)}</p>")
         elif kind == "table":
             table, note = display(content)
             if note:
@@ -138,8 +176,9 @@ def html_page(blocks, title):
         "body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;line-height:1.45}"
         ".scroll{max-width:100%;overflow-x:auto}"
         "table{border-collapse:collapse;font-size:12px;margin:.3em 0}"
-        "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
+        "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left}"
         "th{background:#f4f4f4}.note{color:#555;font-size:13px;margin-bottom:0}"
+        ".answer{font-size:17px;font-weight:600}"
         "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:13px}"
     )
     return (

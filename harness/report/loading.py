@@ -7,6 +7,7 @@ import yaml
 
 from harness.params import PARAM_KEYS
 from harness.redaction import redact
+from harness.statistics import untrained
 from harness.report.tables import ACCURACY
 from harness.study.records import (
     BASELINE,
@@ -95,12 +96,22 @@ def _study_frame(study, study_name, runs):
     frame.insert(0, "study", study_name)
     if "insertion" in frame:
         frame["insertion"] = frame["insertion"].fillna("none")
+    frame["untrained"] = _untrained(frame, stage, study.user_attrs.get("num_classes"))
     if runs is not None and "mlflow_run_id" in frame:
         frame = _join_mlflow(frame, runs)
     drop = [
         c for c in frame.columns if c.startswith("values_") or c in (OUTCOME, BENCHMARK_RUN, BASELINE, BASELINE_TURN)
     ]
     return frame.drop(columns=drop)
+
+
+def _untrained(frame, stage, num_classes):
+    """Which completed runs did not train (`statistics.untrained`), judged on the accuracy their stage is judged on;
+    from the trials' own flags where the study does not say its number of classes."""
+    if not num_classes:
+        return frame["untrained"].notna() if "untrained" in frame else False
+    judged = frame.get(ACCURACY if stage == "search" else "test_accuracy", pd.Series(np.nan, index=frame.index))
+    return (frame["state"] == "COMPLETE") & untrained(judged.astype(float).fillna(1.0), num_classes)
 
 
 def _trial_runs(study_name, tracking_uri):

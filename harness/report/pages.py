@@ -1,11 +1,12 @@
 """A study's report written whole: the blocks of its page (verdict, answer, tables, plots) in order, as index.md,
 index.html, trials.csv and PNGs in a folder the tool owns, and a copy under the study's MLflow run.
 
-The page opens with the answer: the verdict from the confirmation runs and
-a figure of accuracy difference against cost ratio. The search's own tables
-follow, labelled as selected on validation.
+The page opens with the answer: a sentence or two from the confirmation runs, its small table and a figure of
+accuracy difference against FLOPs ratio. The method, each comparison in words and the search's own tables
+(labelled as selected on validation) follow; full tables go to CSV.
 """
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -19,14 +20,25 @@ from harness.report.comparisons import latency_timer, paired_comparisons
 from harness.report.layout import html_page, markdown
 from harness.report.loading import load_trials
 from harness.report.plots import answer_plot, search_plots
-from harness.report.verdict import verdict
+from harness.report.layout import plural
+from harness.report.verdict import (
+    answer_table,
+    comparison_sentences,
+    matched_comparisons,
+    methods,
+    tuned_baseline_note,
+    tuned_table,
+    verdict,
+)
 from harness.study.storage import check_tracking_uri, open_storage
 
 
-def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.DEFAULT_ROPE):
-    """Write the report of one or more studies to `out` (default reports/<names>); return its path.
+def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.DEFAULT_ROPE, provenance=None):
+    """Write the report of one or more studies to `out` (default reports/<names>); return a `Report`: its folder and
+    its answer in sentences, as the page opens with them.
 
-    `rope` is the margin of practical equivalence, in points of accuracy, that the verdict judges by.
+    `rope` is the margin of practical equivalence, in points of accuracy, that the verdict judges by;
+    `provenance`, a line under the title saying how the runs were made.
 
     `out` must be new, empty, or an earlier report, which is replaced whole;
     a folder holding anything else is refused before any work is done.
@@ -39,8 +51,10 @@ def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.D
     >>> for insertion, accuracy in (("none", 0.91), ("dense", 0.93)):
     ...     study.add_trial(optuna.trial.create_trial(params={"insertion": insertion},
     ...                                               distributions={"insertion": where}, value=accuracy))
-    >>> out = write_report(["hand"], storage, out=f"{home}/report")
-    >>> "Selected on validation, so optimistic" in (out / "index.md").read_text()
+    >>> written = write_report(["hand"], storage, out=f"{home}/report")
+    >>> written.answer[0][:52]
+    'No answer yet: the best of 2 completed search trials'
+    >>> "selected on validation, so optimistic" in (written.folder / "index.md").read_text()
     True
     """
     out = Path(out or Path("reports") / "-vs-".join(studies))
@@ -49,16 +63,26 @@ def write_report(studies, storage, tracking_uri=None, out=None, *, rope=tables.D
         check_tracking_uri(tracking_uri)
     frames = [load_trials(name, storage, tracking_uri) for name in studies]  # raises before writing anything
 
+    answer = []
+
     def fill(folder):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            render(folder, studies, frames, storage, tracking_uri, rope)
+            answer.extend(render(folder, studies, frames, storage, tracking_uri, rope, provenance))
 
     write_output_folder(out, fill)
     if tracking_uri is not None:
         for name in studies:
             _attach_to_parent_run(name, tracking_uri, out)
-    return out
+    return Report(out, answer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """A written report: its folder, and its answer in the sentences its page opens with."""
+
+    folder: Path
+    answer: list
 
 
 def _attach_to_parent_run(study_name, tracking_uri, folder):
@@ -79,10 +103,12 @@ def _attach_to_parent_run(study_name, tracking_uri, folder):
         client.log_artifacts(parents[0].info.run_id, str(folder), artifact_path="report")
 
 
-def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_ROPE):
+def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_ROPE, provenance=None):
+    """Write the report's files into `folder`; return its answer in sentences."""
     trials = pd.concat(frames, ignore_index=True)
     trials.to_csv(folder / "trials.csv", index=False)
     blocks = [("h1", "Does the Taylor expansion pay off? " + ", ".join(studies))]
+    blocks += [("note", provenance)] if provenance else []
     opened = open_storage(storage)
     found = [_optuna_study(name, opened) for name in studies]
     # Once a study: the side-by-side table and the study's own section read the same comparisons.
@@ -91,16 +117,17 @@ def render(folder, studies, frames, storage, tracking_uri, rope=tables.DEFAULT_R
         blocks += [("h2", "Studies side by side"), ("table", _comparison(frames, comparisons))]
     for name, frame, study, compared in zip(studies, frames, found, comparisons):
         prefix = f"{name}_" if len(studies) > 1 else ""
-        blocks += _study_blocks(folder, prefix, name, frame, study, compared, tracking_uri, rope)
+        blocks += _study_blocks(folder, prefix, name, frame, study, compared, tracking_uri, rope, len(studies) > 1)
     blocks += [
         (
             "p",
             "All trials and runs, with their stage, params, states, failure reasons, costs and MLflow run "
-            "links: trials.csv.",
+            "links: [trials.csv](trials.csv).",
         )
     ]
     (folder / "index.md").write_text(markdown(blocks))
     (folder / "index.html").write_text(html_page(blocks, ", ".join(studies)))
+    return [line for kind, line in blocks if kind == "answer"]
 
 
 def _optuna_study(name, storage):
@@ -146,7 +173,10 @@ def _confirm_command(name, study):
     return f"harness search --space {space} --study {name} --confirm 3 --seeds 5"
 
 
-def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri, rope):
+def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri, rope, heading):
+    """A study's blocks: the answer first (sentences, its table, its figure), then the method, each comparison in
+    words, and the search's tables and plots, labelled as selected on validation. `heading` names the study (a
+    page of several)."""
     attrs = (
         study.user_attrs
         if study
@@ -155,29 +185,28 @@ def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri
             "epochs": trials["epochs"].max() if "epochs" in trials else "?",
         }
     )
-    blocks = [("h2", f"Study {name}"), ("h3", "Verdict")]
-    blocks += [
-        ("p", line)
-        for line in verdict(trials, confirm_command=_confirm_command(name, study), rope=rope, comparisons=comparisons)
-    ]
-    seeded = tables.seeded_stage(trials)
+    blocks = [("h2", f"Study {name}")] if heading else []
+    answer = verdict(trials, confirm_command=_confirm_command(name, study), rope=rope, comparisons=comparisons)
+    blocks += [("answer", line) for line in answer]
     if not comparisons.empty:
-        seeds = sorted(int(s) for s in seeded["seed"].dropna().unique())
+        comparisons.to_csv(folder / f"{prefix}comparisons.csv", index=False)
+        blocks += [("table", answer_table(comparisons))]
+        tuned = tuned_table(comparisons)
+        if not tuned.empty:
+            blocks += [("h3", "Against the tuned baseline"), ("p", tuned_baseline_note(comparisons)), ("table", tuned)]
         blocks += [
-            ("img", answer_plot(folder, prefix, comparisons)),
-            ("h3", "Confirmed configurations against their baselines"),
             (
                 "p",
-                f"Test accuracy, paired by seed (seeds {', '.join(map(str, seeds))}), against the matched baseline "
-                "(the configuration's hyperparameters, no expansion) and the tuned one (the baseline's own best) "
-                "where the search had one; differences in points with 95% t-based CIs; p-values from the paired "
-                "t-test and the paired TOST, Holm-adjusted over the comparisons; cost ratios against the same "
-                "baseline: latency from both networks timed interleaved by this report (median, lowest, highest), "
-                "train time as the median of per-seed wall-clock ratios (lowest, highest).",
+                f"Every number of every comparison (p-values, power, costs with their ranges): "
+                f"[{prefix}comparisons.csv]({prefix}comparisons.csv); every trial and run: [trials.csv](trials.csv).",
             ),
-            ("table", comparisons.set_axis(range(1, len(comparisons) + 1)).rename_axis("#").reset_index()),
+            ("img", answer_plot(folder, prefix, matched_comparisons(comparisons))),
+            ("h2", "Method"),
+            ("p", methods(trials, comparisons, rope)),
+            ("h3", "Each comparison in words"),
+            *(("p", sentence) for sentence in comparison_sentences(comparisons, rope)),
         ]
-        summary = tables.config_summary(seeded)
+        summary = tables.config_summary(tables.seeded_stage(trials))
         if not summary.empty:
             blocks += [("h3", "Every seeded configuration: test accuracy, mean and 95% CI"), ("table", summary)]
     searched = tables.search_stage(trials)
@@ -188,12 +217,14 @@ def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri
         ("h2", f"Search stage of {name}: selected on validation, optimistic"),
         (
             "p",
-            f"{len(searched)} trials: {tally['COMPLETE']} completed, {tally['FAIL']} failed, {tally['PRUNED']} pruned. "
-            f"Data: {attrs.get('dataset', 'unknown')}; budget: {attrs.get('epochs', '?')} epochs per trial; "
-            f"objectives: {', '.join(attrs.get('objectives', ['accuracy']))}. Accuracy is validation accuracy of one "
-            "seed, the search's objective; the best of many such figures overstates what a configuration delivers.",
+            f"{plural(len(searched), 'trial')}: {tally['COMPLETE']} completed, {tally['FAIL']} failed, "
+            f"{tally['PRUNED']} pruned. Data: {attrs.get('dataset', 'unknown')}; budget: "
+            f"{plural(attrs.get('epochs', 0), 'epoch')} per trial; objectives: "
+            f"{', '.join(attrs.get('objectives', ['accuracy']))}. Every accuracy here is the validation accuracy "
+            "of one seed, the search's objective; the best of many such figures overstates what a configuration "
+            "delivers, and test accuracy is left to the confirmed, held-out stage above.",
         ),
-        ("h3", "Best trials"),
+        ("h3", "Best trials (by validation accuracy)"),
         ("table", tables.best_trials(searched)),
     ]
     deltas = tables.baseline_deltas(searched)
@@ -212,7 +243,8 @@ def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri
     for index in ("order", "insertion"):
         table = tables.pivot_best(searched, index)
         if not table.empty:
-            blocks += [("h3", f"Best validation accuracy, {index} x function"), ("table", table)]
+            shown = table.map(lambda v: f"{v:.1%}" if pd.notna(v) else "-")  # accuracies in per cent
+            blocks += [("h3", f"Best validation accuracy, {index} x function"), ("table", shown)]
     blocks.append(("h3", "Plots of the search"))
     blocks += [("img", made) for made in search_plots(folder, prefix, searched, study, tracking_uri)]
     return blocks + _failures(trials)

@@ -4,13 +4,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.report import tables  # noqa: E402
-from harness.report.comparisons import TUNED  # noqa: E402
+from harness.report.comparisons import NOT_TRAINED  # noqa: E402
+from harness.report.verdict import finding_words  # noqa: E402
 
 
 TOP_CURVES = 5
@@ -26,50 +26,63 @@ def _save(figure, folder, file, title):
     return file, title
 
 
-def answer_plot(folder, prefix, comparisons):
-    """Accuracy difference against FLOPs ratio per confirmed configuration, CI bars, the baseline at (1, 0)."""
+# A finding's colour and marker; "undecided after Holm" is hollow: its interval excludes 0, its test does not agree.
+FINDING_STYLES = {
+    "better": ("tab:green", "o"),
+    "worse": ("tab:red", "o"),
+    "equivalent": ("tab:blue", "o"),
+    "undecided after Holm": ("tab:orange", "o"),
+    "undecided": ("tab:grey", "o"),
+    NOT_TRAINED: ("black", "x"),
+}
+
+
+def finding_style(words):
+    """(colour, marker, filled) of a finding in words (`verdict.finding_words`)."""
+    key = next((k for k in FINDING_STYLES if words.startswith(k)), "undecided")
+    colour, marker = FINDING_STYLES[key]
+    return colour, marker, key != "undecided after Holm"
+
+
+def answer_plot(folder, prefix, matched):
+    """Accuracy difference against FLOPs ratio of each confirmed configuration against its matched baseline
+    (`verdict.matched_comparisons`, numbered as the answer's table), unadjusted 95% CI bars coloured by the
+    Holm-adjusted finding, the baseline at (1, 0)."""
     figure, axis = plt.subplots(figsize=(8, 5))
-    ratio = comparisons["flops ratio"] if "flops ratio" in comparisons else pd.Series(1.0, index=comparisons.index)
-    delta = comparisons["delta (points)"]
-    errors = np.array([delta - comparisons["ci low"], comparisons["ci high"] - delta])
-    colours = (
-        comparisons["finding"]
-        .str.split(",")
-        .str[0]
-        .map({"pays off": "tab:green", "costs accuracy": "tab:red", "equivalent": "tab:blue"})
-        .fillna("tab:grey")
-    )
-    for finding, rows in comparisons.groupby("finding"):
+    ratio = matched["flops ratio"] if "flops ratio" in matched else pd.Series(1.0, index=matched.index)
+    delta = matched["delta (points)"]
+    words = pd.Series([finding_words(row) for _, row in matched.iterrows()], index=matched.index)
+    for finding, rows in matched.groupby(words):
+        colour, marker, filled = finding_style(finding)
         axis.errorbar(
             ratio[rows.index],
             delta[rows.index],
-            yerr=errors[:, rows.index],
-            fmt="o",
+            yerr=[delta[rows.index] - rows["ci low"], rows["ci high"] - delta[rows.index]],
+            fmt=marker,
             capsize=4,
-            color=colours[rows.index[0]],
-            label=finding,
+            color=colour,
+            markerfacecolor=colour if filled else "white",
+            label=finding + (": its CI excludes 0, its Holm-adjusted test does not" if not filled else ""),
         )
-    for index, row in comparisons.iterrows():
-        # The row's number in the comparison table below: configuration names are too long for a plot.
-        label = f"{index + 1}" + ("t" if row["baseline"] == TUNED else "")
-        axis.annotate(label, (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="baseline", zorder=3)
+    for index in matched.index:  # the row's number in the answer's table: names are too long for a plot
+        axis.annotate(str(index), (ratio[index], delta[index]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    axis.scatter([1.0], [0.0], marker="X", s=90, color="black", label="matched baseline", zorder=3)
     axis.margins(x=0.3, y=0.15)  # room for the labels
     axis.axhline(0, color="black", linewidth=0.8)
     axis.axvline(1, color="black", linewidth=0.8, linestyle=":")
     _label(
         axis,
-        "FLOPs per sample, ratio to the baseline",
+        "FLOPs per example, ratio to the matched baseline",
         "test accuracy difference (points), 95% CI",
-        "Does the expansion pay off? Confirmed configurations",
+        "Does the expansion pay off? Each configuration against its matched baseline",
     )
     return _save(
         figure,
         folder,
         f"{prefix}answer.png",
-        "The answer: test accuracy difference against FLOPs ratio, each configuration against its matched "
-        "baseline and the tuned one (t) over the same seeds, with 95% CIs; the numbers are the rows of the "
-        "table below",
+        "Test accuracy difference against FLOPs ratio, each configuration against its matched baseline over the "
+        "same seeds, with its 95% CI (not adjusted); the colour is the finding once Holm-adjusted over every "
+        "comparison; the numbers are the rows of the table above",
     )
 
 

@@ -20,8 +20,10 @@ from scipy import stats  # noqa: E402
 from harness.outputs import write_output_folder  # noqa: E402
 from harness.params import describe  # noqa: E402
 from harness.report.comparisons import paired_comparisons  # noqa: E402
+from harness.report.pages import Report  # noqa: E402
 from harness.report.loading import load_trials  # noqa: E402
-from harness.report.verdict import variance_sources  # noqa: E402
+from harness.report.layout import plural  # noqa: E402
+from harness.report.verdict import difference_words, finding_words, variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.study.baselines import default_baseline  # noqa: E402
 from harness.report.layout import html_page, markdown  # noqa: E402
@@ -49,7 +51,8 @@ def cell_frames(suite, storage, tracking_uri=None):
 
 def difference_table(suite, frames, rope=tables.DEFAULT_ROPE):
     """A row per configuration, a column per dataset x backbone: the difference from the matched baseline in
-    points, its 95% CI and the cell's finding."""
+    points, its 95% CI and the cell's finding in words (`verdict.finding_words`: "undecided after Holm" where the
+    interval excludes 0 and the Holm-adjusted test does not agree, "not trained: no answer" on runs near chance)."""
     columns = {}
     for study, (dataset, backbone, space) in suite.cells.items():
         comparisons = paired_comparisons(frames[study], rope=rope)
@@ -61,8 +64,7 @@ def difference_table(suite, frames, rope=tables.DEFAULT_ROPE):
                 cells[_label(configuration)] = "no completed pair"
                 continue
             row = by_name.loc[name]
-            ci = f" [{row['ci low']:+.1f}, {row['ci high']:+.1f}]" if pd.notna(row["ci low"]) else " [no CI]"
-            cells[_label(configuration)] = f"{row['delta (points)']:+.1f}{ci} {row['finding']}"
+            cells[_label(configuration)] = f"{difference_words(row)} {finding_words(row)}"
         columns[f"{dataset} x {backbone}"] = cells
     return pd.DataFrame(columns).rename_axis("configuration")
 
@@ -89,7 +91,7 @@ def ranks(matrix):
     or NaNs where it cannot run; the Nemenyi p-values between columns or None; a note on what was left out)."""
     complete = matrix.dropna()
     note = (
-        f"{len(matrix) - len(complete)} cell(s) without every configuration were left out. "
+        f"{plural(len(matrix) - len(complete), 'cell')} without every configuration left out. "
         if len(complete) < len(matrix)
         else ""
     )
@@ -109,9 +111,9 @@ def ranks(matrix):
     return average, (float(statistic), float(p_value)), nemenyi, note
 
 
-def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tables.DEFAULT_ROPE):
+def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tables.DEFAULT_ROPE, provenance=None):
     """Write the suite's report (index.md, index.html, differences.csv, accuracy.csv, critical_difference.png) to
-    `out` (default reports/<suite>); return its path."""
+    `out` (default reports/<suite>), `provenance` under its title; return a `Report`: its folder and answer."""
     from pathlib import Path
 
     out = Path(out or Path("reports") / suite.name)
@@ -125,12 +127,16 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
         matrix.to_csv(folder / "accuracy.csv")
         blocks = [
             ("h1", f"Suite {suite.name}: does the expansion pay off across datasets and backbones?"),
+            *([("note", provenance)] if provenance else []),
+            ("answer", suite_answer(differences, average, p_value)),
             ("p", _intro(suite, frames, rope)),
             ("h2", "Against the matched baseline, cell by cell"),
             (
                 "p",
                 "Each cell: the difference in test accuracy (points) from the plain network trained alike with "
-                "the same seeds, its 95% CI and the finding, Holm-adjusted within the cell.",
+                "the same seeds, with its 95% CI (not adjusted), and the finding once Holm-adjusted within the "
+                "cell: better, worse, equivalent, undecided, or undecided after Holm where the interval excludes 0 "
+                "but the adjusted test does not agree. Full table: [differences.csv](differences.csv).",
             ),
             ("table", differences.reset_index()),
             ("h2", "Average ranks"),
@@ -141,7 +147,7 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
             blocks.append(("img", _diagram(folder, average, nemenyi)))
         blocks += [
             ("h2", "Mean test accuracy by cell"),
-            ("table", matrix.rename_axis("cell").reset_index()),
+            ("table", matrix.map(lambda v: f"{v:.1%}" if pd.notna(v) else "-").rename_axis("cell").reset_index()),
             (
                 "p",
                 "Each cell's study has its own report: "
@@ -152,7 +158,37 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
         (folder / "index.md").write_text(markdown(blocks))
         (folder / "index.html").write_text(html_page(blocks, f"suite {suite.name}"))
 
-    return write_output_folder(out, fill)
+    return Report(write_output_folder(out, fill), [suite_answer(differences, average, p_value)])
+
+
+def suite_answer(differences, average, p_value):
+    """The suite's answer in a sentence: how the cells' findings tally, and which network ranks best."""
+    findings = differences.stack()
+    findings = findings[findings != "no completed pair"]
+    words = findings.str.extract(r"\) (.*)$")[0].fillna("")
+    tally = [
+        f"{n} {label}"
+        for label, n in (
+            ("better", words.str.startswith("better").sum()),
+            ("worse", words.str.startswith("worse").sum()),
+            ("equivalent", words.str.startswith("equivalent").sum()),
+            ("undecided", words.str.startswith("undecided").sum()),
+            ("not trained (no answer)", words.str.startswith("not trained").sum()),
+        )
+        if n or label in ("better", "undecided")
+    ]
+    text = (
+        f"Against the matched baseline, of {plural(len(findings), 'comparison')} ({differences.shape[0]} "
+        f"configurations in {plural(differences.shape[1], 'cell')}): " + ", ".join(tally) + "."
+    )
+    if len(average):
+        text += f" Best average rank: {average.index[0]} ({average.iloc[0]:.2f})"
+        text += (
+            f"; the Friedman test finds {'that the ranks differ' if p_value < 0.05 else 'no evidence that the ranks differ'} (p = {p_value:.2g})."
+            if pd.notna(p_value)
+            else "."
+        )
+    return text
 
 
 def _intro(suite, frames, rope):
@@ -165,7 +201,8 @@ def _intro(suite, frames, rope):
     )
     return (
         f"{len(suite.cells)} cells (datasets x backbones), {len(seeded)} seeded runs judged on each cell's test set, "
-        f"{seeds}. Differences within +-{rope:g} point(s) count as practically none. " + variance_sources(seeded)
+        f"{seeds}. Differences within \u00b1{rope:g} {plural(rope, 'point', number=False)} count as practically none. "
+        + variance_sources(seeded)
     )
 
 

@@ -39,7 +39,7 @@ def seeded_stage(trials):
 
 
 def best_trials(trials, n=10, metric=ACCURACY):
-    columns = [c for c in ("study", "trial", metric, "test_accuracy", *COSTS, *CONFIG_COLUMNS) if c in trials]
+    columns = [c for c in ("study", "trial", metric, *COSTS, *CONFIG_COLUMNS) if c in trials]
     return completed(trials).sort_values(metric, ascending=False).head(n)[columns].reset_index(drop=True)
 
 
@@ -116,7 +116,7 @@ def pareto_front(trials, cost, metric=ACCURACY):
     no_worse = (price[None, :] <= price[:, None]) & (value[None, :] >= value[:, None])
     better = (price[None, :] < price[:, None]) | (value[None, :] > value[:, None])
     dominated = (no_worse & better).any(axis=1)
-    columns = [c for c in ("study", "trial", metric, cost, "test_accuracy", *CONFIG_COLUMNS) if c in done]
+    columns = [c for c in ("study", "trial", metric, cost, *CONFIG_COLUMNS) if c in done]
     return done[~dominated].sort_values(cost)[columns].reset_index(drop=True)
 
 

@@ -4,70 +4,174 @@ import math
 
 import pandas as pd
 
-from harness.params import MODEL_KEYS, describe
-from harness.report.comparisons import MATCHED, ONE_BASELINE, TUNED, LATENCY_ROUNDS, paired_comparisons
+from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, describe
+from harness.report.comparisons import (
+    LATENCY_ROUNDS,
+    MATCHED,
+    NOT_TRAINED,
+    ONE_BASELINE,
+    TUNED,
+    paired_comparisons,
+)
+from harness.report.layout import plural
 from harness.report.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plain, search_stage, seeded_stage
 from harness.statistics import MAX_SEEDS
 
 
 def verdict(trials, *, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, comparisons=None):
-    """The answer in words: one sentence per confirmed comparison, else the search's best, flagged as optimistic.
+    """The answer in one or two plain sentences: the confirmed configuration that leads, against its matched
+    baseline, and what every confirmed one found (`headline`); without confirmation runs, the search's best,
+    flagged as optimistic.
 
     `confirm_command` is shown to a study that has no confirmation runs; `rope` is the margin of practical
     equivalence in points; `comparisons` is `paired_comparisons(trials, rope=rope)` where the caller has it.
     """
     comparisons = paired_comparisons(trials, rope=rope) if comparisons is None else comparisons
     if not comparisons.empty:
-        return [
-            _seeded_intro(trials, comparisons, rope),
-            *(_confirmed_sentence(row, rope) for _, row in comparisons.iterrows()),
-        ]
+        return headline(comparisons, rope)
     done = completed(search_stage(trials))
     if done.empty:  # seeded runs alone, and no expanded configuration among those that completed
         seeded = seeded_stage(trials)
         expanded = seeded[seeded["insertion"] != "none"] if "insertion" in seeded else seeded.iloc[:0]
         if not completed(expanded).empty:
             return [
-                "No seeded configuration has a completed matched baseline run with the same seeds to pair with, so "
-                "there is no verdict."
+                "No answer: no seeded configuration has a completed matched baseline run with the same seeds to "
+                "pair with."
             ]
         reasons = sorted(set(expanded["failure_reason"].dropna())) if "failure_reason" in expanded else []
         return [
-            f"No expanded configuration completed ({len(expanded)} seeded run(s), none complete), so there is "
-            "nothing to compare with the baseline." + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")
+            f"No answer: no expanded configuration completed ({plural(len(expanded), 'seeded run')}, none "
+            "complete), so there is nothing to compare with the baseline."
+            + (f" Reasons: {'; '.join(reasons[:3])}." if reasons else "")
         ]
     best = done.loc[done[metric].idxmax()]
     described = describe({k: plain(best[k]) for k in MODEL_KEYS if k in best and pd.notna(best[k])})
     text = (
-        f"Selected on validation, so optimistic: the best of {len(done)} completed search trials "
-        f"(#{int(best['trial'])}, {described}) reaches {best[metric]:.1%} validation accuracy"
+        f"No answer yet: the best of {len(done)} completed search trials (#{int(best['trial'])}, {described}) "
+        f"reaches {best[metric]:.1%} validation accuracy, selected on validation, so optimistic: picked as the "
+        "best of many with one seed each, it is biased upward (the winner's curse)."
     )
-    if pd.notna(best.get("test_accuracy")):
-        text += f" ({best['test_accuracy']:.1%} on the test set)"
-    text += ". Picked as the best of many on a small validation set with one seed each, it is biased upward (the winner's curse)."
+    if best.get("untrained") is True:
+        text += " It did not train (near chance): " + NOT_TRAINED + "."
     lines = [text]
     if confirm_command:
         lines.append(f"No configuration was confirmed with seeds on held-out data. Confirm the best: {confirm_command}")
     return lines
 
 
-def _seeded_intro(trials, comparisons, rope):
+FINDING_WORDS = {
+    "pays off": "better than",
+    "pays off, by less than the margin": "better, by less than the margin, than",
+    "costs accuracy": "worse than",
+    "costs accuracy, by less than the margin": "worse, by less than the margin, than",
+    "equivalent": "equivalent within the margin to",
+    "inconclusive": "undecided against",
+}
+
+
+def finding_words(row):
+    """A comparison's finding in a word or two: better, worse, equivalent, undecided (with "after Holm" where its
+    95% CI excludes 0 but the Holm-adjusted test does not agree), or not trained."""
+    if row["finding"] == NOT_TRAINED:
+        return NOT_TRAINED
+    words = FINDING_WORDS[row["finding"]].removesuffix(" than").removesuffix(" to").removesuffix(" against")
+    if excluded_only_before_holm(row):
+        words += " after Holm"
+    return words
+
+
+def excluded_only_before_holm(row):
+    """Whether a comparison's unadjusted 95% CI excludes 0 while its Holm-adjusted test finds nothing: an interval
+    that looks like a finding and is not one."""
+    return row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0)
+
+
+def headline(comparisons, rope):
+    """The answer a researcher could paste: the leading configuration against its matched baseline (points, 95%
+    CI, seeds, finding, FLOPs and latency ratios), then the tally over every confirmed configuration."""
+    matched = comparisons[comparisons["baseline"] != TUNED]
+    if matched.empty:
+        return ["No answer: no configuration has a matched baseline run with the same seeds to pair with."]
+    trained = matched[matched["finding"] != NOT_TRAINED]
+    if trained.empty:
+        accuracy = matched["baseline accuracy"].mean()
+        return [
+            f"No answer: the networks did not train (the matched {plural(len(matched), 'baseline', number=False)} reached "
+            f"{accuracy:.1%} test accuracy, near chance), so no comparison says anything of the expansion. Train "
+            "longer or on more data, or with another recipe."
+        ]
+    paying = trained[trained["finding"].str.startswith("pays off")]
+    lead = (paying if not paying.empty else trained).sort_values("delta (points)", ascending=False).iloc[0]
+    # Picked as the best of several on the same test runs: said so.
+    which = (
+        f"The best of {len(matched)} confirmed configurations" if len(matched) > 1 else "The confirmed configuration"
+    )
+    ci = f"95% CI {lead['ci low']:+.1f} to {lead['ci high']:+.1f}, " if pd.notna(lead["ci low"]) else "no CI, "
+    statement = f"{which}, {lead['configuration']}, is {FINDING_WORDS[lead['finding']]} its matched baseline"
+    if lead["finding"] == "equivalent":
+        statement = statement.replace("the margin", f"\u00b1{rope:g} {plural(rope, 'point', number=False)}")
+    first = (
+        f"{statement}: {lead['delta (points)']:+.1f} points of test accuracy "
+        f"({ci}{plural(lead['seeds'], 'seed')}), at {ratio_words(lead)}."
+    )
+    if lead["finding"] == "inconclusive":
+        first = first[:-1] + f"; {settling_words(lead)} would settle it."
+    tally = matched["finding"].map(lambda f: f if f == NOT_TRAINED else FINDING_WORDS[f].split(",")[0].split()[0])
+    counts = tally.value_counts()
+    parts = [
+        f"{counts.get(word, 0)} {label}"
+        for word, label in (
+            ("better", "better"),
+            ("worse", "worse"),
+            ("equivalent", f"equivalent within \u00b1{rope:g}"),
+            ("undecided", "undecided"),
+            (NOT_TRAINED, "not trained (no answer)"),
+        )
+        if counts.get(word, 0) or word in ("better", "undecided")
+    ]
+    second = (
+        f"Of {plural(len(matched), 'configuration')} confirmed against their matched baselines: "
+        + ", ".join(parts)
+        + f" (each test Holm-adjusted over all {len(comparisons)} comparisons)."
+    )
+    return [first, second] if len(matched) > 1 or len(comparisons) > 1 else [first]
+
+
+def ratio_words(row):
+    """'1.01x the FLOPs and 1.16x the latency' of a comparison with its matched baseline."""
+    words = [
+        f"{row[f'{cost} ratio']:.2f}x the {name}"
+        for cost, name in (("flops", "FLOPs"), ("latency_ms", "latency"))
+        if pd.notna(row.get(f"{cost} ratio"))
+    ]
+    return " and ".join(words) or "a cost not measured"
+
+
+def settling_words(row):
+    seeds = row["seeds to settle"]
+    if pd.isna(seeds):
+        return "more seeds"
+    return f"about {seeds:g} seeds" if math.isfinite(seeds) else f"more than {MAX_SEEDS} seeds"
+
+
+def methods(trials, comparisons, rope):
     """What the seeded comparisons rest on: runs, baselines and how they were tuned, what each seed varied, the
     margin and the tests."""
     seeded = seeded_stage(trials)
     configurations = comparisons["configuration"].nunique()
     text = (
-        f"From {len(seeded)} seeded runs judged on the test set: {configurations} configuration(s), each re-trained "
-        f"with {seeded['seed'].nunique()} seeds beside its matched baseline: the plain network with the same "
-        "backbone, width, training recipe, epochs and seeds, everything but the expansion."
+        f"{plural(len(seeded), 'seeded run')} judged on the test set: {plural(configurations, 'configuration')}, "
+        f"each re-trained with {plural(seeded['seed'].nunique(), 'seed')} beside its matched baseline: the plain "
+        "network with the same backbone, width, training recipe, epochs and seeds, everything but the expansion."
     )
     searched = search_stage(trials)
     baseline_trials = int((searched["insertion"] == "none").sum()) if "insertion" in searched else 0
     if comparisons["baseline"].isin([TUNED, ONE_BASELINE]).any():
         text += (
-            f" The tuned baseline is the plain network with the hyperparameters that did best (on validation) "
-            f"among the baseline's {baseline_trials} search trial(s), against {len(searched) - baseline_trials} "
-            "search trial(s) of expanded networks; it is re-trained with the same seeds."
+            " The tuned baseline is the plain network with the hyperparameters that did best (on validation) "
+            f"among the baseline's {plural(baseline_trials, 'search trial')}, against "
+            f"{plural(len(searched) - baseline_trials, 'search trial')} of expanded networks; it is re-trained with "
+            "the same seeds."
         )
         if (comparisons["baseline"] == ONE_BASELINE).all():
             text += (
@@ -77,20 +181,24 @@ def _seeded_intro(trials, comparisons, rope):
     pilot = trials[trials["stage"] == "pilot"] if "stage" in trials else trials.iloc[:0]
     if not pilot.empty:
         text += (
-            f" The seeds were sized by a pilot of {pilot['seed'].nunique()} other seeds (`--seeds auto`: enough to "
-            "detect a difference of the margin with 80% power at 0.05 over the comparisons, from the pilot's "
-            "spread); the pilot's runs are not tested, so the sizing leaves the tests at their 5% level."
+            f" The seeds were sized by a pilot of {plural(pilot['seed'].nunique(), 'other seed')} (--seeds auto: "
+            "enough to detect a difference of the margin with 80% power at 0.05 over the comparisons, from the "
+            "pilot's spread); the pilot's runs are not tested, so the sizing leaves the tests at their 5% level."
         )
     text += " " + variance_sources(seeded)
     text += (
-        f" Differences within +-{rope:g} point(s) count as practically none (the margin of practical equivalence, "
-        "`harness report --rope`); each finding needs its test (paired t, or paired TOST for equivalence) below "
-        f"0.05 once Holm-adjusted over the {len(comparisons)} comparisons."
+        f" Differences within \u00b1{rope:g} {plural(rope, 'point', number=False)} count as practically none (the "
+        "margin of practical equivalence, harness report --rope); each finding needs its test (paired t, or paired "
+        f"TOST for equivalence) below 0.05 once Holm-adjusted over the {plural(len(comparisons), 'comparison')}. "
+        "The intervals shown are each comparison's own 95% CI, not adjusted: one that excludes 0 while its "
+        'Holm-adjusted test does not agree is marked "undecided after Holm", not a finding.'
+        f" A run whose accuracy is less than a tenth of the way from chance to 1 did not train: a comparison "
+        f'resting on one says "{NOT_TRAINED}".'
     )
     if "duplicates left out" in comparisons:
         text += (
-            f" {int(comparisons['duplicates left out'].sum())} duplicate run(s) of a configuration and seed "
-            "were left out: each seed counts once, with its earliest run."
+            f" {plural(int(comparisons['duplicates left out'].sum()), 'duplicate run')} of a configuration and "
+            "seed were left out: each seed counts once, with its earliest run."
         )
     return text
 
@@ -115,7 +223,13 @@ BASELINE_WORDS = {
 }
 
 
-def _confirmed_sentence(row, rope):
+def comparison_sentences(comparisons, rope):
+    """One sentence per comparison, every number it rests on: the difference, CI, p-values, accuracies, costs,
+    power, and the baseline's recipe."""
+    return [_comparison_sentence(row, comparisons, rope) for _, row in comparisons.iterrows()]
+
+
+def _comparison_sentence(row, comparisons, rope):
     if pd.notna(row["ci low"]):
         ci = f"95% CI {row['ci low']:+.1f} to {row['ci high']:+.1f}"
     elif row["seeds"] >= 2:
@@ -125,38 +239,48 @@ def _confirmed_sentence(row, rope):
     p_holm = f"Holm-adjusted p = {row['p (Holm)']:.3g}" if pd.notna(row["p (Holm)"]) else "no p-value"
     if pd.notna(row["p equivalent (Holm)"]):
         p_holm += f", equivalence p = {row['p equivalent (Holm)']:.3g}"
+    margin = f"\u00b1{rope:g} {plural(rope, 'point', number=False)}"
     statement = {
         "pays off": "pays off",
-        "pays off, by less than the margin": f"pays off, by less than the +-{rope:g}-point margin",
+        "pays off, by less than the margin": f"pays off, by less than the {margin} margin",
         "costs accuracy": "costs accuracy",
-        "costs accuracy, by less than the margin": f"costs accuracy, by less than the +-{rope:g}-point margin",
-        "equivalent": f"is equivalent to it within +-{rope:g} point(s)",
+        "costs accuracy, by less than the margin": f"costs accuracy, by less than the {margin} margin",
+        "equivalent": f"is equivalent to it within {margin}",
         "inconclusive": "is inconclusive at this budget",
+        NOT_TRAINED: f"has no answer: {plural(row['untrained runs'], 'run')} of the pair did not train",
     }[row["finding"]]
-    if row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0):
+    if excluded_only_before_holm(row):
         statement += " once corrected for the comparisons made (Holm)"
     power = ""
-    if pd.notna(row["detectable (points)"]):
+    if pd.notna(row["detectable (points)"]) and row["finding"] != NOT_TRAINED:
         power = (
-            f" These {row['seeds']} seeds detect a difference of {row['detectable (points)']:.1f} points with 80% "
-            "power at the 5% level (from the spread of the paired differences)"
+            f" These {plural(row['seeds'], 'seed')} detect a difference of {row['detectable (points)']:.1f} points "
+            "with 80% power at the 5% level (from the spread of the paired differences)"
         )
         if row["finding"] == "inconclusive":
-            power += "; settling it would take about " + (
-                f"{row['seeds to settle']:g} seeds"
-                if math.isfinite(row["seeds to settle"])
-                else f"more than {MAX_SEEDS} seeds"
-            )
+            power += f"; settling it would take {settling_words(row)}"
         power += "."
     return (
         f"{row['configuration']} against {BASELINE_WORDS[row['baseline']]} {statement}: {row['delta (points)']:+.1f} "
-        f"points of test accuracy ({ci}; paired over {row['seeds']} seeds; {p_holm}), {row['accuracy']:.1%} against "
-        f"{row['baseline accuracy']:.1%}, at {cost_words(row)}.{power} The baseline: {baseline_words(row)}."
+        f"points of test accuracy ({ci}; paired over {plural(row['seeds'], 'seed')}; {p_holm}), "
+        f"{row['accuracy']:.1%} against {row['baseline accuracy']:.1%}, {cost_words(row, comparisons)}.{power} "
+        f"The baseline: {baseline_words(row)}."
     )
 
 
-def cost_words(row):
-    """A comparison's cost ratios in words, each saying how it was measured."""
+def cost_words(row, comparisons):
+    """A comparison's costs in words, each saying how it was measured: ratios against a matched baseline; against
+    the tuned one, both FLOPs as they are and how its network and recipe differ from the matched one's."""
+    if row["baseline"] == TUNED:
+        words = (
+            "costs not given as ratios: the tuned baseline differs from the configuration in more than the expansion"
+        )
+        if pd.notna(row.get("flops")):
+            words += f" ({flops_words(row['flops'])} per example against its {flops_words(row['baseline flops'])})"
+        differing = tuned_differences(row, comparisons)
+        if differing:
+            words += "; it differs from the matched baseline in " + ", ".join(differing)
+        return words
     words = [
         f"{row[f'{cost} ratio']:.2f}x its {name}"
         for cost, name in (("flops", "FLOPs"), ("total_params", "parameters"))
@@ -164,7 +288,7 @@ def cost_words(row):
     ]
     for cost, how in (
         ("latency_ms", f"{LATENCY_ROUNDS} interleaved rounds timed by this report"),
-        ("train_seconds", f"{row['seeds']} per-seed ratios"),
+        ("train_seconds", f"{plural(row['seeds'], 'per-seed ratio')}"),
     ):
         if pd.notna(row.get(f"{cost} ratio")):
             words.append(
@@ -172,7 +296,35 @@ def cost_words(row):
                 f"to {row[f'{cost} ratio high']:.2f}"
                 + ("; wall clock on the machine that trained them)" if cost == "train_seconds" else ")")
             )
-    return ", ".join(words) or "no cost measured"
+    return "at " + (", ".join(words) or "no cost measured")
+
+
+def tuned_differences(row, comparisons):
+    """How the tuned baseline of comparison `row` differs from its configuration's matched baseline, in words:
+    ['width 0.5 against 1', 'learning rate 0.00273 against 0.00251']."""
+    matched = comparisons[(comparisons["configuration"] == row["configuration"]) & (comparisons["baseline"] == MATCHED)]
+    if matched.empty:
+        return []
+    return [
+        f"{key.replace('_', ' ')} {plain(row[key])} against {plain(matched[key].iloc[0])}"
+        for key in BASELINE_DEFAULTS
+        if key in row and plain(row[key]) != plain(matched[key].iloc[0])
+    ]
+
+
+def tuned_baseline_note(comparisons):
+    """What the tuned baseline is, and how it differs from the first configuration's matched baseline."""
+    row = comparisons[comparisons["baseline"] == TUNED].iloc[0]
+    differing = tuned_differences(row, comparisons)
+    return (
+        f"The tuned baseline: {baseline_words(row)}. It differs from {row['configuration']}'s matched baseline in "
+        + (", ".join(differing) if differing else "nothing but the seeds")
+        + ", so costs are not given as ratios against it."
+    )
+
+
+def flops_words(flops):
+    return f"{flops / 1e9:.3g} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOPs"
 
 
 def baseline_words(row):
@@ -181,7 +333,8 @@ def baseline_words(row):
     words = [
         f"{row['backbone']} at width {row['width']:g}",
         f"{row['optimizer']} at learning rate {row['learning_rate']:.3g} "
-        f"({row['schedule']}" + (f", warm-up {row['warmup_epochs']:g} epoch(s))" if row["warmup_epochs"] else ")"),
+        f"({row['schedule']}"
+        + (f", warm-up {plural(row['warmup_epochs'], 'epoch')})" if row["warmup_epochs"] else ")"),
     ]
     if row["weight_decay"]:
         words.append(f"weight decay {row['weight_decay']:.3g}")
@@ -192,3 +345,63 @@ def baseline_words(row):
         "no augmentation" if row["augment"] == "none" else f"{row['augment']} augmentation",
     ]
     return ", ".join(words)
+
+
+def matched_comparisons(comparisons):
+    """The comparisons with a matched baseline, numbered from 1 as the answer's table and plot show them."""
+    matched = comparisons[comparisons["baseline"] != TUNED].reset_index(drop=True)
+    return matched.set_axis(range(1, len(matched) + 1))
+
+
+def answer_table(comparisons):
+    """The answer's table: a row per confirmed configuration against its matched baseline, 8 columns at most."""
+    matched = matched_comparisons(comparisons)
+    return pd.DataFrame(
+        {
+            "#": matched.index,
+            "configuration": matched["configuration"],
+            "test accuracy (baseline's)": [
+                f"{a:.1%} ({b:.1%})" for a, b in zip(matched["accuracy"], matched["baseline accuracy"])
+            ],
+            "difference, points (95% CI)": [difference_words(row) for _, row in matched.iterrows()],
+            "finding": [finding_words(row) for _, row in matched.iterrows()],
+            "seeds": matched["seeds"],
+            "FLOPs": [_ratio(row, "flops") for _, row in matched.iterrows()],
+            "latency": [_ratio(row, "latency_ms") for _, row in matched.iterrows()],
+        }
+    )
+
+
+def tuned_table(comparisons):
+    """Each configuration against the tuned baseline, with both FLOPs as they are (its network may differ); empty
+    where the tuned baseline is a matched one."""
+    tuned = comparisons[comparisons["baseline"] == TUNED]
+    if tuned.empty:
+        return tuned
+    return pd.DataFrame(
+        {
+            "configuration": tuned["configuration"],
+            "test accuracy (tuned baseline's)": [
+                f"{a:.1%} ({b:.1%})" for a, b in zip(tuned["accuracy"], tuned["baseline accuracy"])
+            ],
+            "difference, points (95% CI)": [difference_words(row) for _, row in tuned.iterrows()],
+            "finding": [finding_words(row) for _, row in tuned.iterrows()],
+            "seeds": tuned["seeds"],
+            "FLOPs (tuned baseline's)": [
+                f"{flops_words(row['flops'])} ({flops_words(row['baseline flops'])})"
+                if pd.notna(row.get("flops"))
+                else "-"
+                for _, row in tuned.iterrows()
+            ],
+        }
+    )
+
+
+def difference_words(row):
+    """'+0.3 (-0.7 to +1.3)': a difference in points with its 95% CI."""
+    ci = f" ({row['ci low']:+.1f} to {row['ci high']:+.1f})" if pd.notna(row["ci low"]) else " (no CI)"
+    return f"{row['delta (points)']:+.1f}{ci}"
+
+
+def _ratio(row, cost):
+    return f"{row[f'{cost} ratio']:.2f}x" if pd.notna(row.get(f"{cost} ratio")) else "-"

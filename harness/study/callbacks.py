@@ -20,6 +20,7 @@ class TrialProgress(keras.callbacks.Callback):
         self.console, self.label, self.epochs = console, label, epochs
         self.progress = progress if progress is not None and console.is_terminal else None
         self.task = None
+        self.epochs_done = 0
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -34,6 +35,7 @@ class TrialProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done, elapsed = epoch + 1, time.perf_counter() - self.start
+        self.epochs_done = done
         accuracy = (logs or {}).get("val_accuracy")
         text = (
             f"{self.label} epoch {done}/{self.epochs}"

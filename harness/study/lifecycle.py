@@ -14,8 +14,9 @@ import optuna
 from harness.model import ModelError, load_backbone, surgery_plan
 from harness.params import AFTER, BASELINE_DEFAULTS
 from harness.study.callbacks import EpochLogger, StopOnRequest, TrialProgress
-from harness.study.records import OUTCOME
-from harness.study.tracking import Tracker
+from harness.statistics import untrained, untrained_reason
+from harness.study.records import OUTCOME, UNTRAINED
+from harness.study.tracking import UNTRAINED_TAG, Tracker
 from harness.training import costs, data
 from harness.training.optimizers import NormLog
 from harness.training.trial import run_trial, split_params
@@ -78,13 +79,14 @@ class TrialLifecycle:
         finally:
             self.tracker.end_parent(self.parent_run_id, status)
 
-    def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None):
+    def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None, label=None):
         """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
 
         `remember(key, value)` keeps the run id, costs and outcome with the
-        engine's own trial record. Raises optuna.TrialPruned (impossible params,
-        or pruned), TrialDiverged, or the trial's own exception, each after
-        closing the run with its reason.
+        engine's own trial record; `label` says in the console what runs ("search trial 7", "matched baseline,
+        seed 2/5"). Raises optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the trial's own
+        exception, each after closing the run with its reason. A run that completes untrained (`untrained`) is
+        flagged: a `harness.untrained` tag and an `untrained` record.
         """
         network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
         run_params = {
@@ -116,7 +118,7 @@ class TrialLifecycle:
             remember("mlflow_run_id", run_id)
             if self.vary_split:
                 remember("vary_split", True)
-            in_flight = TrialProgress(self.console, f"{self.stage} #{number}", epochs, self.progress)
+            in_flight = TrialProgress(self.console, label or f"{self.stage} #{number}", epochs, self.progress)
             log = self.tracker.metrics_logger(run_id)
             callbacks = [
                 EpochLogger(log),
@@ -137,8 +139,16 @@ class TrialLifecycle:
             self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
             if result.diverged:
                 raise TrialDiverged(result.failure_reason)
+            self._flag_if_untrained(run_id, result, remember)
         except optuna.TrialPruned as pruned:
-            end("PRUNED", str(pruned) or "pruned: validation accuracy below the pruner's threshold")
+            by_pruner = not str(pruned) or str(pruned).startswith("Trial was pruned")  # optuna-integration's words
+            end(
+                "PRUNED",
+                f"pruned after epoch {in_flight.epochs_done} of {epochs}: validation accuracy below the pruner's "
+                "threshold"
+                if by_pruner
+                else str(pruned),
+            )
             raise
         except Exception as error:
             end("FAIL", failure_reason(error))
@@ -148,6 +158,18 @@ class TrialLifecycle:
             raise
         end("COMPLETE")
         return result
+
+    def _flag_if_untrained(self, run_id, result, remember):
+        """Tag a run whose judged accuracy (test for seeded runs, validation for search trials) is near chance."""
+        measured, accuracy = (
+            ("validation accuracy", result.best_val_accuracy)
+            if self.stage == "search"
+            else ("test accuracy", result.test_accuracy)
+        )
+        if accuracy is not None and untrained(accuracy, self.dataset.num_classes):
+            reason = untrained_reason(accuracy, self.dataset.num_classes, measured)
+            self.tracker.tag(run_id, UNTRAINED_TAG, reason)
+            remember(UNTRAINED, reason)
 
     def _keeps_model(self, result):
         if self.stage != "search" or self.save_models == "all":

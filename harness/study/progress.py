@@ -10,11 +10,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.redaction import redact
 from harness.study.baselines import queue_baseline, searched_shared_keys, takes_baseline_turns
+from harness.params import describe
 from harness.study.records import (
+    BASELINE,
+    BASELINE_TURN,
     DUPLICATE_OF,
     OUTCOME,
+    PILOT,
     SURPLUS,
+    TUNED_BASELINE,
+    UNTRAINED,
     best_value,
+    configuration_key,
     counted_trials,
     enqueued_params,
     trials_taken,
@@ -55,8 +62,33 @@ def outcome_line(label, study):
     return f"{label}: " + ", ".join(f"{n} {state.lower()}" for state, n in outcome_counts(study).items())
 
 
-def trial_line(trial, best, stage):
-    """One line for a finished trial; `best` is the study's best validation accuracy so far, or None."""
+def run_label(trial, study, stage):
+    """What a trial trains, in the console's words: "search trial 7", "search trial 0 (the baseline)", "matched
+    baseline, seed 2/5", "tuned baseline, seed 1/5", "confirm all gelu p4, seed 3/5"."""
+    params = enqueued_params(trial)
+    if stage == "search":
+        role = " (the baseline)" if trial.user_attrs.get(BASELINE) else ""
+        role = " (a baseline turn)" if trial.user_attrs.get(BASELINE_TURN) else role
+        return f"search trial {trial.number}{role}"
+    if not params:
+        return f"{stage} #{trial.number}"
+    pilot = bool(trial.user_attrs.get(PILOT))
+    seeds = study.user_attrs.get("pilot_seeds" if pilot else "seeds") or []
+    seed = params.get("seed", 0)
+    which = f"seed {seeds.index(seed) + 1}/{len(seeds)}" if seed in seeds else f"seed {seed}"
+    tuned = study.user_attrs.get(TUNED_BASELINE)
+    if params.get("insertion", "none") != "none":
+        what = f"{stage} {describe(params)}"
+    elif tuned is not None and configuration_key(params) == configuration_key(tuned):
+        what = "tuned baseline"
+    else:
+        what = "matched baseline"
+    return ("pilot (not tested): " if pilot else "") + f"{what}, {which}"
+
+
+def trial_line(trial, best, stage, label):
+    """One line for a finished trial, `label` (`run_label`) first; `best` is the study's best validation accuracy
+    so far, or None."""
     state = trial.user_attrs.get(OUTCOME) or trial.state.name
     flops = trial.user_attrs.get("flops")
     cost = f"{flops / 1e6:6.2f} MFLOPs" if flops else "      -      "
@@ -68,8 +100,9 @@ def trial_line(trial, best, stage):
         best = "best   -  " if best is None else f"best {best:.3f}"
     shown = trial.params or enqueued_params(trial)
     params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-    reason = f" [{trial.user_attrs['failure_reason'][:80]}]" if "failure_reason" in trial.user_attrs else ""
-    return f"#{trial.number:<3} {state:<8} {accuracy}  {cost}  {best}  {params}{reason}"
+    reason = trial.user_attrs.get("failure_reason") or trial.user_attrs.get(UNTRAINED)
+    flag = f" [{reason[:100]}]" if reason else ""
+    return f"{label}: {state:<8} {accuracy}  {cost}  {best}  {params}{flag}"
 
 
 def stage_notes(space, settings):
@@ -204,7 +237,8 @@ class StudyProgress:
         counted = counted_trials(study, trials)
         self.bar.update(self.task, completed=len(counted))
         best = best_value(trials)
-        self.bar.console.print(trial_line(trial, best, settings.stage), soft_wrap=True, highlight=False, markup=False)
+        line = trial_line(trial, best, settings.stage, run_label(trial, study, settings.stage))
+        self.bar.console.print(line, soft_wrap=True, highlight=False, markup=False)
         if best is not None and settings.stage == "search":
             search.tracker.log_best_so_far(search.parent_run_id, best, len(counted), trial.number)
         epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch

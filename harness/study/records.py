@@ -22,6 +22,7 @@ BASELINE_TURN = (
     "baseline_turn"  # user attr of a sampled trial that tunes the baseline (`SearchSettings.baseline_every`)
 )
 SURPLUS = "surplus"  # user attr of a trial that never trains: asked for once the study was full, or a duplicate
+UNTRAINED = "untrained"  # user attr of a run that completed near chance (`statistics.untrained`): its words
 DUPLICATE_OF = "duplicate_of"  # user attr of an enqueued run that stood down: the number of its twin, queued before it
 # search: sampled trials, judged on validation. confirm and benchmark: fixed configurations with seeds, judged on test.
 STAGES = ("search", "confirm", "benchmark")

@@ -19,7 +19,7 @@ from harness.redaction import redact
 from harness.study.baselines import is_baseline_turn, sample_baseline
 from harness.study.callbacks import ReportEpochs
 from harness.study.lifecycle import open_lifecycle
-from harness.study.progress import StudyProgress, full_study_line, stage_notes
+from harness.study.progress import StudyProgress, full_study_line, run_label, stage_notes
 from harness.study.records import (
     BASELINE_TURN,
     BENCHMARK_RUN,
@@ -242,7 +242,12 @@ class Search:
             for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
                 trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
             result = self.lifecycle.run(
-                trial.number, params, self.space.training.epochs, callbacks=callbacks, remember=trial.set_user_attr
+                trial.number,
+                params,
+                self.space.training.epochs,
+                callbacks=callbacks,
+                remember=trial.set_user_attr,
+                label=run_label(trial, self.study, self.settings.stage),
             )
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error

@@ -16,43 +16,61 @@ import requests
 
 from harness.redaction import redact
 
-# A runs-list view stored on each study's experiment as MLflow's own Share button stores one (a tag with this prefix,
-# named in the page's URL): the trial runs flat (their parent filtered out, as MLflow keeps children collapsed), best
-# first, with their key params and metrics as columns.
+# Runs-list views stored on each study's experiment as MLflow's own Share button stores one (a tag with this prefix,
+# named in the page's URL). The search view: the search trials flat (their parent filtered out, as MLflow keeps
+# children collapsed), ranked by validation accuracy, the selection metric, with no test accuracy. The confirmation
+# view: the seeded runs grouped by configuration (`harness.configuration`), each row a seed, with test accuracy.
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
-TRIALS_VIEW = "harness-trials"
-TRIALS_VIEW_STATE = {
-    "searchFilter": "tags.`harness.role` = 'trial'",
-    "orderByKey": "metrics.`best_val_accuracy`",
-    "orderByAsc": False,
-    "selectedColumns": [
-        "attributes.`Dataset`",
-        *(
-            f"params.`{key}`"
-            for key in (
-                "insertion",
-                "function",
-                "order",
-                "mode",
-                "coefficients",
-                "per_unit",
-                "conditioning",
-                "width",
-                "learning_rate",
-                "seed",
-            )
-        ),
-        *(
-            f"metrics.`{key}`"
-            for key in ("best_val_accuracy", "test_accuracy", "flops", "total_params", "latency_ms", "train_seconds")
-        ),
-    ],
+SEARCH_VIEW, CONFIRMATION_VIEW = "harness-search", "harness-confirmation"
+_PARAM_COLUMNS = tuple(
+    f"params.`{key}`"
+    for key in (
+        "insertion",
+        "function",
+        "order",
+        "mode",
+        "coefficients",
+        "per_unit",
+        "conditioning",
+        "width",
+        "learning_rate",
+    )
+)
+_COST_COLUMNS = tuple(f"metrics.`{key}`" for key in ("flops", "total_params", "latency_ms", "train_seconds"))
+VIEWS = {
+    SEARCH_VIEW: {
+        "searchFilter": "tags.`harness.role` = 'trial' and tags.`harness.stage` = 'search'",
+        "orderByKey": "metrics.`best_val_accuracy`",
+        "orderByAsc": False,
+        "selectedColumns": ["attributes.`Dataset`", *_PARAM_COLUMNS, "metrics.`best_val_accuracy`", *_COST_COLUMNS],
+    },
+    CONFIRMATION_VIEW: {
+        "searchFilter": "tags.`harness.role` = 'trial' and tags.`harness.stage` != 'search'",
+        "orderByKey": "params.`seed`",
+        "orderByAsc": True,
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": "harness.configuration"}],
+        },
+        "selectedColumns": [
+            "attributes.`Dataset`",
+            "tags.`harness.configuration`",
+            "params.`seed`",
+            "metrics.`test_accuracy`",
+            *_COST_COLUMNS,
+            "tags.`harness.untrained`",
+        ],
+    },
+}
+VIEW_WORDS = {
+    SEARCH_VIEW: "search trials, by validation accuracy",
+    CONFIRMATION_VIEW: "confirmation runs, by configuration and seed, with test accuracy",
 }
 
 
-def trials_view_url(ui_url, experiment_id):
-    """The MLflow UI address of an experiment's trials view, in the model-training view."""
-    return f"{ui_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={TRIALS_VIEW}"
+def view_url(ui_url, experiment_id, view):
+    """The MLflow UI address of one of an experiment's `VIEWS`, in the model-training view."""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={view}"
 
 
 class ServerError(ValueError):
@@ -97,7 +115,8 @@ def mlflow_ui(tracking_uri, *, host="127.0.0.1", port=5000, say=print):
             if _wait_until_answering(f"{url}/health", lambda: ui.poll() is None, START_TIMEOUT):
                 say(f"MLflow UI at {url} (Ctrl-C stops it)")
                 for name, experiment_id in _studies(tracking_uri):
-                    say(f"  {name}: {trials_view_url(url, experiment_id)}")
+                    for view, words in VIEW_WORDS.items():
+                        say(f"  {name}, {words}: {view_url(url, experiment_id, view)}")
             code = ui.wait()
         finally:
             stop()
@@ -114,11 +133,11 @@ def mlflow_ui(tracking_uri, *, host="127.0.0.1", port=5000, say=print):
 
 
 def _studies(tracking_uri):
-    """(name, experiment id) of each experiment in the store that carries the trials view."""
+    """(name, experiment id) of each experiment in the store that carries the search view."""
     from mlflow.tracking import MlflowClient
 
     experiments = MlflowClient(tracking_uri).search_experiments(
-        filter_string=f"tags.`{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''"
+        filter_string=f"tags.`{SHARED_VIEW_TAG_PREFIX}{SEARCH_VIEW}` != ''"
     )
     return [(e.name, e.experiment_id) for e in experiments]
 

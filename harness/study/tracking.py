@@ -20,9 +20,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.expansion import plot
-from harness.params import describe
+from harness.params import BASELINE_DEFAULTS, describe
 from harness.redaction import redact
-from harness.study.servers import SHARED_VIEW_TAG_PREFIX, TRIALS_VIEW, TRIALS_VIEW_STATE
+from harness.study.servers import SHARED_VIEW_TAG_PREFIX, VIEWS
 from harness.study.spool import RETRY_NOTICE, Spool, is_unreachable
 from harness.study.storage import StorageError, artifact_root, check_tracking_uri, default_home
 from harness.training import device
@@ -32,6 +32,8 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 RUN_NAME_PREFIX = {"search": "t", "confirm": "c", "benchmark": "b"}
 RESULT_METRICS = ("test_accuracy", "best_val_accuracy", "total_params", "trainable_params", "flops", "train_seconds")
 # MLflow run status for each way a trial can end.
+CONFIGURATION_TAG = "harness.configuration"  # a run's configuration in words: the confirmation view's groups
+UNTRAINED_TAG = "harness.untrained"  # on a run that completed near chance: why it is no result
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 TRACKING_WAIT = 600  # seconds a new run waits for an unreachable tracking server before the search stops
 
@@ -99,8 +101,11 @@ def _model_summary(result):
 
 def training_experiment(client, name, artifact_root=None):
     """The id of experiment `name`, created if need be, tagged to open in MLflow's model-training view with the
-    trials view that `servers.trials_view_url` opens stored on it."""
-    tags = {EXPERIMENT_KIND_TAG: TRAINING_KIND, f"{SHARED_VIEW_TAG_PREFIX}{TRIALS_VIEW}": json.dumps(TRIALS_VIEW_STATE)}
+    views that `servers.view_url` opens stored on it."""
+    tags = {
+        EXPERIMENT_KIND_TAG: TRAINING_KIND,
+        **{f"{SHARED_VIEW_TAG_PREFIX}{view}": json.dumps(state) for view, state in VIEWS.items()},
+    }
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
@@ -127,10 +132,12 @@ def close_dead_runs(tracker):
     return closed
 
 
-def _trial_tags(parent_run_id, study_name, trial_number, stage):
-    """A trial run's tags: its parent, role, study, stage and trial number, where it runs and on what."""
+def _trial_tags(parent_run_id, study_name, trial_number, stage, params):
+    """A trial run's tags: its parent, role, study, stage and trial number, its configuration in words (what the
+    confirmation view groups by), where it runs and on what."""
     return {
         "mlflow.parentRunId": parent_run_id,
+        CONFIGURATION_TAG: configuration_words(params),
         "harness.role": "trial",
         "harness.study": study_name,
         "harness.stage": stage,
@@ -139,6 +146,18 @@ def _trial_tags(parent_run_id, study_name, trial_number, stage):
         **_process_tags(),
         **environment_tags(),
     }
+
+
+def configuration_words(params):
+    """A configuration in words with the recipe it departs from the defaults in, without the seed: 'dense softplus
+    p3, width 0.5, learning_rate 0.003', so runs of one configuration share it and a tuned baseline differs from a
+    matched one."""
+    recipe = [
+        f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in params.items()
+        if key in BASELINE_DEFAULTS and value != BASELINE_DEFAULTS[key]
+    ]
+    return ", ".join([describe(params), *recipe])
 
 
 def _write_artifacts(folder, result, save_model):
@@ -217,7 +236,7 @@ class Tracker:
 
     def start_trial(self, parent_run_id, study_name, trial_number, params, run_params, *, stage="search", dataset=None):
         """A child run named for what it trains, e.g. 't12 dense softplus p3 weighted', with its dataset as input."""
-        tags = _trial_tags(parent_run_id, study_name, trial_number, stage)
+        tags = _trial_tags(parent_run_id, study_name, trial_number, stage, params)
         name = f"{RUN_NAME_PREFIX[stage]}{trial_number} {describe(params)}"
         run_id = self._create_run(
             run_name=name + (f" seed {params.get('seed', 0)}" if stage != "search" else ""), tags=tags
@@ -259,6 +278,9 @@ class Tracker:
         with tempfile.TemporaryDirectory() as folder:
             _write_artifacts(Path(folder), result, save_model)
             self.spool.log_artifacts(run_id, folder)
+
+    def tag(self, run_id, key, value):
+        self.spool.log_batch(run_id, tags=[RunTag(key, value)])
 
     def end_trial(self, run_id, state, reason=None, *, status=None):
         """Tag the trial's Optuna state and reason, and close the run (status: MLflow's, if not the usual)."""
