@@ -120,7 +120,7 @@ def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
     confirmation = json.loads(experiment.tags["mlflow.sharedViewState.harness-confirmation"])
     assert not client.search_runs([experiment.experiment_id], confirmation["searchFilter"])
     assert confirmation["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "harness.configuration"}]
-    assert {r.data.tags["harness.configuration"] for r in children} >= {"baseline"}
+    assert "baseline, width 0.25, batch_size 32" in {r.data.tags["harness.configuration"] for r in children}
     best = client.get_metric_history(parents[0].info.run_id, "best_val_accuracy")
     assert [m.step for m in best] == [0, 1, 2] and best[-1].value == pytest.approx(study.best_value)
     for run in children:

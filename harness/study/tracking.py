@@ -153,7 +153,7 @@ def configuration_words(params):
     p3, width 0.5, learning_rate 0.003', so runs of one configuration share it and a tuned baseline differs from a
     matched one."""
     recipe = [
-        f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+        f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
         for key, value in params.items()
         if key in BASELINE_DEFAULTS and value != BASELINE_DEFAULTS[key]
     ]
