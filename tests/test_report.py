@@ -823,7 +823,7 @@ def test_runs_near_chance_give_no_answer():
 
 def test_an_interval_and_its_colour_tell_one_story(tmp_path):
     from harness.report.plots import answer_plot, finding_style
-    from harness.report.verdict import excluded_only_before_holm, finding_words, matched_comparisons
+    from harness.report.findings import excluded_only_before_holm, finding_words, matched_comparisons
 
     trials, _ = seeded_runs()
     noise = np.random.default_rng(1)  # seven more configurations of pure noise: the Holm correction has work to do

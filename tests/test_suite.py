@@ -8,7 +8,7 @@ import yaml
 from scipy import stats
 
 from harness import report
-from harness.report.verdict import finding_words
+from harness.report.findings import finding_words
 from harness.cli import main
 from harness.study.suite import load_suite
 

@@ -64,21 +64,20 @@ def test_a_run_that_completes_near_chance_is_flagged_in_mlflow_the_record_and_th
     import types
 
     import optuna
-    from rich.console import Console
-
-    from harness.study.lifecycle import TrialLifecycle
+    from harness.study.lifecycle import flag_if_untrained
     from harness.study.progress import trial_line
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(tracking, "chance", spool_folder=tmp_path / "spool")
     parent = tracker.start_parent("chance", {})
-    digits = types.SimpleNamespace(num_classes=10)
-    lifecycle = TrialLifecycle(tracker, digits, "chance", Console(), settings=None)  # a search: judged on validation
     flagged = {}
     for number, accuracy in ((0, 0.104), (1, 0.93)):
         run_id = tracker.start_trial(parent, "chance", number, {"insertion": "none"}, {})
         result = types.SimpleNamespace(best_val_accuracy=accuracy, test_accuracy=None)
-        lifecycle._flag_if_untrained(run_id, result, lambda key, value, n=number: flagged.setdefault(n, value))
+        # A search trial, on 10 classes: judged on validation.
+        flag_if_untrained(
+            tracker, run_id, result, 10, "search", lambda key, value, n=number: flagged.setdefault(n, value)
+        )
         tracker.end_trial(run_id, "COMPLETE")
     assert list(flagged) == [0]  # 0.93 trained
     assert flagged[0] == "not trained: validation accuracy 0.104, less than a tenth of the way from chance (0.100) to 1"

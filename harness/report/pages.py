@@ -21,15 +21,8 @@ from harness.report.layout import html_page, markdown
 from harness.report.loading import load_trials
 from harness.report.plots import answer_plot, search_plots
 from harness.report.layout import plural
-from harness.report.verdict import (
-    answer_table,
-    comparison_sentences,
-    matched_comparisons,
-    methods,
-    tuned_baseline_note,
-    tuned_table,
-    verdict,
-)
+from harness.report.findings import answer_table, matched_comparisons, tuned_table
+from harness.report.verdict import comparison_sentences, methods, tuned_baseline_note, verdict
 from harness.study.storage import check_tracking_uri, open_storage
 
 

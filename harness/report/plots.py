@@ -10,7 +10,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.report import tables  # noqa: E402
 from harness.report.comparisons import NOT_TRAINED  # noqa: E402
-from harness.report.verdict import finding_words  # noqa: E402
+from harness.report.findings import finding_words  # noqa: E402
 
 
 TOP_CURVES = 5

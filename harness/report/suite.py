@@ -23,7 +23,8 @@ from harness.report.comparisons import paired_comparisons  # noqa: E402
 from harness.report.pages import Report  # noqa: E402
 from harness.report.loading import load_trials  # noqa: E402
 from harness.report.layout import plural  # noqa: E402
-from harness.report.verdict import difference_words, finding_words, variance_sources  # noqa: E402
+from harness.report.findings import difference_words, finding_words  # noqa: E402
+from harness.report.verdict import variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.study.baselines import default_baseline  # noqa: E402
 from harness.report.layout import html_page, markdown  # noqa: E402

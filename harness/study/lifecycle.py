@@ -42,9 +42,8 @@ class TrialLifecycle:
     """Trains trials on `dataset` and logs each as a child run of `parent_run_id` through `tracker`.
 
     `stage` (search, confirm, benchmark) tags the runs; `save_models` says which search trials save their model
-    ("best": each that beats every one saved so far; seeded runs always do); `log_norms` adds each variable's
-    gradient and value norms to the runs. Setting `interrupted` ends the trial
-    in flight at its next batch; `progress` is the study's rich bar, if one shows.
+    ("best": each that beats every one saved so far; seeded runs always do); `log_norms` logs variables' norms.
+    Setting `interrupted` ends the trial in flight at its next batch; `progress` is the study's rich bar, if any.
     """
 
     def __init__(self, tracker, dataset, experiment, console, *, settings=None):
@@ -82,11 +81,10 @@ class TrialLifecycle:
     def run(self, number, params, epochs, callbacks=(), remember=lambda key, value: None, label=None):
         """Train trial `number`'s params and log it as a child MLflow run; return its `TrialResult`.
 
-        `remember(key, value)` keeps the run id, costs and outcome with the
-        engine's own trial record; `label` says in the console what runs ("search trial 7", "matched baseline,
-        seed 2/5"). Raises optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the trial's own
-        exception, each after closing the run with its reason. A run that completes untrained (`untrained`) is
-        flagged: a `harness.untrained` tag and an `untrained` record.
+        `remember(key, value)` keeps the run id, costs, outcome and any untrained flag with the engine's own trial
+        record; `label` says in the console what runs ("search trial 7", "matched baseline, seed 2/5"). Raises
+        optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the trial's own exception, each after
+        closing the run with its reason.
         """
         network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
         run_params = {
@@ -139,16 +137,9 @@ class TrialLifecycle:
             self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
             if result.diverged:
                 raise TrialDiverged(result.failure_reason)
-            self._flag_if_untrained(run_id, result, remember)
+            flag_if_untrained(self.tracker, run_id, result, self.dataset.num_classes, self.stage, remember)
         except optuna.TrialPruned as pruned:
-            by_pruner = not str(pruned) or str(pruned).startswith("Trial was pruned")  # optuna-integration's words
-            end(
-                "PRUNED",
-                f"pruned after epoch {in_flight.epochs_done} of {epochs}: validation accuracy below the pruner's "
-                "threshold"
-                if by_pruner
-                else str(pruned),
-            )
+            end("PRUNED", pruned_reason(pruned, in_flight.epochs_done, epochs))
             raise
         except Exception as error:
             end("FAIL", failure_reason(error))
@@ -159,18 +150,6 @@ class TrialLifecycle:
         end("COMPLETE")
         return result
 
-    def _flag_if_untrained(self, run_id, result, remember):
-        """Tag a run whose judged accuracy (test for seeded runs, validation for search trials) is near chance."""
-        measured, accuracy = (
-            ("validation accuracy", result.best_val_accuracy)
-            if self.stage == "search"
-            else ("test accuracy", result.test_accuracy)
-        )
-        if accuracy is not None and untrained(accuracy, self.dataset.num_classes):
-            reason = untrained_reason(accuracy, self.dataset.num_classes, measured)
-            self.tracker.tag(run_id, UNTRAINED_TAG, reason)
-            remember(UNTRAINED, reason)
-
     def _keeps_model(self, result):
         if self.stage != "search" or self.save_models == "all":
             return True
@@ -179,6 +158,27 @@ class TrialLifecycle:
             return False
         self.best_saved = accuracy
         return True
+
+
+def pruned_reason(pruned, epochs_done, epochs):
+    """A pruned trial's reason, counting epochs as its progress lines do (optuna-integration's counts from 0)."""
+    if str(pruned) and not str(pruned).startswith("Trial was pruned"):
+        return str(pruned)  # not the pruner's: an invalid combination
+    return f"pruned after epoch {epochs_done} of {epochs}: validation accuracy below the pruner's threshold"
+
+
+def flag_if_untrained(tracker, run_id, result, num_classes, stage, remember):
+    """Tag a run whose judged accuracy (test for seeded runs, validation for search trials) is near chance
+    (`statistics.untrained`), and `remember` why."""
+    measured, accuracy = (
+        ("validation accuracy", result.best_val_accuracy)
+        if stage == "search"
+        else ("test accuracy", result.test_accuracy)
+    )
+    if accuracy is not None and untrained(accuracy, num_classes):
+        reason = untrained_reason(accuracy, num_classes, measured)
+        tracker.tag(run_id, UNTRAINED_TAG, reason)
+        remember(UNTRAINED, reason)
 
 
 def check_networks(space, dataset):

@@ -241,13 +241,9 @@ class Search:
         try:
             for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
                 trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
+            label = run_label(trial, self.study, self.settings.stage)
             result = self.lifecycle.run(
-                trial.number,
-                params,
-                self.space.training.epochs,
-                callbacks=callbacks,
-                remember=trial.set_user_attr,
-                label=run_label(trial, self.study, self.settings.stage),
+                trial.number, params, self.space.training.epochs, callbacks, trial.set_user_attr, label
             )
         except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
             self.tracking_lost = error

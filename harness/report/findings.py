@@ -1,0 +1,138 @@
+"""A comparison in words and numbers: its finding (better, worse, equivalent, undecided, not trained), its
+difference with the CI, its cost ratios, and the answer's small tables built from them."""
+
+import math
+
+import pandas as pd
+
+from harness.report.comparisons import NOT_TRAINED, TUNED
+from harness.report.layout import plural
+from harness.statistics import MAX_SEEDS
+
+
+FINDING_WORDS = {
+    "pays off": "better than",
+    "pays off, by less than the margin": "better, by less than the margin, than",
+    "costs accuracy": "worse than",
+    "costs accuracy, by less than the margin": "worse, by less than the margin, than",
+    "equivalent": "equivalent within the margin to",
+    "inconclusive": "undecided against",
+}
+
+
+def finding_words(row):
+    """A comparison's finding in a word or two: better, worse, equivalent, undecided (with "after Holm" where its
+    95% CI excludes 0 but the Holm-adjusted test does not agree), or not trained."""
+    if row["finding"] == NOT_TRAINED:
+        return NOT_TRAINED
+    words = FINDING_WORDS[row["finding"]].removesuffix(" than").removesuffix(" to").removesuffix(" against")
+    if excluded_only_before_holm(row):
+        words += " after Holm"
+    return words
+
+
+def excluded_only_before_holm(row):
+    """Whether a comparison's unadjusted 95% CI excludes 0 while its Holm-adjusted test finds nothing: an interval
+    that looks like a finding and is not one."""
+    return row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0)
+
+
+def ratio_words(row):
+    """'1.01x the FLOPs and 1.16x the latency' of a comparison with its matched baseline."""
+    words = [
+        f"{row[f'{cost} ratio']:.2f}x the {name}"
+        for cost, name in (("flops", "FLOPs"), ("latency_ms", "latency"))
+        if pd.notna(row.get(f"{cost} ratio"))
+    ]
+    return " and ".join(words) or "a cost not measured"
+
+
+def settling_words(row):
+    seeds = row["seeds to settle"]
+    if pd.isna(seeds):
+        return "more seeds"
+    return f"about {seeds:g} seeds" if math.isfinite(seeds) else f"more than {MAX_SEEDS} seeds"
+
+
+def flops_words(flops):
+    return f"{flops / 1e9:.3g} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOPs"
+
+
+def matched_comparisons(comparisons):
+    """The comparisons with a matched baseline, numbered from 1 as the answer's table and plot show them."""
+    matched = comparisons[comparisons["baseline"] != TUNED].reset_index(drop=True)
+    return matched.set_axis(range(1, len(matched) + 1))
+
+
+def answer_table(comparisons):
+    """The answer's table: a row per confirmed configuration against its matched baseline, 8 columns at most."""
+    matched = matched_comparisons(comparisons)
+    return pd.DataFrame(
+        {
+            "#": matched.index,
+            "configuration": matched["configuration"],
+            "test accuracy (baseline's)": [
+                f"{a:.1%} ({b:.1%})" for a, b in zip(matched["accuracy"], matched["baseline accuracy"])
+            ],
+            "difference, points (95% CI)": [difference_words(row) for _, row in matched.iterrows()],
+            "finding": [finding_words(row) for _, row in matched.iterrows()],
+            "seeds": matched["seeds"],
+            "FLOPs": [_ratio(row, "flops") for _, row in matched.iterrows()],
+            "latency": [_ratio(row, "latency_ms") for _, row in matched.iterrows()],
+        }
+    )
+
+
+def tuned_table(comparisons):
+    """Each configuration against the tuned baseline, with both FLOPs as they are (its network may differ); empty
+    where the tuned baseline is a matched one."""
+    tuned = comparisons[comparisons["baseline"] == TUNED]
+    if tuned.empty:
+        return tuned
+    return pd.DataFrame(
+        {
+            "configuration": tuned["configuration"],
+            "test accuracy (tuned baseline's)": [
+                f"{a:.1%} ({b:.1%})" for a, b in zip(tuned["accuracy"], tuned["baseline accuracy"])
+            ],
+            "difference, points (95% CI)": [difference_words(row) for _, row in tuned.iterrows()],
+            "finding": [finding_words(row) for _, row in tuned.iterrows()],
+            "seeds": tuned["seeds"],
+            "FLOPs (tuned baseline's)": [
+                f"{flops_words(row['flops'])} ({flops_words(row['baseline flops'])})"
+                if pd.notna(row.get("flops"))
+                else "-"
+                for _, row in tuned.iterrows()
+            ],
+        }
+    )
+
+
+def difference_words(row):
+    """'+0.3 (-0.7 to +1.3)': a difference in points with its 95% CI."""
+    ci = f" ({row['ci low']:+.1f} to {row['ci high']:+.1f})" if pd.notna(row["ci low"]) else " (no CI)"
+    return f"{row['delta (points)']:+.1f}{ci}"
+
+
+def _ratio(row, cost):
+    return f"{row[f'{cost} ratio']:.2f}x" if pd.notna(row.get(f"{cost} ratio")) else "-"
+
+
+def baseline_words(row):
+    """What a matched baseline shares with its configuration, in words: 'seed_cnn at width 1, adam at learning rate
+    0.001 (constant), batch size 64, no augmentation'."""
+    words = [
+        f"{row['backbone']} at width {row['width']:g}",
+        f"{row['optimizer']} at learning rate {row['learning_rate']:.3g} "
+        f"({row['schedule']}"
+        + (f", warm-up {plural(row['warmup_epochs'], 'epoch')})" if row["warmup_epochs"] else ")"),
+    ]
+    if row["weight_decay"]:
+        words.append(f"weight decay {row['weight_decay']:.3g}")
+    if row["label_smoothing"]:
+        words.append(f"label smoothing {row['label_smoothing']:g}")
+    words += [
+        f"batch size {row['batch_size']:g}",
+        "no augmentation" if row["augment"] == "none" else f"{row['augment']} augmentation",
+    ]
+    return ", ".join(words)
