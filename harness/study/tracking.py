@@ -174,16 +174,13 @@ def _write_artifacts(folder, result, save_model):
 class Tracker:
     """The MLflow experiment of one study.
 
-    Writes to a run go through `spool`, which keeps them on disk (under
-    `spool_folder`, by default `spool/` in the default home) while the tracking
-    server is unreachable; `say` prints a line.
+    Writes to a run go through `spool`, which keeps them on disk (under `spool_folder`, by default `spool/` in
+    the default home) while the tracking server is unreachable; `say` prints a line.
     """
 
     def __init__(self, tracking_uri, experiment_name, *, spool_folder=None, say=print):
-        self.tracking_uri = tracking_uri
         check_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        self.say = say
+        self.tracking_uri, self.client, self.say = tracking_uri, MlflowClient(tracking_uri), say
         self.spool = Spool(self.client, tracking_uri, spool_folder or default_home() / "spool", say)
         self.spool.replay()
         self.experiment_id = training_experiment(self.client, experiment_name, artifact_root(tracking_uri))
