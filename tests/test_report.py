@@ -596,7 +596,7 @@ def test_a_confirmed_search_reports_its_verdict_from_seeded_test_runs(tmp_path, 
     seeded = trials[trials["stage"] == "confirm"]
     assert seeded["untrained"].tolist() == [bool(a < 0.19) for a in seeded["test_accuracy"]]  # 10 classes
     if seeded["untrained"].any():
-        assert "not trained: no answer" in set(comparisons["finding"])
+        assert "not trained: no answer" in set(comparisons["finding"]) and "### Runs that did not train" in page
 
 
 def paired(differences, baseline=70.0):

@@ -244,10 +244,28 @@ def _study_blocks(folder, prefix, name, trials, study, comparisons, tracking_uri
 
 
 def _failures(trials):
+    untrained = _untrained_runs(trials)
     failures = trials[trials["state"] != "COMPLETE"]
     if failures.empty:
-        return []
+        return untrained
     columns = [c for c in ("stage", "trial", "state", "failure_reason") if c in failures]
     grouped = tables.divergences(trials)
     diverged = [] if grouped.empty else [("h3", "Divergences by configuration and recipe"), ("table", grouped)]
-    return diverged + [("h3", "Failed and pruned trials"), ("table", failures[columns])]
+    return untrained + diverged + [("h3", "Failed and pruned trials"), ("table", failures[columns])]
+
+
+def _untrained_runs(trials):
+    """The runs that completed near chance, which no finding rests on."""
+    if "untrained" not in trials or not trials["untrained"].astype(bool).any():
+        return []
+    flagged = trials[trials["untrained"].astype(bool)]
+    columns = [c for c in ("stage", "trial", "insertion", "seed", tables.ACCURACY, "test_accuracy") if c in flagged]
+    return [
+        ("h3", "Runs that did not train"),
+        (
+            "p",
+            f"{plural(len(flagged), 'run')} ended less than a tenth of the way from chance to 1 (judged on "
+            "validation in the search, on test in the seeded stages): no finding rests on them.",
+        ),
+        ("table", flagged[columns]),
+    ]

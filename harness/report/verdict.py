@@ -57,7 +57,7 @@ def verdict(trials, *, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE,
         f"reaches {best[metric]:.1%} validation accuracy, selected on validation, so optimistic: picked as the "
         "best of many with one seed each, it is biased upward (the winner's curse)."
     )
-    if best.get("untrained") is True:
+    if bool(best.get("untrained", False)):
         text += " It did not train (near chance): " + NOT_TRAINED + "."
     lines = [text]
     if confirm_command:

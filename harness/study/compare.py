@@ -110,7 +110,7 @@ def compare_engines(space, settings, budget, repeats, *, strategies=tuple(STRATE
         table.to_csv(folder / "anytime.csv", index=False)
         _plot(table, target, budget, folder / "anytime.png")
         (folder / "summary.md").write_text(
-            f"# Search strategies under {budget} epochs, {repeats} repeat(s) each\n\n"
+            f"# Search strategies under {budget} epochs, {repeats} {'repeat' if repeats == 1 else 'repeats'} each\n\n"
             f"Target: {target:.3f} validation accuracy. Epochs to target: the median over the repeats that reached it.\n\n"
             f"{summary.round(4).to_markdown()}\n\n![anytime curves](anytime.png)\n"
         )
