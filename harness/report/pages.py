@@ -145,11 +145,13 @@ def _comparison(frames, comparisons):
             {
                 "study": frame["study"].iloc[0],
                 **{state.lower(): n for state, n in tables.counts(tables.search_stage(frame)).items()},
-                "best val accuracy (selected)": done[tables.ACCURACY].max(),
-                "baseline val accuracy": baseline[tables.ACCURACY].max() if not baseline.empty else np.nan,
+                "best val accuracy (selected)": f"{done[tables.ACCURACY].max():.1%}",
+                "baseline's best val accuracy": f"{baseline[tables.ACCURACY].max():.1%}" if not baseline.empty else "-",
                 "median flops": done["flops"].median() if "flops" in done else np.nan,
-                "confirmed": len(confirmed),
-                "paying off": int(confirmed["finding"].str.startswith("pays off").sum()) if not confirmed.empty else 0,
+                "configurations confirmed": confirmed["configuration"].nunique() if not confirmed.empty else 0,
+                "better than matched": int(matched_comparisons(confirmed)["finding"].str.startswith("pays off").sum())
+                if not confirmed.empty
+                else 0,
             }
         )
     return pd.DataFrame(rows)
