@@ -29,6 +29,8 @@ DESCRIPTIVE = {
 }
 
 
+COUNTS = {"seeds", "trials", "count", "failed runs"}
+
 SHORT_NAMES = {
     "val_accuracy": "val acc",
     "test_accuracy": "test acc",
@@ -51,6 +53,7 @@ SHORT_NAMES = {
     "mean flops": "mean FLOPs",
     "mean total_params": "mean params",
     "failure_reason": "reason",
+    "count": "runs",
 }
 
 
@@ -95,7 +98,11 @@ def display(table):
     for column in table.columns:
         table[column] = [_cell(column, value) for value in table[column]]
     table = table.rename(columns=lambda c: SHORT_NAMES.get(c, c))
-    note = "Every row: " + ", ".join(f"{SHORT_NAMES.get(k, k)} {v}" for k, v in shared.items()) + "." if shared else ""
+    # Counts read number first ("5 seeds"), the rest name first ("width 1").
+    words = [
+        f"{v} {SHORT_NAMES.get(k, k)}" if k in COUNTS else f"{SHORT_NAMES.get(k, k)} {v}" for k, v in shared.items()
+    ]
+    note = "Every row: " + ", ".join(words) + "." if shared else ""
     return table, note
 
 
