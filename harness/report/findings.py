@@ -31,6 +31,23 @@ def finding_words(row):
     return words
 
 
+def tally(words):
+    """How findings in words (`finding_words`) add up: '0 better, 3 equivalent, 9 undecided'; better and undecided
+    always, the others where there are some."""
+    words = pd.Series(list(words), dtype=str)
+    counts = [
+        (label, int(words.str.startswith(start).sum()))
+        for start, label in (
+            ("better", "better"),
+            ("worse", "worse"),
+            ("equivalent", "equivalent"),
+            ("undecided", "undecided"),
+            (NOT_TRAINED, "not trained (no answer)"),
+        )
+    ]
+    return ", ".join(f"{n} {label}" for label, n in counts if n or label in ("better", "undecided"))
+
+
 def excluded_only_before_holm(row):
     """Whether a comparison's unadjusted 95% CI excludes 0 while its Holm-adjusted test finds nothing: an interval
     that looks like a finding and is not one."""

@@ -7,8 +7,8 @@ import yaml
 
 from harness.params import PARAM_KEYS
 from harness.redaction import redact
-from harness.statistics import untrained
 from harness.report.tables import ACCURACY
+from harness.statistics import untrained
 from harness.study.records import (
     BASELINE,
     BASELINE_TURN,

@@ -23,7 +23,7 @@ from harness.report.comparisons import paired_comparisons  # noqa: E402
 from harness.report.pages import Report  # noqa: E402
 from harness.report.loading import load_trials  # noqa: E402
 from harness.report.layout import plural  # noqa: E402
-from harness.report.findings import difference_words, finding_words  # noqa: E402
+from harness.report.findings import difference_words, finding_words, tally  # noqa: E402
 from harness.report.verdict import variance_sources  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.study.baselines import default_baseline  # noqa: E402
@@ -164,23 +164,12 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
 
 def suite_answer(differences, average, p_value):
     """The suite's answer in a sentence: how the cells' findings tally, and which network ranks best."""
-    findings = differences.stack()
-    findings = findings[findings != "no completed pair"]
-    words = findings.str.extract(r"\) (.*)$")[0].fillna("")
-    tally = [
-        f"{n} {label}"
-        for label, n in (
-            ("better", words.str.startswith("better").sum()),
-            ("worse", words.str.startswith("worse").sum()),
-            ("equivalent", words.str.startswith("equivalent").sum()),
-            ("undecided", words.str.startswith("undecided").sum()),
-            ("not trained (no answer)", words.str.startswith("not trained").sum()),
-        )
-        if n or label in ("better", "undecided")
-    ]
+    cells = differences.stack()
+    cells = cells[cells != "no completed pair"]
+    words = cells.str.extract(r"\) (.*)$")[0].fillna("")  # a cell reads "+0.3 (-0.7 to +1.3) undecided"
     text = (
-        f"Against the matched baseline, of {plural(len(findings), 'comparison')} ({differences.shape[0]} "
-        f"configurations in {plural(differences.shape[1], 'cell')}): " + ", ".join(tally) + "."
+        f"Against the matched baseline, of {plural(len(cells), 'comparison')} ({differences.shape[0]} "
+        f"configurations in {plural(differences.shape[1], 'cell')}): {tally(words)}."
     )
     if len(average):
         text += f" Best average rank: {average.index[0]} ({average.iloc[0]:.2f})"

@@ -13,12 +13,14 @@ from harness.report.comparisons import (
     paired_comparisons,
 )
 from harness.report.findings import (
-    baseline_words,
     FINDING_WORDS,
+    baseline_words,
     excluded_only_before_holm,
+    finding_words,
     flops_words,
     ratio_words,
     settling_words,
+    tally,
 )
 from harness.report.layout import plural
 from harness.report.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plain, search_stage, seeded_stage
@@ -95,22 +97,9 @@ def headline(comparisons, rope):
     )
     if lead["finding"] == "inconclusive":
         first = first[:-1] + f"; {settling_words(lead)} would settle it."
-    tally = matched["finding"].map(lambda f: f if f == NOT_TRAINED else FINDING_WORDS[f].split(",")[0].split()[0])
-    counts = tally.value_counts()
-    parts = [
-        f"{counts.get(word, 0)} {label}"
-        for word, label in (
-            ("better", "better"),
-            ("worse", "worse"),
-            ("equivalent", f"equivalent within \u00b1{rope:g}"),
-            ("undecided", "undecided"),
-            (NOT_TRAINED, "not trained (no answer)"),
-        )
-        if counts.get(word, 0) or word in ("better", "undecided")
-    ]
     second = (
         f"Of {plural(len(matched), 'configuration')} confirmed against their matched baselines: "
-        + ", ".join(parts)
+        + tally(finding_words(row) for _, row in matched.iterrows())
         + f" (each test Holm-adjusted over all {len(comparisons)} comparisons)."
     )
     return [first, second] if len(matched) > 1 or len(comparisons) > 1 else [first]

@@ -8,9 +8,9 @@ import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.params import describe
 from harness.redaction import redact
 from harness.study.baselines import queue_baseline, searched_shared_keys, takes_baseline_turns
-from harness.params import describe
 from harness.study.records import (
     BASELINE,
     BASELINE_TURN,
