@@ -87,13 +87,7 @@ def answer_table(comparisons):
     return pd.DataFrame(
         {
             "#": matched.index,
-            "configuration": matched["configuration"],
-            "test accuracy (baseline's)": [
-                f"{a:.1%} ({b:.1%})" for a, b in zip(matched["accuracy"], matched["baseline accuracy"])
-            ],
-            "difference, points (95% CI)": [difference_words(row) for _, row in matched.iterrows()],
-            "finding": [finding_words(row) for _, row in matched.iterrows()],
-            "seeds": matched["seeds"],
+            **_compared_columns(matched, "baseline's"),
             "FLOPs": [_ratio(row, "flops") for _, row in matched.iterrows()],
             "latency": [_ratio(row, "latency_ms") for _, row in matched.iterrows()],
         }
@@ -108,13 +102,7 @@ def tuned_table(comparisons):
         return tuned
     return pd.DataFrame(
         {
-            "configuration": tuned["configuration"],
-            "test accuracy (tuned baseline's)": [
-                f"{a:.1%} ({b:.1%})" for a, b in zip(tuned["accuracy"], tuned["baseline accuracy"])
-            ],
-            "difference, points (95% CI)": [difference_words(row) for _, row in tuned.iterrows()],
-            "finding": [finding_words(row) for _, row in tuned.iterrows()],
-            "seeds": tuned["seeds"],
+            **_compared_columns(tuned, "tuned baseline's"),
             "FLOPs (tuned baseline's)": [
                 f"{flops_words(row['flops'])} ({flops_words(row['baseline flops'])})"
                 if pd.notna(row.get("flops"))
@@ -123,6 +111,19 @@ def tuned_table(comparisons):
             ],
         }
     )
+
+
+def _compared_columns(rows, baseline):
+    """The columns every answer table shares: configuration, accuracies, difference with its CI, finding, seeds."""
+    return {
+        "configuration": rows["configuration"],
+        f"test accuracy ({baseline})": [
+            f"{a:.1%} ({b:.1%})" for a, b in zip(rows["accuracy"], rows["baseline accuracy"])
+        ],
+        "difference, points (95% CI)": [difference_words(row) for _, row in rows.iterrows()],
+        "finding": [finding_words(row) for _, row in rows.iterrows()],
+        "seeds": rows["seeds"],
+    }
 
 
 def difference_words(row):
