@@ -5,6 +5,7 @@ checked in a fraction of a second, before TensorFlow loads. The layer, the
 model and the trial runner take their names from here.
 """
 
+import difflib
 import math
 import numbers
 
@@ -96,6 +97,12 @@ BASELINE_DEFAULTS = {
     "width": 1.0,
     **{key: value for key, value in TRAINING_DEFAULTS.items() if key != "seed"},
 }
+
+
+def did_you_mean(name, known):
+    """' (did you mean 'order'?)' where `name` is close to one of `known` (difflib), else ''."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe(params):

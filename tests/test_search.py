@@ -315,8 +315,18 @@ def test_a_killed_search_resumes_without_losing_trials(tmp_path):
 
 
 BAD_SPACES = {
-    "unknown key": ({**TINY, "optimiser": "sgd"}, "space.yaml: optimiser: Extra inputs are not permitted"),
-    "unknown param": ({**TINY, "params": {"ordre": [1]}}, "space.yaml: params.ordre: unknown parameter"),
+    "unknown key": (
+        {**TINY, "optimiser": "sgd"},
+        "space.yaml: optimiser: unknown key; expected one of dataset, training, model, objectives, params",
+    ),
+    "misspelt key": (
+        {**TINY, "training": {"epoch": 2}},
+        "space.yaml: training.epoch: unknown key (did you mean 'epochs'?); expected one of epochs, seed",
+    ),
+    "unknown param": (
+        {**TINY, "params": {"ordre": [1]}},
+        "space.yaml: params.ordre: unknown parameter (did you mean 'order'?); expected one of",
+    ),
     "wrong type": (
         {**TINY, "training": {"epochs": "ten"}},
         "space.yaml: training.epochs: Input should be a valid integer",

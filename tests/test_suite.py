@@ -79,7 +79,8 @@ def test_a_suite_reports_one_table_with_ranks_and_a_friedman_test(tmp_path):
         ({"seeds": "many"}, "seeds"),
         ({"configurations": [{"insertion": "dense", "function": "nope"}]}, "function: 'nope' is not one of"),
         ({"datasets": [{"name": "digits"}, {"name": "digits", "train_size": 100}]}, "two cells would share the study"),
-        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"colour": "red"}, "colour: unknown key; expected one of name, training, seeds, max_seeds, rope, params"),
+        ({"dataset": []}, "dataset: unknown key (did you mean 'datasets'?)"),
     ],
 )
 def test_a_bad_suite_is_one_line_and_exit_2(tmp_path, capsys, change, message):

@@ -38,6 +38,7 @@ from harness.params import (
     LAYER_KEYS,
     MODEL_KEYS,
     check_value,
+    did_you_mean,
 )
 
 # The seed CNN's own insertion points: the layer each follows, and the expansion's name.
@@ -67,7 +68,10 @@ def check_params(params):
 def _checked_expansion(params):
     unknown = sorted(set(params) - set(MODEL_KEYS))
     if unknown:
-        raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_KEYS)}")
+        raise ValueError(
+            f"unknown model {'parameter' if len(unknown) == 1 else 'parameters'} {', '.join(unknown)}"
+            f"{did_you_mean(unknown[0], MODEL_KEYS)}; expected some of {', '.join(MODEL_KEYS)}"
+        )
     backbone = params.get("backbone", BASELINE_DEFAULTS["backbone"])
     check_value("backbone", backbone)
     insertion = params.get("insertion", "none")

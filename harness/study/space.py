@@ -21,8 +21,8 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from harness.params import EXPANSION_KEYS, PARAM_KEYS, check_value
-from harness.study.specs import DatasetSpec, ModelSpec, Range, TrainingSpec, Strict
+from harness.params import EXPANSION_KEYS, PARAM_KEYS, check_value, did_you_mean
+from harness.study.specs import DatasetSpec, ModelSpec, Range, Strict, TrainingSpec, error_message
 
 COST_OBJECTIVES = {
     "flops": "flops",
@@ -86,7 +86,8 @@ class Space(Strict):
             for name, value in configuration.items():
                 if name not in PARAM_KEYS:
                     raise ValueError(
-                        f"configurations: unknown parameter {name!r}; expected one of {', '.join(PARAM_KEYS)}"
+                        f"configurations: unknown parameter {name!r}{did_you_mean(name, PARAM_KEYS)}; expected one of "
+                        f"{', '.join(PARAM_KEYS)}"
                     )
                 check_value(name, value)
         return self
@@ -156,7 +157,9 @@ class Space(Strict):
 def _check_dimension(name, dimension):
     """Raise ValueError, starting with `name`, if `name` is no param or `dimension` no list, range or value of it."""
     if name not in PARAM_KEYS:
-        raise ValueError(f"{name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+        raise ValueError(
+            f"{name}: unknown parameter{did_you_mean(name, PARAM_KEYS)}; expected one of {', '.join(PARAM_KEYS)}"
+        )
     if isinstance(dimension, list) and not dimension:
         raise ValueError(f"{name}: the list of choices is empty")
     if isinstance(dimension, dict):
@@ -222,7 +225,10 @@ def check_param_values(params):
 
     for name, value in params.items():
         if name not in PARAM_KEYS:
-            raise ValueError(f"--param {name}: unknown parameter; expected one of {', '.join(PARAM_KEYS)}")
+            raise ValueError(
+                f"--param {name}: unknown parameter{did_you_mean(name, PARAM_KEYS)}; expected one of "
+                f"{', '.join(PARAM_KEYS)}"
+            )
         check_value(name, value)
     if params.get("insertion", "none") != "none":
         series.coefficients(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
@@ -234,7 +240,7 @@ def parse_space(raw, source="<memory>"):
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"][:2])
-        message = first["msg"].removeprefix("Value error, ")
+        message = error_message(first, Space)
         if key in ("", "params") and ": " in message:
             # Our params checks start with the parameter's name: fold it into the key.
             name, message = message.split(": ", 1)

@@ -3,9 +3,26 @@ values; pydantic models, each checked as the file loads."""
 
 import pydantic
 
+from harness.params import did_you_mean
+
 
 class Strict(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def error_message(problem, model):
+    """One pydantic `problem` (an entry of `ValidationError.errors()`) of a file read into `model`, in words; a key
+    the file may not hold names the keys it may, and the nearest one."""
+    if problem["type"] != "extra_forbidden":
+        return problem["msg"].removeprefix("Value error, ")
+    for part in problem["loc"][:-1]:  # down to the mapping that holds the unknown key
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
+            return problem["msg"]
+        model = annotation
+    keys = [name for name in model.model_fields if name != "source"]
+    return f"unknown key{did_you_mean(problem['loc'][-1], keys)}; expected one of {', '.join(keys)}"
 
 
 class DatasetSpec(Strict):

@@ -26,7 +26,7 @@ import yaml
 from harness.params import backbone_label
 from harness.statistics import AutoSeeds
 from harness.study.space import SpaceError, parse_space
-from harness.study.specs import DatasetSpec, TrainingSpec
+from harness.study.specs import DatasetSpec, TrainingSpec, error_message
 
 
 class SuiteSpec(pydantic.BaseModel):
@@ -75,7 +75,7 @@ def load_suite(path, data_dir=None):
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "top level"
-        raise SpaceError(f"{path}: {key}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise SpaceError(f"{path}: {key}: {error_message(first, SuiteSpec)}") from None
     name = spec.name or path.stem
     cells = {}
     for dataset in spec.datasets:
