@@ -38,7 +38,7 @@ FINDING_STYLES = {
 
 
 def finding_style(words):
-    """(colour, marker, filled) of a finding in words (`verdict.finding_words`)."""
+    """(colour, marker, filled) of a finding in words (`findings.finding_words`)."""
     key = next((k for k in FINDING_STYLES if words.startswith(k)), "undecided")
     colour, marker = FINDING_STYLES[key]
     return colour, marker, key != "undecided after Holm"
@@ -46,7 +46,7 @@ def finding_style(words):
 
 def answer_plot(folder, prefix, matched):
     """Accuracy difference against FLOPs ratio of each confirmed configuration against its matched baseline
-    (`verdict.matched_comparisons`, numbered as the answer's table), unadjusted 95% CI bars coloured by the
+    (`findings.matched_comparisons`, numbered as the answer's table), unadjusted 95% CI bars coloured by the
     Holm-adjusted finding, the baseline at (1, 0)."""
     figure, axis = plt.subplots(figsize=(8, 5))
     ratio = matched["flops ratio"] if "flops ratio" in matched else pd.Series(1.0, index=matched.index)

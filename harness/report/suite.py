@@ -52,7 +52,7 @@ def cell_frames(suite, storage, tracking_uri=None):
 
 def difference_table(suite, frames, rope=tables.DEFAULT_ROPE):
     """A row per configuration, a column per dataset x backbone: the difference from the matched baseline in
-    points, its 95% CI and the cell's finding in words (`verdict.finding_words`: "undecided after Holm" where the
+    points, its 95% CI and the cell's finding in words (`findings.finding_words`: "undecided after Holm" where the
     interval excludes 0 and the Holm-adjusted test does not agree, "not trained: no answer" on runs near chance)."""
     columns = {}
     for study, (dataset, backbone, space) in suite.cells.items():
