@@ -1,9 +1,12 @@
 """`harness`: the command line over the library. The commands (`harness.cli_commands`) are thin wrappers; this
 module runs one and turns what goes wrong into one line and an exit code, never a traceback or a password."""
 
+import contextlib
 import logging
 import os
+import re
 import sys
+import threading
 import traceback
 
 from harness.cli_commands import (
@@ -50,6 +53,46 @@ def _show_library_notes():
         logger.propagate = False
 
 
+# TensorFlow's C++ start-up and runtime notices, which its libraries write straight to file descriptor 2 whatever
+# TF_CPP_MIN_LOG_LEVEL says: absl's info and warning lines, the instructions the binary could use, and two errors
+# that are not (no CUDA driver on a CPU machine; a newer graph attribute the runtime ignores).
+NATIVE_NOISE = re.compile(
+    rb"WARNING: All log messages before absl::InitializeLog|To enable the following instructions|"
+    rb"[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |"
+    rb"E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] (failed call to cuInit|NodeDef mentions attribute)"
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered():
+    """Run the body with file descriptor 2 read through a filter that drops `NATIVE_NOISE` lines, so a user sees
+    the tool's own lines (an error in one line) and everything else a library says, never TensorFlow's start-up."""
+    if os.environ.get(DEBUG_VARIABLE):
+        yield
+        return
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    source, sink = os.pipe()
+    os.dup2(sink, 2)
+    os.close(sink)
+
+    def forward():
+        with os.fdopen(source, "rb") as lines, os.fdopen(os.dup(stderr), "wb", buffering=0) as out:
+            for line in lines:
+                if not NATIVE_NOISE.match(line):
+                    out.write(line)
+
+    forwarding = threading.Thread(target=forward, daemon=True)
+    forwarding.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)  # the pipe's last writer closes here, unless a child process still holds it
+        os.close(stderr)
+        forwarding.join(timeout=1)
+
+
 def _use_backend(name):
     """Train on Keras backend `name`: Keras reads KERAS_BACKEND once, when it is first imported (workers inherit it)."""
     import importlib.util
@@ -72,7 +115,8 @@ def main(argv=None):
     try:
         if getattr(args, "backend", None):
             _use_backend(args.backend)
-        return args.run(args)
+        with native_noise_filtered():
+            return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: a flag, a file, a study, a store
         print(f"harness: error: {redact_text(str(error))}", file=sys.stderr)
         return 2

@@ -8,14 +8,18 @@ model and the trial runner take their names from here.
 import difflib
 import math
 import numbers
+from typing import Literal, get_args
 
 # Functions with a Taylor series in `harness.expansion.series`.
-FUNCTIONS = ("exp", "softplus", "log1p", "log", "sin", "cos", "tanh", "sigmoid", "gelu", "swish")
+Function = Literal["exp", "softplus", "log1p", "log", "sin", "cos", "tanh", "sigmoid", "gelu", "swish"]
+FUNCTIONS = get_args(Function)
 MAX_ORDER = 20
 
 # `TaylorExpansion`'s choices.
-MODES = ("series", "weighted", "expand")
-COEFFICIENTS = ("fixed", "trainable")
+Mode = Literal["series", "weighted", "expand"]
+MODES = get_args(Mode)
+Coefficients = Literal["fixed", "trainable"]
+COEFFICIENTS = get_args(Coefficients)
 # The polynomial's basis on t = (x - x0) / limit, where bounded conditioning keeps |t| <= 1 ("monomial": raw powers
 # of x - x0, the layer before bases existed), and how a coefficient's gradient adds up over the values sharing it.
 BASES = ("scaled", "chebyshev", "legendre", "monomial")
@@ -26,16 +30,18 @@ EXPAND_OUTPUTS = ("terms", "partial_sums")
 # The networks (`harness.model.backbones`); a `backbone` may also name a builder ("package.module:function") or a
 # saved model ("path/net.keras"), a researcher's own network.
 BACKBONES = ("seed_cnn", "vgg", "resnet20", "resnet56")
+APPLICATIONS = "keras.applications."  # "keras.applications.MobileNetV2": one of Keras's networks, built afresh
 # Where the expansion goes. Every network has none, input, all, first and last; "after:PATTERN" inserts it after
 # each layer whose name matches the glob PATTERN.
-INSERTIONS_EVERYWHERE = ("none", "input", "all", "first", "last")
+Insertion = Literal["none", "input", "all", "first", "last", "conv1", "conv2", "dense", "stage1", "stage2", "stage3"]
+INSERTION_POINTS = get_args(Insertion)
+INSERTIONS_EVERYWHERE = INSERTION_POINTS[:5]
 INSERTIONS_BY_BACKBONE = {
-    "seed_cnn": INSERTIONS_EVERYWHERE + ("conv1", "conv2", "dense"),
+    "seed_cnn": INSERTIONS_EVERYWHERE + INSERTION_POINTS[5:8],
     "vgg": INSERTIONS_EVERYWHERE,
-    "resnet20": INSERTIONS_EVERYWHERE + ("stage1", "stage2", "stage3"),
-    "resnet56": INSERTIONS_EVERYWHERE + ("stage1", "stage2", "stage3"),
+    "resnet20": INSERTIONS_EVERYWHERE + INSERTION_POINTS[8:],
+    "resnet56": INSERTIONS_EVERYWHERE + INSERTION_POINTS[8:],
 }
-INSERTION_POINTS = tuple(dict.fromkeys(p for points in INSERTIONS_BY_BACKBONE.values() for p in points))
 AFTER = "after:"
 LAYER_KEYS = (  # `TaylorExpansion`'s arguments
     "function",
@@ -146,7 +152,7 @@ def describe(params):
 
 def backbone_label(backbone):
     """A backbone in one word: its name, a builder's function name, or a saved model's file name."""
-    return backbone.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    return backbone.removeprefix(APPLICATIONS).rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
 def check_choice(name, value, choices):
@@ -161,26 +167,35 @@ def check_choice(name, value, choices):
     ValueError: mode must be one of series, weighted, expand; got 'sum'
     """
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}{did_you_mean(value, choices)}"
+        )
     return value
 
 
 def check_value(name, value):
     """Raise ValueError, starting with `name`, if `value` is not one param `name` can take."""
-    if name == "backbone" and not (value in BACKBONES or _is_builder(value) or str(value).endswith(".keras")):
+    if name == "backbone" and not (
+        value in BACKBONES or _is_builder(value) or str(value).endswith(".keras") or str(value).startswith(APPLICATIONS)
+    ):
         raise ValueError(
-            f"backbone: {value!r} is not one of {', '.join(BACKBONES)}, a builder "
-            "'package.module:function' or a saved model 'path/net.keras'"
+            f"backbone: {value!r} is not one of {', '.join(BACKBONES)}{did_you_mean(value, BACKBONES)}, a builder "
+            f"'package.module:function', a saved model 'path/net.keras' or '{APPLICATIONS}NAME'"
         )
     if (
         name == "insertion"
         and value not in INSERTION_POINTS
         and not (isinstance(value, str) and value.startswith(AFTER) and len(value) > len(AFTER))
     ):
-        raise ValueError(f"insertion: {value!r} is not one of {', '.join(INSERTION_POINTS)} or '{AFTER}PATTERN'")
+        raise ValueError(
+            f"insertion: {value!r} is not one of {', '.join(INSERTION_POINTS)} or '{AFTER}PATTERN'"
+            f"{did_you_mean(value, INSERTION_POINTS)}"
+        )
     allowed = ALLOWED_VALUES.get(name)
     if allowed is not None and value not in allowed:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        raise ValueError(
+            f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}{did_you_mean(value, allowed)}"
+        )
     integral = isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer()
     if name == "order" and not (integral and 0 <= value <= MAX_ORDER):
         raise ValueError(f"order: {value!r} is out of range; orders are integers between 0 and {MAX_ORDER}")

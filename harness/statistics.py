@@ -8,6 +8,7 @@ studies or tables, so the report and the seed sizing judge alike, and a simulati
 import dataclasses
 import math
 import warnings
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import stats
@@ -144,18 +145,39 @@ def sized_seeds(pilot_differences, rope, max_seeds):
     return int(min(max(needed, MIN_SEEDS), max_seeds))
 
 
-def finding(low, high, p_holm, p_equivalent_holm, rope):
+# What a comparison says: one definition, which the report's words, tallies and plots key on.
+Finding = Literal[
+    "pays off",
+    "pays off, by less than the margin",
+    "costs accuracy",
+    "costs accuracy, by less than the margin",
+    "equivalent",
+    "inconclusive",
+    "not trained: no answer",  # a run of the pair did not train (`untrained`): the comparison says nothing
+]
+(
+    PAYS_OFF,
+    PAYS_OFF_WITHIN_MARGIN,
+    COSTS_ACCURACY,
+    COSTS_ACCURACY_WITHIN_MARGIN,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    NOT_TRAINED,
+) = get_args(Finding)
+
+
+def finding(low, high, p_holm, p_equivalent_holm, rope) -> Finding:
     """What a comparison says, each once its Holm-adjusted test agrees, so K comparisons cannot manufacture one:
     pays off (CI above 0) or costs accuracy (CI below 0), either "by less than the margin" when the CI also lies
     within +-`rope`; else equivalent (the TOST within +-`rope`); else inconclusive."""
     within = -rope < low and high < rope
     if low > 0 and p_holm < ALPHA:
-        return "pays off, by less than the margin" if within else "pays off"
+        return PAYS_OFF_WITHIN_MARGIN if within else PAYS_OFF
     if high < 0 and p_holm < ALPHA:
-        return "costs accuracy, by less than the margin" if within else "costs accuracy"
+        return COSTS_ACCURACY_WITHIN_MARGIN if within else COSTS_ACCURACY
     if p_equivalent_holm < ALPHA:
-        return "equivalent"
-    return "inconclusive"
+        return EQUIVALENT
+    return INCONCLUSIVE
 
 
 def findings(differences, rope, confidence=0.95):

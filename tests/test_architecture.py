@@ -7,7 +7,7 @@ import harness
 
 PACKAGE = Path(harness.__file__).parent
 # Bottom to top; a module may import its own layer and those below it.
-LAYERS = ["redaction", "outputs", "params", "statistics", "expansion", "model", "training", "study", "report", "cli"]
+LAYERS = ["redaction", "outputs", "params", "statistics", "expansion", "model", "training", "study", "report", "api", "cli"]
 
 
 def module_name(path):

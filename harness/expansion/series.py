@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from harness.params import FUNCTIONS as FUNCTION_NAMES
-from harness.params import check_value
+from harness.params import check_value, did_you_mean
 
 _x = sp.Symbol("x", real=True)
 
@@ -78,7 +78,9 @@ assert tuple(FUNCTIONS) == FUNCTION_NAMES, "harness.params.FUNCTIONS names the s
 def _lookup(function, center):
     """Return the `SeriesFunction` for a name, checking it has a series at `center`."""
     if function not in FUNCTIONS:
-        raise ValueError(f"unknown function {function!r}; choose one of {', '.join(FUNCTIONS)}")
+        raise ValueError(
+            f"unknown function {function!r}{did_you_mean(function, FUNCTIONS)}; choose one of {', '.join(FUNCTIONS)}"
+        )
     spec = FUNCTIONS[function]
     for singularity in spec.singularities:
         if singularity.imag == 0 and center <= singularity.real:

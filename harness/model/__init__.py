@@ -31,6 +31,7 @@ from harness.model import surgery
 from harness.model.backbones import BUILDERS
 from harness.params import (
     AFTER,
+    APPLICATIONS,
     BASELINE_DEFAULTS,
     EXPANSION_KEYS,
     INSERTIONS_BY_BACKBONE,
@@ -119,14 +120,10 @@ def load_backbone(backbone, input_shape, num_classes, width=1.0):
             raise ModelError(f"backbone {backbone}: no such model file")
         # Its architecture; the weights are drawn afresh from the trial's seed, as a built-in backbone's are.
         model = keras.models.clone_model(keras.saving.load_model(backbone, compile=False))
+    elif backbone.startswith(APPLICATIONS):
+        model = _application(backbone, input_shape, num_classes)
     else:
-        module_name, _, function_name = backbone.partition(":")
-        if os.getcwd() not in sys.path:  # a researcher's package in the folder they run from, as `python -m` finds it
-            sys.path.insert(0, os.getcwd())
-        try:
-            builder = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise ModelError(f"backbone {backbone}: cannot import it ({type(error).__name__}: {error})") from None
+        builder = _imported_builder(backbone)
         takes_width = "width" in inspect.signature(builder).parameters
         model = builder(tuple(input_shape), num_classes, **({"width": width} if takes_width else {}))
         if not isinstance(model, keras.Model):
@@ -136,17 +133,54 @@ def load_backbone(backbone, input_shape, num_classes, width=1.0):
             f"backbone {backbone}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} classes; "
             f"the dataset has {tuple(input_shape)} and {num_classes}"
         )
-    if isinstance(model, keras.Sequential):  # surgery needs a functional graph
-        inputs = keras.Input(batch_shape=model.inputs[0].shape, name="image")
-        h = inputs
-        for layer in model.layers:
-            h = layer(h)
-        model = keras.Model(inputs, h, name=model.name)
-    return model
+    return surgery.functional(model)
+
+
+def _imported_builder(backbone):
+    """The function a builder path "package.module:function" names; `ModelError` naming the missing part if none."""
+    module_name, _, function_name = backbone.partition(":")
+    if os.getcwd() not in sys.path:  # a researcher's package in the folder they run from, as `python -m` finds it
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ModelError(
+            f"backbone {backbone}: no module named {error.name!r} (looked in {os.getcwd()} and the installed packages)"
+        ) from None
+    builder = getattr(module, function_name, None)
+    if not callable(builder):
+        functions = [name for name, value in vars(module).items() if callable(value) and not name.startswith("_")]
+        raise ModelError(
+            f"backbone {backbone}: {module.__file__} has no function {function_name!r}"
+            f"{did_you_mean(function_name, functions)}"
+        )
+    return builder
+
+
+def _application(backbone, input_shape, num_classes):
+    """A keras.applications network, "keras.applications.MobileNetV2" say, built afresh for the data."""
+    name = backbone.removeprefix(APPLICATIONS)
+    constructor = getattr(keras.applications, name, None)
+    if not callable(constructor):
+        raise ModelError(
+            f"backbone {backbone}: keras.applications has no network {name!r}"
+            f"{did_you_mean(name, [n for n in dir(keras.applications) if n[:1].isupper()])}"
+        )
+    try:
+        return constructor(weights=None, input_shape=tuple(input_shape), classes=num_classes)
+    except ValueError as error:  # Keras's word on inputs it does not take (too small, say)
+        raise ModelError(f"backbone {backbone}: {str(error).splitlines()[0]}") from None
 
 
 def surgery_plan(model, backbone, insertion):
-    """What `surgery.rebuild` does for `insertion`: (activations replaced, {layer: expansion inserted after it})."""
+    """What `surgery.rebuild` does for `insertion`, a named point or a list of layer names: (activations replaced,
+    {layer: expansion inserted after it})."""
+    if not isinstance(insertion, str):
+        names = surgery.matching_layers(model, "*")
+        for name in insertion:
+            if name not in names:
+                raise ModelError(f"insertion: {backbone} has no layer {name!r}{did_you_mean(name, names)}")
+        return (), {name: f"{name}_expansion" for name in insertion}
     if insertion in SEED_CNN_POINTS and backbone == "seed_cnn":
         return (), {SEED_CNN_POINTS[insertion]: f"{insertion}_expansion"}
     if insertion.startswith(AFTER):
@@ -186,12 +220,18 @@ def build_model(params, input_shape, num_classes, *, augmentation=()):
     model = load_backbone(backbone, input_shape, num_classes, params.get("width", 1.0))
     if insertion == "none" and not augmentation:
         return model
+    return insert_expansion(model, insertion, expansion, backbone=backbone, augmentation=augmentation)
+
+
+def insert_expansion(model, insertion, layer_arguments, *, backbone, augmentation=()):
+    """`model` rebuilt with `TaylorExpansion(**layer_arguments)` layers where `insertion` says (`surgery_plan`),
+    after the `augmentation` layers, if any; `ModelError` if the result does not fit together."""
 
     def make_expansion(name):
         # float32 even under mixed precision: high powers overflow float16.
-        return TaylorExpansion(**expansion, dtype="float32", name=name)
+        return TaylorExpansion(**layer_arguments, dtype="float32", name=name)
 
-    replace, insert_after = surgery_plan(model, backbone, insertion)
+    replace, insert_after = ((), {}) if insertion == "none" else surgery_plan(model, backbone, insertion)
     input_stage = [*augmentation, *([make_expansion("input_expansion")] if insertion == "input" else [])]
     try:
         return surgery.rebuild(

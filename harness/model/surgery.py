@@ -59,6 +59,17 @@ def matching_layers(model, pattern):
     ]
 
 
+def functional(model):
+    """`model` as a functional graph, which surgery needs: a Sequential model's layers called on an Input."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, name="image")
+    h = inputs
+    for layer in model.layers:
+        h = layer(h)
+    return keras.Model(inputs, h, name=model.name)
+
+
 def _shapes(tensors):
     return [tuple(t.shape) for t in keras.tree.flatten(tensors) if hasattr(t, "shape")]
 
@@ -67,6 +78,7 @@ def rebuild(model, make_expansion, *, replace=(), insert_after=None, input_stage
     """`model` with its activations named in `replace` replaced by `make_expansion(name)`, an expansion inserted
     after each layer named in `insert_after` ({layer name: expansion name}), and the layers `input_stage` (say an
     augmentation, then an input expansion) applied to its inputs first."""
+    model = functional(model)
     insert_after = insert_after or {}
     input_tensors = keras.tree.map_structure(
         lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), model.input
@@ -86,6 +98,8 @@ def rebuild(model, make_expansion, *, replace=(), insert_after=None, input_stage
 
     def call(layer, *args, **kwargs):
         args, kwargs = keras.tree.map_structure(stage, (args, kwargs))
+        if not isinstance(layer, keras.layers.Layer):  # an op written as code (x + 3.0, say): stateless, as it is
+            return layer(*args, **kwargs)
         unchanged = _shapes(args) == _shapes(layer.input)
         if layer.name in replace and not _fused_activation(layer):
             outputs = make_expansion(layer.name)(*args, **kwargs)

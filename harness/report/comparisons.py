@@ -13,7 +13,7 @@ from harness.report.tables import (
     seeded_stage,
     with_matched_keys,
 )
-from harness.statistics import equivalence_p, finding, holm, paired_test, power
+from harness.statistics import NOT_TRAINED, equivalence_p, finding, holm, paired_test, power
 
 
 def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=DEFAULT_ROPE, latency=None):
@@ -92,7 +92,6 @@ def paired_comparisons(trials, *, metric="test_accuracy", confidence=0.95, rope=
 
 
 MATCHED, TUNED, ONE_BASELINE = "matched", "tuned", "matched = tuned"
-NOT_TRAINED = "not trained: no answer"  # the finding of a comparison that rests on a run near chance
 
 
 def configuration_names(configurations):

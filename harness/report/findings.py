@@ -5,18 +5,28 @@ import math
 
 import pandas as pd
 
-from harness.report.comparisons import NOT_TRAINED, TUNED
+from harness.report.comparisons import TUNED
 from harness.report.layout import plural
-from harness.statistics import MAX_SEEDS
+from harness.statistics import (
+    COSTS_ACCURACY,
+    COSTS_ACCURACY_WITHIN_MARGIN,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    MAX_SEEDS,
+    NOT_TRAINED,
+    PAYS_OFF,
+    PAYS_OFF_WITHIN_MARGIN,
+)
 
 
+# Each finding (`statistics.Finding`) in words, before "its matched baseline"; `finding_words` shortens them.
 FINDING_WORDS = {
-    "pays off": "better than",
-    "pays off, by less than the margin": "better, by less than the margin, than",
-    "costs accuracy": "worse than",
-    "costs accuracy, by less than the margin": "worse, by less than the margin, than",
-    "equivalent": "equivalent within the margin to",
-    "inconclusive": "undecided against",
+    PAYS_OFF: "better than",
+    PAYS_OFF_WITHIN_MARGIN: "better, by less than the margin, than",
+    COSTS_ACCURACY: "worse than",
+    COSTS_ACCURACY_WITHIN_MARGIN: "worse, by less than the margin, than",
+    EQUIVALENT: "equivalent within the margin to",
+    INCONCLUSIVE: "undecided against",
 }
 
 
@@ -51,7 +61,7 @@ def tally(words):
 def excluded_only_before_holm(row):
     """Whether a comparison's unadjusted 95% CI excludes 0 while its Holm-adjusted test finds nothing: an interval
     that looks like a finding and is not one."""
-    return row["finding"] == "inconclusive" and (row["ci low"] > 0 or row["ci high"] < 0)
+    return row["finding"] == INCONCLUSIVE and (row["ci low"] > 0 or row["ci high"] < 0)
 
 
 def ratio_words(row):

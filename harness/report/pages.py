@@ -23,6 +23,7 @@ from harness.report.plots import answer_plot, search_plots
 from harness.report.layout import plural
 from harness.report.findings import answer_table, matched_comparisons, tuned_table
 from harness.report.verdict import comparison_sentences, methods, tuned_baseline_note, verdict
+from harness.statistics import PAYS_OFF, PAYS_OFF_WITHIN_MARGIN
 from harness.study.storage import check_tracking_uri, open_storage
 
 
@@ -149,7 +150,9 @@ def _comparison(frames, comparisons):
                 "baseline's best val accuracy": f"{baseline[tables.ACCURACY].max():.1%}" if not baseline.empty else "-",
                 "median flops": done["flops"].median() if "flops" in done else np.nan,
                 "configurations confirmed": confirmed["configuration"].nunique() if not confirmed.empty else 0,
-                "better than matched": int(matched_comparisons(confirmed)["finding"].str.startswith("pays off").sum())
+                "better than matched": int(
+                    matched_comparisons(confirmed)["finding"].isin([PAYS_OFF, PAYS_OFF_WITHIN_MARGIN]).sum()
+                )
                 if not confirmed.empty
                 else 0,
             }

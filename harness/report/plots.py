@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.report import tables  # noqa: E402
-from harness.report.comparisons import NOT_TRAINED  # noqa: E402
+from harness.statistics import NOT_TRAINED  # noqa: E402
 from harness.report.findings import finding_words  # noqa: E402
 
 

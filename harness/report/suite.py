@@ -51,23 +51,27 @@ def cell_frames(suite, storage, tracking_uri=None):
 
 
 def difference_table(suite, frames, rope=tables.DEFAULT_ROPE):
-    """A row per configuration, a column per dataset x backbone: the difference from the matched baseline in
+    """(differences, findings). Differences: a row per configuration, a column per dataset x backbone: the
+    difference from the matched baseline in
     points, its 95% CI and the cell's finding in words (`findings.finding_words`: "undecided after Holm" where the
-    interval excludes 0 and the Holm-adjusted test does not agree, "not trained: no answer" on runs near chance)."""
-    columns = {}
+    interval excludes 0 and the Holm-adjusted test does not agree, "not trained: no answer" on runs near chance). Findings: the same cells' findings in words alone, empty where
+    no pair completed."""
+    columns, findings = {}, {}
     for study, (dataset, backbone, space) in suite.cells.items():
         comparisons = paired_comparisons(frames[study], rope=rope)
         by_name = comparisons.set_index("configuration") if not comparisons.empty else pd.DataFrame()
-        cells = {}
+        cells, words = {}, {}
         for configuration in space.configurations:
             name = describe(space.complete(configuration))
             if name not in by_name.index:
                 cells[_label(configuration)] = "no completed pair"
                 continue
             row = by_name.loc[name]
-            cells[_label(configuration)] = f"{difference_words(row)} {finding_words(row)}"
-        columns[f"{dataset} x {backbone}"] = cells
-    return pd.DataFrame(columns).rename_axis("configuration")
+            words[_label(configuration)] = finding_words(row)
+            cells[_label(configuration)] = f"{difference_words(row)} {words[_label(configuration)]}"
+        columns[f"{dataset} x {backbone}"], findings[f"{dataset} x {backbone}"] = cells, words
+    table = pd.DataFrame(columns).rename_axis("configuration")
+    return table, pd.DataFrame(findings, columns=table.columns).reindex(table.index)
 
 
 def accuracy_matrix(suite, frames):
@@ -119,7 +123,7 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
 
     out = Path(out or Path("reports") / suite.name)
     frames = cell_frames(suite, storage, tracking_uri)
-    differences = difference_table(suite, frames, rope)
+    differences, findings = difference_table(suite, frames, rope)
     matrix = accuracy_matrix(suite, frames)
     average, (statistic, p_value), nemenyi, note = ranks(matrix)
 
@@ -129,7 +133,7 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
         blocks = [
             ("h1", f"Suite {suite.name}: does the expansion pay off across datasets and backbones?"),
             *([("note", provenance)] if provenance else []),
-            ("answer", suite_answer(differences, average, p_value)),
+            ("answer", suite_answer(findings, average, p_value)),
             ("p", _intro(suite, frames, rope)),
             ("h2", "Against the matched baseline, cell by cell"),
             (
@@ -159,17 +163,16 @@ def write_suite_report(suite, storage, tracking_uri=None, out=None, *, rope=tabl
         (folder / "index.md").write_text(markdown(blocks))
         (folder / "index.html").write_text(html_page(blocks, f"suite {suite.name}"))
 
-    return Report(write_output_folder(out, fill), [suite_answer(differences, average, p_value)])
+    return Report(write_output_folder(out, fill), [suite_answer(findings, average, p_value)])
 
 
-def suite_answer(differences, average, p_value):
-    """The suite's answer in a sentence: how the cells' findings tally, and which network ranks best."""
-    cells = differences.stack()
-    cells = cells[cells != "no completed pair"]
-    words = cells.str.extract(r"\) (.*)$")[0].fillna("")  # a cell reads "+0.3 (-0.7 to +1.3) undecided"
+def suite_answer(findings, average, p_value):
+    """The suite's answer in a sentence: how the cells' findings (`difference_table`'s, in words) tally, and which
+    network ranks best."""
+    words = findings.stack().dropna()
     text = (
-        f"Against the matched baseline, of {plural(len(cells), 'comparison')} ({differences.shape[0]} "
-        f"configurations in {plural(differences.shape[1], 'cell')}): {tally(words)}."
+        f"Against the matched baseline, of {plural(len(words), 'comparison')} ({findings.shape[0]} "
+        f"configurations in {plural(findings.shape[1], 'cell')}): {tally(words)}."
     )
     if len(average):
         text += f" Best average rank: {average.index[0]} ({average.iloc[0]:.2f})"

@@ -7,7 +7,6 @@ from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, describe
 from harness.report.comparisons import (
     LATENCY_ROUNDS,
     MATCHED,
-    NOT_TRAINED,
     ONE_BASELINE,
     TUNED,
     paired_comparisons,
@@ -23,6 +22,15 @@ from harness.report.findings import (
     tally,
 )
 from harness.report.layout import plural
+from harness.statistics import (
+    COSTS_ACCURACY,
+    COSTS_ACCURACY_WITHIN_MARGIN,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    NOT_TRAINED,
+    PAYS_OFF,
+    PAYS_OFF_WITHIN_MARGIN,
+)
 from harness.report.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plain, search_stage, seeded_stage
 
 
@@ -81,7 +89,7 @@ def headline(comparisons, rope):
             f"{accuracy:.1%} test accuracy, near chance), so no comparison says anything of the expansion. Train "
             "longer or on more data, or with another recipe."
         ]
-    paying = trained[trained["finding"].str.startswith("pays off")]
+    paying = trained[trained["finding"].isin([PAYS_OFF, PAYS_OFF_WITHIN_MARGIN])]
     lead = (paying if not paying.empty else trained).sort_values("delta (points)", ascending=False).iloc[0]
     # Picked as the best of several on the same test runs: said so.
     which = (
@@ -89,13 +97,13 @@ def headline(comparisons, rope):
     )
     ci = f"95% CI {lead['ci low']:+.1f} to {lead['ci high']:+.1f}, " if pd.notna(lead["ci low"]) else "no CI, "
     statement = f"{which}, {lead['configuration']}, is {FINDING_WORDS[lead['finding']]} its matched baseline"
-    if lead["finding"] == "equivalent":
+    if lead["finding"] == EQUIVALENT:
         statement = statement.replace("the margin", f"\u00b1{rope:g} {plural(rope, 'point', number=False)}")
     first = (
         f"{statement}: {lead['delta (points)']:+.1f} points of test accuracy "
         f"({ci}{plural(lead['seeds'], 'seed')}), at {ratio_words(lead)}."
     )
-    if lead["finding"] == "inconclusive":
+    if lead["finding"] == INCONCLUSIVE:
         first = first[:-1] + f"; {settling_words(lead)} would settle it."
     second = (
         f"Of {plural(len(matched), 'configuration')} confirmed against their matched baselines: "
@@ -192,12 +200,12 @@ def _comparison_sentence(row, comparisons, rope):
         p_holm += f", equivalence p = {row['p equivalent (Holm)']:.3g}"
     margin = f"\u00b1{rope:g} {plural(rope, 'point', number=False)}"
     statement = {
-        "pays off": "pays off",
-        "pays off, by less than the margin": f"pays off, by less than the {margin} margin",
-        "costs accuracy": "costs accuracy",
-        "costs accuracy, by less than the margin": f"costs accuracy, by less than the {margin} margin",
-        "equivalent": f"is equivalent to it within {margin}",
-        "inconclusive": "is inconclusive at this budget",
+        PAYS_OFF: "pays off",
+        PAYS_OFF_WITHIN_MARGIN: f"pays off, by less than the {margin} margin",
+        COSTS_ACCURACY: "costs accuracy",
+        COSTS_ACCURACY_WITHIN_MARGIN: f"costs accuracy, by less than the {margin} margin",
+        EQUIVALENT: f"is equivalent to it within {margin}",
+        INCONCLUSIVE: "is inconclusive at this budget",
         NOT_TRAINED: f"has no answer: {plural(row['untrained runs'], 'run')} of the pair did not train",
     }[row["finding"]]
     if excluded_only_before_holm(row):
@@ -208,7 +216,7 @@ def _comparison_sentence(row, comparisons, rope):
             f" These {plural(row['seeds'], 'seed')} detect a difference of {row['detectable (points)']:.1f} points "
             "with 80% power at the 5% level (from the spread of the paired differences)"
         )
-        if row["finding"] == "inconclusive":
+        if row["finding"] == INCONCLUSIVE:
             power += f"; settling it would take {settling_words(row)}"
         power += "."
     return (

@@ -42,7 +42,8 @@ from harness.study.records import (
     enqueued_params,
 )
 from harness.study.progress import unfilled_line
-from harness.study.search import Search, trial_params
+from harness.study.objective import trial_params
+from harness.study.search import Search
 from harness.study.storage import open_storage
 
 MAX_GRID = 100
@@ -122,7 +123,7 @@ def enqueue(study, configurations, seeds, *, pilot=False):
     return how many runs the study then holds. `pilot` marks runs that size a stage and are not tested.
 
     Two processes queueing at the same moment can still queue a run twice: the later trial stands down when it
-    starts (`search.earlier_twin`), so each run trains once.
+    starts (`objective.earlier_twin`), so each run trains once.
     """
     trials = study.get_trials(deepcopy=False)
     counted = {t.number for t in counted_trials(study, trials)}

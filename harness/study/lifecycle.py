@@ -86,37 +86,13 @@ class TrialLifecycle:
         optuna.TrialPruned (impossible params, or pruned), TrialDiverged, or the trial's own exception, each after
         closing the run with its reason.
         """
-        network = {key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")}
-        run_params = {
-            "dataset": self.dataset.name,
-            "epochs": epochs,
-            **network,
-            **split_params(params)[1],
-            "precision": "mixed_float16" if self.mixed_precision else "float32",
-            "backend": keras.backend.backend(),
-            "vary_split": self.vary_split,
-        }
         dataset = data.redrawn_split(self.dataset, params.get("seed", 0)) if self.vary_split else self.dataset
-        try:
-            run_id = self.tracker.start_trial(
-                self.parent_run_id, self.experiment, number, params, run_params, stage=self.stage, dataset=dataset
-            )
-        except Exception as error:  # a locked or unreachable store: no run to record the reason in, so the engine does
-            remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")
-            raise
-
-        def end(state, reason=None):
-            # The run closes first: it must not stay RUNNING if the engine's record no longer takes writes.
-            self.tracker.end_trial(run_id, state, reason)
-            remember(OUTCOME, state)
-            if reason:
-                remember("failure_reason", reason)
-
+        run_id = self._start_run(number, params, epochs, dataset, remember)
+        in_flight = TrialProgress(self.console, label or f"{self.stage} #{number}", epochs, self.progress)
         try:
             remember("mlflow_run_id", run_id)
             if self.vary_split:
                 remember("vary_split", True)
-            in_flight = TrialProgress(self.console, label or f"{self.stage} #{number}", epochs, self.progress)
             log = self.tracker.metrics_logger(run_id)
             callbacks = [
                 EpochLogger(log),
@@ -125,30 +101,54 @@ class TrialLifecycle:
                 *([NormLog(log)] if self.log_norms else []),  # "norm/gradient/<variable>", "norm/value/<variable>"
                 *callbacks,
             ]
-            try:  # the model is built, and its params checked, before any training
-                result = run_trial(params, dataset, epochs=epochs, callbacks=callbacks)
-            except ModelError as error:
-                raise optuna.TrialPruned(f"invalid combination: {error}") from None
-            if self.interrupted:
-                raise KeyboardInterrupt
-            # The rest of the result lives in the MLflow run; each remembered value can be a storage write.
-            for name in ("test_accuracy", "flops"):
-                remember(name, getattr(result, name))
-            self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
-            if result.diverged:
-                raise TrialDiverged(result.failure_reason)
-            flag_if_untrained(self.tracker, run_id, result, self.dataset.num_classes, self.stage, remember)
+            result = self._train_and_log(run_id, params, epochs, dataset, callbacks, remember)
         except optuna.TrialPruned as pruned:
-            end("PRUNED", pruned_reason(pruned, in_flight.epochs_done, epochs))
+            self._end_run(run_id, remember, "PRUNED", pruned_reason(pruned, in_flight.epochs_done, epochs))
             raise
         except Exception as error:
-            end("FAIL", failure_reason(error))
+            self._end_run(run_id, remember, "FAIL", failure_reason(error))
             raise
         except BaseException:
             self.tracker.end_trial(run_id, "FAIL", "interrupted (Ctrl-C)", status="KILLED")
             raise
-        end("COMPLETE")
+        self._end_run(run_id, remember, "COMPLETE")
         return result
+
+    def _start_run(self, number, params, epochs, dataset, remember):
+        """The trial's MLflow run, started under the parent run with what it trains on; a run that cannot start
+        (a locked or unreachable store) has nowhere to record why, so the engine's record does."""
+        logged = run_params(params, epochs, self.dataset.name, self.mixed_precision, self.vary_split)
+        try:
+            return self.tracker.start_trial(
+                self.parent_run_id, self.experiment, number, params, logged, stage=self.stage, dataset=dataset
+            )
+        except Exception as error:
+            remember("failure_reason", f"its MLflow run could not start: {failure_reason(error)}")
+            raise
+
+    def _train_and_log(self, run_id, params, epochs, dataset, callbacks, remember):
+        """Train, log the result to the run, and raise if the trial must not end COMPLETE."""
+        try:  # the model is built, and its params checked, before any training
+            result = run_trial(params, dataset, epochs=epochs, callbacks=callbacks)
+        except ModelError as error:
+            raise optuna.TrialPruned(f"invalid combination: {error}") from None
+        if self.interrupted:
+            raise KeyboardInterrupt
+        # The rest of the result lives in the MLflow run; each remembered value can be a storage write.
+        for name in ("test_accuracy", "flops"):
+            remember(name, getattr(result, name))
+        self.tracker.log_result(run_id, result, save_model=self._keeps_model(result))
+        if result.diverged:
+            raise TrialDiverged(result.failure_reason)
+        flag_if_untrained(self.tracker, run_id, result, self.dataset.num_classes, self.stage, remember)
+        return result
+
+    def _end_run(self, run_id, remember, state, reason=None):
+        # The run closes first: it must not stay RUNNING if the engine's record no longer takes writes.
+        self.tracker.end_trial(run_id, state, reason)
+        remember(OUTCOME, state)
+        if reason:
+            remember("failure_reason", reason)
 
     def _keeps_model(self, result):
         if self.stage != "search" or self.save_models == "all":
@@ -158,6 +158,19 @@ class TrialLifecycle:
             return False
         self.best_saved = accuracy
         return True
+
+
+def run_params(params, epochs, dataset_name, mixed_precision, vary_split):
+    """What a trial's MLflow run logs beside its params: the data, epochs, network, training recipe and precision."""
+    return {
+        "dataset": dataset_name,
+        "epochs": epochs,
+        **{key: params.get(key, BASELINE_DEFAULTS[key]) for key in ("backbone", "width")},
+        **split_params(params)[1],
+        "precision": "mixed_float16" if mixed_precision else "float32",
+        "backend": keras.backend.backend(),
+        "vary_split": vary_split,
+    }
 
 
 def pruned_reason(pruned, epochs_done, epochs):

@@ -1,26 +1,23 @@
-"""What a stage shows and how it stops: its progress bar and a line per trial, the lines before and after it, and a
-gentle Ctrl-C."""
+"""What a stage shows: its progress bar and a line per trial, the lines before and after it; and a gentle Ctrl-C.
+The stage's loop (`search.Search`) decides what to run and when to stop; this module only draws."""
 
 import contextlib
 import signal
 import threading
-import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.params import describe
 from harness.redaction import redact
-from harness.study.baselines import queue_baseline, searched_shared_keys, takes_baseline_turns
+from harness.study.baselines import searched_shared_keys, takes_baseline_turns
 from harness.study.records import (
     BASELINE,
     BASELINE_TURN,
     DUPLICATE_OF,
     OUTCOME,
     PILOT,
-    SURPLUS,
     TUNED_BASELINE,
     UNTRAINED,
-    best_value,
     configuration_key,
     counted_trials,
     enqueued_params,
@@ -105,8 +102,11 @@ def trial_line(trial, best, stage, label):
     return f"{label}: {state:<8} {accuracy}  {cost}  {best}  {params}{flag}"
 
 
-def stage_notes(space, settings):
-    """What a user should know before this stage's trials start."""
+def stage_notes(space, settings, closed=()):
+    """What a user should know before this stage's trials start; `closed`, the MLflow runs just closed that a process
+    which died had left RUNNING."""
+    if closed:
+        yield f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died"
     if space.is_multi_objective and settings.pruner != "none":
         yield "pruning is off: Optuna cannot prune multi-objective trials"
     searched = ", ".join(searched_shared_keys(space))
@@ -157,92 +157,48 @@ def where(settings):
     ]
 
 
-class StudyProgress:
-    """A search's study optimised under a progress bar, one line per finished trial, and a gentle Ctrl-C."""
+def duplicate_line(trial, stage):
+    """The line for a queued run that stood down: another process had queued the same one."""
+    return (
+        f"{stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, queued at once by another "
+        "process; skipped"
+    )
 
-    def __init__(self, search):
-        self.search = search
+
+def taken_over_line(number, stage):
+    """The line for this process's trial that another worker marked FAIL while it ran."""
+    return (
+        f"{stage} #{number}: another worker marked it FAIL while it ran (its heartbeat came late); "
+        "its run is closed, and this worker goes on"
+    )
+
+
+class StageProgress:
+    """A stage's progress bar and its lines: it draws what the stage's loop (`Search`) tells it, and decides
+    nothing."""
+
+    def __init__(self, console, description, total, completed):
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=search.console,
+            console=console,
             transient=True,
         )
+        self.task = self.bar.add_task(description, total=total, completed=completed)
 
-    def optimize(self, remaining):
-        """Run up to `remaining` trials; raises KeyboardInterrupt after a Ctrl-C once the trial in flight has ended."""
-        search, lifecycle, n_trials = self.search, self.search.lifecycle, self.search.settings.n_trials
-        with self.bar:
-            self.task = self.bar.add_task(search.settings.optuna_study, total=n_trials, completed=n_trials - remaining)
-            lifecycle.progress = self.bar
-            with deferred_interrupts(self.interrupt):
-                self._optimize_past_uncounted_trials(remaining)
-            lifecycle.progress = None
-        if lifecycle.interrupted:
-            raise KeyboardInterrupt
+    def __enter__(self):
+        self.bar.start()
+        return self
 
-    def _optimize_past_uncounted_trials(self, remaining):
-        """Optuna's optimize, resumed while trials that do not count cut it short: duplicate runs that stood down,
-        or a trial that another worker marked FAIL while it ran here (a heartbeat later than the grace period, on a
-        busy machine). The study goes on without them."""
-        search, settings = self.search, self.search.settings
-        deadline = time.monotonic() + settings.timeout if settings.timeout else None
-        while remaining > 0:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            search.stood_down = 0
-            try:
-                search.study.optimize(
-                    search._objective,
-                    n_trials=remaining,
-                    timeout=timeout,
-                    catch=(Exception,),
-                    callbacks=[self.after_trial],
-                )
-                if not search.stood_down:
-                    return
-            except ValueError:  # "Cannot tell a FAIL trial"
-                if search.taken_over is None:
-                    raise
-                self.bar.console.print(
-                    f"{settings.stage} #{search.taken_over}: another worker marked it FAIL while it "
-                    "ran (its heartbeat came late); its run is closed, and this worker goes on",
-                    highlight=False,
-                    markup=False,
-                )
-                search.taken_over = None
-                if settings.stage == "search":
-                    queue_baseline(search.study, search.space)  # in case it was the baseline
-            remaining = settings.n_trials - trials_taken(search.study, search.current_trials())
+    def __exit__(self, *exc_info):
+        self.bar.stop()
 
-    def interrupt(self):
-        self.search.lifecycle.interrupted = True
-        self.bar.console.print("stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)")
+    def advance(self, completed):
+        """Show `completed` trials done."""
+        self.bar.update(self.task, completed=completed)
 
-    def after_trial(self, study, trial):
-        """Print the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
-        search, settings = self.search, self.search.settings
-        if DUPLICATE_OF in trial.user_attrs:
-            self.bar.console.print(
-                f"{settings.stage} #{trial.number}: the same run as #{trial.user_attrs[DUPLICATE_OF]}, "
-                "queued at once by another process; skipped",
-                highlight=False,
-                markup=False,
-            )
-        if trial.user_attrs.get(SURPLUS):
-            return
-        # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
-        trials = search.current_trials() if search.shares_study else study.get_trials(deepcopy=False)
-        counted = counted_trials(study, trials)
-        self.bar.update(self.task, completed=len(counted))
-        best = best_value(trials)
-        line = trial_line(trial, best, settings.stage, run_label(trial, study, settings.stage))
+    def say(self, line):
+        """A line above the bar, as it is (no markup: a trial's params may hold brackets)."""
         self.bar.console.print(line, soft_wrap=True, highlight=False, markup=False)
-        if best is not None and settings.stage == "search":
-            search.tracker.log_best_so_far(search.parent_run_id, best, len(counted), trial.number)
-        epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
-        budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
-        # Other workers' trials in flight count too: the study stops at n_trials, not n_trials x workers.
-        if trials_taken(study, trials) >= settings.n_trials or search.lifecycle.interrupted or budget_spent:
-            study.stop()

@@ -7,68 +7,31 @@ an impossible combination of sampled params is PRUNED with the reason.
 
 import contextlib
 import functools
-import os
 import socket
+import time
 import warnings
 
 import optuna
-from optuna_integration import KerasPruningCallback
 from rich.console import Console
 
 from harness.redaction import redact
-from harness.study.baselines import is_baseline_turn, sample_baseline
-from harness.study.callbacks import ReportEpochs
+from harness.study.baselines import queue_baseline
 from harness.study.lifecycle import open_lifecycle
-from harness.study.progress import StudyProgress, full_study_line, run_label, stage_notes
-from harness.study.records import (
-    BASELINE_TURN,
-    BENCHMARK_RUN,
-    DUPLICATE_OF,
-    SURPLUS,
-    counted_trials,
-    enqueued_key,
-    enqueued_params,
-    trials_taken,
+from harness.study.objective import TrialObjective
+from harness.study.progress import (
+    StageProgress,
+    deferred_interrupts,
+    duplicate_line,
+    full_study_line,
+    run_label,
+    stage_notes,
+    taken_over_line,
+    trial_line,
 )
+from harness.study.records import DUPLICATE_OF, SURPLUS, best_value, counted_trials, trials_taken
 from harness.study.settings import make_pruner, make_sampler
-from harness.study.space import COST_OBJECTIVES
 from harness.study.storage import open_storage
-from harness.study.tracking import TrackingUnreachable, close_dead_runs, process_alive, process_started
-
-
-class StudyFull(RuntimeError):
-    """A worker asked for a trial the study no longer needs."""
-
-
-class DuplicateRun(RuntimeError):
-    """An enqueued run whose params and seed an earlier trial of the study holds (machines queueing at once)."""
-
-
-def earlier_twin(study, trial):
-    """The number of an earlier trial holding the same enqueued run as `trial` (waiting, running, or ended by its own
-    doing), or None. Processes that queue runs at once can queue one twice; only the earliest trains."""
-    trials = study.get_trials(deepcopy=False)
-    counted = {t.number for t in counted_trials(study, trials)}
-    live = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
-    key = enqueued_key(trial)
-    for other in trials:
-        if (
-            other.number < trial.number
-            and other.user_attrs.get(BENCHMARK_RUN)
-            and not other.user_attrs.get(SURPLUS)
-            and (other.state in live or other.number in counted)
-            and enqueued_key(other) == key
-        ):
-            return other.number
-    return None
-
-
-def trial_params(trial, space):
-    """The configuration a trial trained: its enqueued params, or its sampled ones with the space's fixed values."""
-    if trial.user_attrs.get(BENCHMARK_RUN):
-        return enqueued_params(trial)
-    sampled = {**trial.params, "insertion": "none"} if trial.user_attrs.get(BASELINE_TURN) else trial.params
-    return {**space.complete(sampled), "seed": space.training.seed}
+from harness.study.tracking import close_dead_runs, process_alive
 
 
 def _set_metric_names(study, objectives):
@@ -86,8 +49,9 @@ def name_objectives(storage):
         _set_metric_names(study, study.user_attrs.get("objectives", ["accuracy"])[: len(study.directions)])
 
 
-def open_study(settings, space, storage):
-    """The stage's Optuna study, created or loaded, with the space and objectives recorded on it."""
+def open_study(settings, space, storage, dataset):
+    """The stage's Optuna study, created or loaded, with the space, objectives and the shape of `dataset` recorded on
+    it (a report builds the study's networks from that to time them)."""
     study = optuna.create_study(
         study_name=settings.optuna_study,
         storage=storage,
@@ -102,21 +66,12 @@ def open_study(settings, space, storage):
         ("epochs", space.training.epochs),
         ("objectives", space.objectives),
         ("stage", settings.stage),
+        ("input_shape", [int(d) for d in dataset.input_shape]),
+        ("num_classes", int(dataset.num_classes)),
     ):
         study.set_user_attr(key, value)
     _set_metric_names(study, space.objectives)
     return study
-
-
-def is_surplus(study, trial, settings, shared):
-    """Whether `trial` comes after the study was full: seeded stages run only their queued runs, and workers
-    sharing a study (`shared`) can each pass the stop check before any of them asks (the earliest numbers win)."""
-    if settings.stage != "search":
-        return not trial.user_attrs.get(BENCHMARK_RUN)
-    if not shared:
-        return False
-    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and not t.user_attrs.get(SURPLUS)]
-    return trials_taken(study, before) >= settings.n_trials
 
 
 def fail_dead_trials(study, tracker):
@@ -147,9 +102,11 @@ class Search:
         )
         self.lifecycle = open_lifecycle(space, settings, self.console, dataset)
         self.tracker, self.dataset = self.lifecycle.tracker, self.lifecycle.dataset
-        self.tracking_lost = None  # the TrackingUnreachable that stopped the study, if one did
-        self.taken_over = None  # the number of this process's trial that another worker marked FAIL, if one was
-        self.stood_down = 0  # duplicate runs this process skipped in its latest optimize call
+
+    @functools.cached_property
+    def objective(self):
+        """What Optuna calls for each of this stage's trials."""
+        return TrialObjective(self.study, self.space, self.settings, self.lifecycle, shared=self.shares_study)
 
     @property
     def parent_run_id(self):
@@ -157,42 +114,83 @@ class Search:
 
     @functools.cached_property
     def study(self):
-        """The Optuna study, created or loaded on first use, with the shape of the data it trains on (a report
-        builds its networks from it to time them)."""
-        study = open_study(self.settings, self.space, self.storage)
-        study.set_user_attr("input_shape", [int(d) for d in self.dataset.input_shape])
-        study.set_user_attr("num_classes", int(self.dataset.num_classes))
-        return study
+        """The Optuna study, created or loaded on first use."""
+        return open_study(self.settings, self.space, self.storage, self.dataset)
 
     def parent_run(self):
         """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
-        settings = self.settings
-        tags = {
-            "space": self.space.source,
-            "dataset": self.space.dataset.name,
-            "optuna_storage": redact(settings.storage),
-            "sampler": settings.sampler,
-            "pruner": settings.pruner,
-            "workers": str(settings.workers),
-        }
-        return self.lifecycle.parent_run(tags)
+        return self.lifecycle.parent_run(parent_run_tags(self.space, self.settings))
 
     def run(self):
-        """Run trials until the study holds `n_trials` counted trials; return the study."""
-        closed = self.close_what_dead_processes_left()
-        if closed:
-            self.console.print(f"closed {len(closed)} MLflow run(s) left RUNNING by a process that died")
-        for line in stage_notes(self.space, self.settings):
+        """Run trials until the study holds `n_trials` counted trials, its timeout passes or its epoch budget is
+        spent; return the study. A Ctrl-C ends the trial in flight at its next batch, then raises KeyboardInterrupt."""
+        for line in stage_notes(self.space, self.settings, closed=self.close_what_dead_processes_left()):
             self.console.print(line)
         trials = self.study.get_trials(deepcopy=False)
         remaining = self.settings.n_trials - trials_taken(self.study, trials)
         if remaining <= 0:
             self.console.print(full_study_line(self.study, trials, self.settings))
             return self.study
-        StudyProgress(self).optimize(remaining)
-        if self.tracking_lost:
-            raise self.tracking_lost
+        total = self.settings.n_trials
+        with StageProgress(self.console, self.settings.optuna_study, total, total - remaining) as shown:
+            self.lifecycle.progress = shown.bar  # a trial's epochs are drawn under the stage's bar
+            with deferred_interrupts(lambda: self._interrupt(shown)):
+                self._optimize(remaining, shown)
+            self.lifecycle.progress = None
+        if self.lifecycle.interrupted:
+            raise KeyboardInterrupt
+        if self.objective.tracking_lost:
+            raise self.objective.tracking_lost
         return self.study
+
+    def _optimize(self, remaining, shown):
+        """Optuna's optimize, resumed while trials that do not count cut it short (duplicate runs that stood down, a
+        trial another worker marked FAIL while it ran here): the study goes on without them."""
+        objective, settings = self.objective, self.settings
+        deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        while remaining > 0:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            objective.stood_down = 0
+            try:
+                self.study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=timeout,
+                    catch=(Exception,),
+                    callbacks=[lambda study, trial: self._after_trial(trial, shown)],
+                )
+                if not objective.stood_down:
+                    return
+            except ValueError:  # "Cannot tell a FAIL trial"
+                if objective.taken_over is None:
+                    raise
+                shown.say(taken_over_line(objective.taken_over, settings.stage))
+                objective.taken_over = None
+                if settings.stage == "search":
+                    queue_baseline(self.study, self.space)  # in case it was the baseline
+            remaining = settings.n_trials - trials_taken(self.study, self.current_trials())
+
+    def _after_trial(self, trial, shown):
+        """Show the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
+        study, settings = self.study, self.settings
+        if DUPLICATE_OF in trial.user_attrs:
+            shown.say(duplicate_line(trial, settings.stage))
+        if trial.user_attrs.get(SURPLUS):
+            return
+        # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
+        trials = self.current_trials() if self.shares_study else study.get_trials(deepcopy=False)
+        counted = counted_trials(study, trials)
+        best = best_value(trials)
+        shown.advance(len(counted))
+        shown.say(trial_line(trial, best, settings.stage, run_label(trial, study, settings.stage)))
+        if best is not None and settings.stage == "search":
+            self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
+        if stage_is_over(study, trials, settings, interrupted=self.lifecycle.interrupted):
+            study.stop()
+
+    def _interrupt(self, shown):
+        self.lifecycle.interrupted = True
+        shown.say(STOPPING)
 
     @property
     def shares_study(self):
@@ -210,55 +208,26 @@ class Search:
         fail_dead_trials(self.study, self.tracker)
         return self.study.get_trials(deepcopy=False)
 
-    def sample(self, trial):
-        """A sampled trial's params; the ones the sampler did not choose (fixed values, a baseline turn's
-        insertion) are kept as user attributes, so the trial's record holds everything it trained with."""
-        if is_baseline_turn(trial.number, self.space, self.settings):
-            trial.set_user_attr(BASELINE_TURN, True)
-            params = sample_baseline(self.space, trial)
-        else:
-            params = self.space.sample(trial)
-        params = self.space.complete(params)
-        for name, value in params.items():
-            if name not in trial.params:
-                trial.set_user_attr(name, value)
-        return params
 
-    def _objective(self, trial):
-        if is_surplus(self.study, trial, self.settings, self.shares_study):
-            trial.set_user_attr(SURPLUS, True)
-            self.study.stop()
-            raise StudyFull(f"the study already had its {self.settings.n_trials} trials when this one was asked for")
-        enqueued = trial.user_attrs.get(BENCHMARK_RUN)
-        twin = earlier_twin(self.study, trial) if enqueued else None
-        if twin is not None:
-            trial.set_user_attr(SURPLUS, True)
-            trial.set_user_attr(DUPLICATE_OF, twin)
-            self.stood_down += 1
-            raise DuplicateRun(f"trial #{twin} holds the same params and seed")
-        params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.sample(trial))}
-        callbacks = _epoch_callbacks(trial, self.space, pruned=self.settings.stage == "search" and not enqueued)
-        try:
-            for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
-                trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
-            label = run_label(trial, self.study, self.settings.stage)
-            result = self.lifecycle.run(
-                trial.number, params, self.space.training.epochs, callbacks, trial.set_user_attr, label
-            )
-        except TrackingUnreachable as error:  # no run to log this trial to: stop rather than fail trial after trial
-            self.tracking_lost = error
-            self.study.stop()
-            raise
-        except optuna.exceptions.UpdateFinishedTrialError:  # its run is closed; Optuna's tell of it fails next
-            self.taken_over = trial.number
-            raise
-        return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+STOPPING = "stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)"
 
 
-def _epoch_callbacks(trial, space, *, pruned):
-    """What a trial reports each epoch: its validation accuracy to the pruner where it may be `pruned`, else only
-    the value (the baseline and seeded runs always train to the end); nothing in a multi-objective study, where
-    Optuna takes no intermediate values."""
-    if space.is_multi_objective:
-        return []
-    return [KerasPruningCallback(trial, "val_accuracy")] if pruned else [ReportEpochs(trial)]
+def stage_is_over(study, trials, settings, *, interrupted):
+    """Whether a stage stops after its latest trial: the study holds `n_trials` (other workers' trials in flight
+    count too, so it stops at n_trials, not n_trials x workers), its epoch budget is spent, or a Ctrl-C came."""
+    counted = counted_trials(study, trials)
+    epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
+    budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
+    return trials_taken(study, trials) >= settings.n_trials or interrupted or budget_spent
+
+
+def parent_run_tags(space, settings):
+    """What a stage's MLflow parent run is tagged with: the space, its dataset, the storage, sampler, pruner, workers."""
+    return {
+        "space": space.source,
+        "dataset": space.dataset.name,
+        "optuna_storage": redact(settings.storage),
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "workers": str(settings.workers),
+    }
