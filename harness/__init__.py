@@ -18,7 +18,7 @@ The package reads like the pipeline, each layer importing only those below it:
     model       the expandable CNN (`build_model`)
     training    datasets, one trial (`run_trial`), costs, TensorFlow set-up
     study       search spaces, Optuna studies, MLflow tracking, confirmation, workers
-    report      tables, the verdict and the pages
+    reporting   tables, the verdict and the pages
     api         `expand`, `search`, `report`: the library's front
     cli         `harness ...`, a thin layer over the above
 """

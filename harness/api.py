@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import keras
     import optuna
 
-    from harness.report.pages import Report
+    from harness.reporting.pages import Report
 
 
 # Where `expand` puts the expansion in any model (besides "after:GLOB" and a list of layer names).
@@ -183,8 +183,9 @@ def report(
     Raises:
         ValueError: An unknown study, or an `out` folder holding files the tool did not write.
     """
-    from harness.report.pages import write_report
+    from harness.reporting.pages import write_report
     from harness.study.storage import resolve_stores
 
     studies = [study] if isinstance(study, str) else list(study)
-    return write_report(studies, *resolve_stores(storage, tracking_uri), out, rope=rope)
+    storage, tracking_uri = resolve_stores(storage, tracking_uri)
+    return write_report(studies, storage, tracking_uri, out, rope=rope)

@@ -203,7 +203,7 @@ def cmd_suite(args):
 
     suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
     _check_rope(args.rope)
-    from harness.report.suite import write_suite_report
+    from harness.reporting.suite import write_suite_report
     from harness.study.suite import run_suite
     from harness.training.device import configure
 
@@ -249,7 +249,7 @@ def cmd_compare_engines(args):
 
 
 def cmd_report(args):
-    from harness.report.pages import write_report
+    from harness.reporting.pages import write_report
     from harness.study.storage import resolve_stores
 
     _check_rope(args.rope)

@@ -22,21 +22,26 @@ Coefficients = Literal["fixed", "trainable"]
 COEFFICIENTS = get_args(Coefficients)
 # The polynomial's basis on t = (x - x0) / limit, where bounded conditioning keeps |t| <= 1 ("monomial": raw powers
 # of x - x0, the layer before bases existed), and how a coefficient's gradient adds up over the values sharing it.
-BASES = ("scaled", "chebyshev", "legendre", "monomial")
-COEFFICIENT_GRADIENTS = ("mean", "sum")
-CONDITIONINGS = ("none", "clip", "tanh", "batchnorm")
-EXPAND_OUTPUTS = ("terms", "partial_sums")
+Basis = Literal["scaled", "chebyshev", "legendre", "monomial"]
+BASES = get_args(Basis)
+CoefficientGradient = Literal["mean", "sum"]
+COEFFICIENT_GRADIENTS = get_args(CoefficientGradient)
+Conditioning = Literal["none", "clip", "tanh", "batchnorm"]
+CONDITIONINGS = get_args(Conditioning)
+ExpandOutputs = Literal["terms", "partial_sums"]
+EXPAND_OUTPUTS = get_args(ExpandOutputs)
 
 # The networks (`harness.model.backbones`); a `backbone` may also name a builder ("package.module:function") or a
 # saved model ("path/net.keras"), a researcher's own network.
-BACKBONES = ("seed_cnn", "vgg", "resnet20", "resnet56")
+Backbone = Literal["seed_cnn", "vgg", "resnet20", "resnet56"]
+BACKBONES = get_args(Backbone)
 APPLICATIONS = "keras.applications."  # "keras.applications.MobileNetV2": one of Keras's networks, built afresh
 # Where the expansion goes. Every network has none, input, all, first and last; "after:PATTERN" inserts it after
 # each layer whose name matches the glob PATTERN.
 Insertion = Literal["none", "input", "all", "first", "last", "conv1", "conv2", "dense", "stage1", "stage2", "stage3"]
 INSERTION_POINTS = get_args(Insertion)
 INSERTIONS_EVERYWHERE = INSERTION_POINTS[:5]
-INSERTIONS_BY_BACKBONE = {
+INSERTIONS_BY_BACKBONE: dict[Backbone, tuple[Insertion, ...]] = {
     "seed_cnn": INSERTIONS_EVERYWHERE + INSERTION_POINTS[5:8],
     "vgg": INSERTIONS_EVERYWHERE,
     "resnet20": INSERTIONS_EVERYWHERE + INSERTION_POINTS[8:],

@@ -1,6 +1,8 @@
 """The library's front: `dir(harness)` shows it, `harness.expand` puts the expansion into a model a researcher
 already has, and `harness.search`/`harness.report` do what their commands do."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -116,3 +118,16 @@ def test_search_and_report_from_python(tmp_path, monkeypatch):
     assert study.trials[0].user_attrs["insertion"] == "none"  # the baseline first
     written = harness.report("tiny", out=tmp_path / "report", **stores)
     assert (written.folder / "index.html").is_file() and written.answer and all(written.answer)
+
+
+def test_the_public_api_is_typed_and_documented():
+    for name in harness.__all__:
+        public = getattr(harness, name)
+        function = public.__init__ if isinstance(public, type) else public
+        signature = inspect.signature(function)
+        untyped = [p.name for p in signature.parameters.values() if p.name != "self" and p.annotation is p.empty]
+        assert not untyped, f"harness.{name}: {untyped} have no type"
+        assert signature.return_annotation is not signature.empty, f"harness.{name} says not what it returns"
+        assert "Args:" in public.__doc__, f"harness.{name}'s docstring has no Args"
+        if not isinstance(public, type):
+            assert "Returns:" in public.__doc__ and "Raises:" in public.__doc__, name

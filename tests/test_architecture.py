@@ -7,7 +7,19 @@ import harness
 
 PACKAGE = Path(harness.__file__).parent
 # Bottom to top; a module may import its own layer and those below it.
-LAYERS = ["redaction", "outputs", "params", "statistics", "expansion", "model", "training", "study", "report", "api", "cli"]
+LAYERS = [
+    "redaction",
+    "outputs",
+    "params",
+    "statistics",
+    "expansion",
+    "model",
+    "training",
+    "study",
+    "reporting",
+    "api",
+    "cli",
+]
 
 
 def module_name(path):
@@ -82,7 +94,7 @@ def test_the_report_and_the_cli_load_no_tensorflow():
     import sys
 
     probe = (
-        "import sys, harness.report, harness.cli, harness.cli_parser, harness.study.space, harness.study.suite; "
+        "import sys, harness.reporting, harness.cli, harness.cli_parser, harness.study.space, harness.study.suite; "
         "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()

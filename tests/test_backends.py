@@ -13,6 +13,7 @@ from harness.cli import main
 from harness.model import build_model
 from harness.training.costs import count_flops
 from harness.training.device import description
+from tests.test_costs import profiled_flops
 from tests.test_search import TINY, search_args, stores, write_space
 
 pytestmark = pytest.mark.core
@@ -74,27 +75,6 @@ def test_a_two_trial_search_records_its_backend_and_reports(tmp_path):
         )
         == 0
     )
-
-
-def profiled_flops(model):
-    """Forward FLOPs per sample as TensorFlow's profiler counts them in the traced graph (plain ops: the profiler
-    cannot see inside XLA kernels)."""
-    import tensorflow as tf
-
-    from harness.expansion.layer import TaylorExpansion
-
-    def unfused(layer):
-        config = layer.get_config()
-        if isinstance(layer, TaylorExpansion):
-            config["fused"] = False
-        return layer.__class__.from_config(config)
-
-    counting_model = keras.models.clone_model(model, clone_function=unfused)
-    spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
-    graph = tf.function(lambda x: counting_model(x, training=False)).get_concrete_function(spec).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
 
 
 ARCHITECTURES = (

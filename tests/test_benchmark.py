@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from harness import report
+from harness import reporting as report
 from harness.cli import main
 from tests.test_search import TINY, stores, write_space
 

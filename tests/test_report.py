@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from harness import report
+from harness import reporting as report
 from harness.cli import main
 from tests.conftest import unavailable
 
@@ -349,7 +349,7 @@ def test_each_configuration_meets_its_matched_and_the_tuned_baseline():
 
 
 def test_configurations_that_read_alike_are_told_apart_by_their_params():
-    from harness.report.comparisons import configuration_names
+    from harness.reporting.comparisons import configuration_names
 
     names = configuration_names(
         [
@@ -400,7 +400,7 @@ def test_a_study_without_confirmation_says_its_figures_are_optimistic(storage):
 
 
 def test_tables_show_one_format_per_quantity_and_no_repeated_columns():
-    from harness.report.layout import display
+    from harness.reporting.layout import display
 
     table = pd.DataFrame(
         {
@@ -733,7 +733,7 @@ def test_a_margin_that_is_not_positive_is_one_line_and_exit_2(capsys):
 
 
 def test_divergences_are_grouped_by_configuration_and_recipe():
-    from harness.report.tables import divergences
+    from harness.reporting.tables import divergences
 
     def trial(optimizer, learning_rate, reason=None, coefficients="trainable"):
         return {
@@ -807,7 +807,7 @@ def test_the_answer_opens_with_the_finding_in_plain_words(differences, opening):
 
 
 def test_runs_near_chance_give_no_answer():
-    from harness.report.loading import _untrained
+    from harness.reporting.loading import _untrained
     from harness.statistics import untrained
 
     assert untrained(0.104, 10) and untrained(0.186, 10) and not untrained(0.25, 10) and not untrained(0.9, 2)
@@ -822,8 +822,8 @@ def test_runs_near_chance_give_no_answer():
 
 
 def test_an_interval_and_its_colour_tell_one_story(tmp_path):
-    from harness.report.plots import answer_plot, finding_style
-    from harness.report.findings import excluded_only_before_holm, finding_words, matched_comparisons
+    from harness.reporting.plots import answer_plot, finding_style
+    from harness.reporting.findings import excluded_only_before_holm, finding_words, matched_comparisons
 
     trials, _ = seeded_runs()
     noise = np.random.default_rng(1)  # seven more configurations of pure noise: the Holm correction has work to do

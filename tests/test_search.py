@@ -1,4 +1,5 @@
 import contextlib
+import io
 import json
 import os
 import signal
@@ -6,7 +7,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,9 +17,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness import report
+from harness import reporting as report
 from harness.study.records import SURPLUS, counted_trials
-from harness.study.search import Search, StudyFull, fail_dead_trials
+from harness.study.objective import StudyFull
+from harness.study.search import Search, fail_dead_trials
 from harness.study.settings import SearchSettings
 from harness.study.space import load_space
 from harness.study.tracking import Tracker
@@ -67,32 +68,34 @@ def search_args(folder, space_path, *extra):
     ]
 
 
-def test_three_trials_logged_to_mlflow_and_optuna(tmp_path, capsys):
-    assert (
-        main(
-            search_args(
-                tmp_path,
-                write_space(tmp_path, TINY),
-                "--study",
-                "tiny",
-                "--trials",
-                "3",
-                "--seed",
-                "0",
-                "--pruner",
-                "none",
-            )
-        )
-        == 0
+def searched_once(folder, *args):
+    """`harness search` in this process on stores in `folder`; what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(search_args(folder, *args)) == 0
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """Three trials of TINY, searched once for the tests that read them (in one xdist worker: their group):
+    (folder of its stores, what the search printed)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    return folder, searched_once(
+        folder, write_space(folder, TINY), "--study", "tiny", "--trials", "3", "--seed", "0", "--pruner", "none"
     )
-    printed = capsys.readouterr().out
+
+
+@pytest.mark.xdist_group("tiny-study")
+def test_three_trials_logged_to_mlflow_and_optuna(tiny_study):
+    folder, printed = tiny_study
     assert "Browse runs:    harness ui" in printed
     # Not a terminal: one progress line per epoch of the trial in flight.
     assert "search trial 1 epoch 1/2, val acc" in printed and "search trial 1 epoch 2/2, val acc" in printed
     assert "search trial 0 (the baseline): COMPLETE" in printed
-    storage, tracking = stores(tmp_path)
+    storage, tracking = stores(folder)
     for store in ("optuna.db", "mlflow.db"):  # a commit appends to the write-ahead log
-        with contextlib.closing(sqlite3.connect(tmp_path / store)) as connection:
+        with contextlib.closing(sqlite3.connect(folder / store)) as connection:
             assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -201,7 +204,7 @@ def test_a_trial_asked_for_once_the_study_is_full_never_trains(tmp_path):
         load_space(space_path),
         SearchSettings("full", n_trials=2, storage=storage, tracking_uri=tracking, parent_run_id=parent),
     )
-    joiner.study.optimize(joiner._objective, n_trials=3, catch=(StudyFull,))  # as if it had passed the stop check
+    joiner.study.optimize(joiner.objective, n_trials=3, catch=(StudyFull,))  # as if it had passed the stop check
     late = joiner.study.trials[-1]
     assert len(joiner.study.trials) == 3 and late.state == optuna.trial.TrialState.FAIL and late.user_attrs[SURPLUS]
     assert len(counted_trials(joiner.study)) == 2
@@ -222,30 +225,33 @@ def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tm
     assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING", "FAIL"]
 
 
-def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys):
-    # Long enough (about 5 s of training on 2 cores) that the peer's poll sees the trial still running (at 400 images
-    # and 12 epochs, CI once finished it first).
-    space = {**TINY, "training": {"epochs": 16, "seed": 0}, "dataset": {**TINY["dataset"], "train_size": 800}}
+def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys, monkeypatch):
+    import keras
+
+    from harness.study import lifecycle
+
     storage, tracking = stores(tmp_path)
     peer_storage = optuna.storages.RDBStorage(storage)  # its tables made before the search and the peer both look
+    failed = []
 
-    def fail_the_baseline_after_its_first_epoch():  # as a worker does that finds its heartbeat stale
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            time.sleep(0.05)
-            with contextlib.suppress(KeyError):
+    class PeerFailsTheBaselineAfterItsFirstEpoch(keras.callbacks.Callback):  # as a worker does that finds its
+        def on_epoch_end(self, epoch, logs=None):  # heartbeat stale; the baseline's next report finds it FAIL
+            if not failed:
                 study = optuna.load_study(study_name="taken", storage=peer_storage)
-                if study.trials and study.trials[0].intermediate_values:
-                    study.tell(0, state=optuna.trial.TrialState.FAIL)
-                    return
+                assert study.trials[0].intermediate_values and study.trials[0].state.name == "RUNNING"
+                study.tell(0, state=optuna.trial.TrialState.FAIL)
+                failed.append(0)
 
-    peer = threading.Thread(target=fail_the_baseline_after_its_first_epoch)
-    peer.start()
+    train = lifecycle.run_trial
+
+    def run_trial(params, dataset, *, callbacks=(), **kwargs):
+        return train(params, dataset, callbacks=[*callbacks, PeerFailsTheBaselineAfterItsFirstEpoch()], **kwargs)
+
+    monkeypatch.setattr(lifecycle, "run_trial", run_trial)
     code = main(
-        search_args(tmp_path, write_space(tmp_path, space), "--study", "taken", "--trials", "2", "--pruner", "none")
+        search_args(tmp_path, write_space(tmp_path, TINY), "--study", "taken", "--trials", "2", "--pruner", "none")
     )
-    peer.join()
-    assert code == 0
+    assert code == 0 and failed
     assert "search #0: another worker marked it FAIL while it ran" in capsys.readouterr().out
     study = optuna.load_study(study_name="taken", storage=storage)
     taken = study.trials[0]
@@ -297,7 +303,7 @@ def test_a_killed_search_resumes_without_losing_trials(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     completed_before = {t.number: t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
-    time.sleep(3)  # past the heartbeat's grace period
+    # No wait for the heartbeat's grace period: on the same host, a trial whose process is gone is failed at once.
 
     assert subprocess.run(command, capture_output=True, timeout=400).returncode == 0
     study = optuna.load_study(study_name="killed", storage=storage)
@@ -386,9 +392,9 @@ def read_until(process, text, timeout=240):
     pytest.fail(f"never printed {text!r}: {lines}")
 
 
-def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
-    assert main(search_args(tmp_path, write_space(tmp_path, TINY), "--study", "shown", "--trials", "1")) == 0
-    port, tracking = free_port(), stores(tmp_path)[1]
+@pytest.mark.xdist_group("tiny-study")
+def test_ui_answers_then_one_sigterm_stops_it_whole(tiny_study):
+    port, tracking = free_port(), stores(tiny_study[0])[1]
     ui = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", tracking, "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -398,11 +404,11 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
     try:
         printed = read_until(ui, f"MLflow UI at http://127.0.0.1:{port}")
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-        experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "shown"}, timeout=10)
+        experiment = requests.get(f"{url}/experiments/get-by-name", params={"experiment_name": "tiny"}, timeout=10)
         experiment_id = experiment.json()["experiment"]["experiment_id"]
         # Each study's link opens its trials view in the model-training view.
         link = (
-            f"shown, search trials, by validation accuracy: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+            f"tiny, search trials, by validation accuracy: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
         )
         assert read_until(ui, link, timeout=60)[-1].strip().endswith("viewStateShareKey=harness-search")
         assert (
@@ -411,7 +417,7 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
             .endswith("viewStateShareKey=harness-confirmation")
         )
         runs = requests.post(f"{url}/runs/search", json={"experiment_ids": [experiment_id]}, timeout=10).json()["runs"]
-        assert len(runs) == 2  # the search's parent run and one trial
+        assert len(runs) == 4  # the search's parent run and its three trials
         commands = [
             Path(f"/proc/{pid}/cmdline").read_bytes()
             for pid in os.listdir("/proc")
@@ -428,19 +434,28 @@ def test_ui_answers_then_one_sigterm_stops_it_whole(tmp_path):
     assert not listening(port), "MLflow kept serving after harness ui was stopped"
 
 
-def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
-    space = {**TINY, "objectives": ["accuracy", "flops"]}
-    assert (
-        main(
-            search_args(
-                tmp_path, write_space(tmp_path, space), "--study", "seen", "--trials", "1", "--sampler", "nsga2"
-            )
-        )
-        == 0
-    )
+@pytest.fixture(scope="session")
+def pareto_study(tmp_path_factory):
+    """Three trials on accuracy and FLOPs, searched once: (folder of its stores, what the search printed)."""
+    folder = tmp_path_factory.mktemp("pareto")
+    space = write_space(folder, {**TINY, "objectives": ["accuracy", "flops"]})
+    return folder, searched_once(folder, space, "--study", "pareto", "--trials", "3", "--sampler", "nsga2")
+
+
+@pytest.mark.xdist_group("pareto-study")
+def test_dashboard_shows_the_studies_with_named_objectives(pareto_study):
     port = free_port()
     dashboard = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "dashboard", "--storage", stores(tmp_path)[0], "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "dashboard",
+            "--storage",
+            stores(pareto_study[0])[0],
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -448,7 +463,7 @@ def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
     try:
         read_until(dashboard, f"Optuna dashboard at http://127.0.0.1:{port}")
         (summary,) = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=10).json()["study_summaries"]
-        assert summary["study_name"] == "seen"
+        assert summary["study_name"] == "pareto"
         detail = requests.get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10).json()
         assert detail["objective_names"] == ["val_accuracy", "flops"]
     finally:
@@ -457,14 +472,11 @@ def test_dashboard_shows_the_studies_with_named_objectives(tmp_path):
     assert not listening(port)
 
 
-def test_multi_objective_search_returns_accuracy_and_flops(tmp_path, capsys):
-    space = {**TINY, "objectives": ["accuracy", "flops"]}
-    args = search_args(
-        tmp_path, write_space(tmp_path, space), "--study", "pareto", "--trials", "3", "--sampler", "nsga2"
-    )
-    assert main(args) == 0
-    assert "pruning is off: Optuna cannot prune multi-objective trials" in capsys.readouterr().out
-    study = optuna.load_study(study_name="pareto", storage=stores(tmp_path)[0])
+@pytest.mark.xdist_group("pareto-study")
+def test_multi_objective_search_returns_accuracy_and_flops(pareto_study):
+    folder, printed = pareto_study
+    assert "pruning is off: Optuna cannot prune multi-objective trials" in printed
+    study = optuna.load_study(study_name="pareto", storage=stores(folder)[0])
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     for trial in study.trials:
         assert trial.values[1] == trial.user_attrs["flops"] > 0
@@ -489,14 +501,16 @@ def test_ctrl_c_closes_the_trial_and_its_runs(tmp_path):
         *search_args(tmp_path, write_space(tmp_path, space), "--study", "stopped", "--trials", "2"),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(240):
-        time.sleep(0.5)
-        try:
-            if optuna.load_study(study_name="stopped", storage=storage).trials:
+    deadline = time.time() + 240
+    while time.time() < deadline:  # interrupted once the trial trains: its MLflow run exists and is recorded on it
+        time.sleep(0.2)
+        with contextlib.suppress(KeyError):
+            trials = optuna.load_study(study_name="stopped", storage=storage).trials
+            if trials and "mlflow_run_id" in trials[0].user_attrs:
                 break
-        except KeyError:
-            pass
-    time.sleep(2)
+    else:
+        process.kill()
+        pytest.fail("the trial never started training")
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=120)
     assert process.returncode == 130 and "interrupted" in errors, errors[-3000:]

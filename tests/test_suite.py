@@ -7,8 +7,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from harness import report
-from harness.report.findings import finding_words
+from harness import reporting as report
+from harness.reporting.findings import finding_words
 from harness.cli import main
 from harness.study.suite import load_suite
 

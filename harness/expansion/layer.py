@@ -20,6 +20,8 @@ The layer runs on every Keras backend through `keras.ops`; its polynomial math,
 with the fused fast path on TensorFlow, is `harness.expansion.kernels`.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -34,6 +36,13 @@ from harness.params import (
     EXPAND_OUTPUTS,
     LAYER_KEYS,
     MODES,
+    Basis,
+    CoefficientGradient,
+    Coefficients,
+    Conditioning,
+    ExpandOutputs,
+    Function,
+    Mode,
     check_choice,
 )
 
@@ -62,20 +71,20 @@ class TaylorExpansion(keras.layers.Layer):
 
     def __init__(
         self,
-        function="softplus",
-        order=3,
-        center=0.0,
-        mode="series",
-        coefficients="fixed",
-        per_unit=False,
-        conditioning="none",
-        expand_outputs="terms",
-        limit=None,
-        basis="scaled",
-        coefficient_gradient="mean",
-        fused=True,
-        **kwargs,
-    ):
+        function: Function = "softplus",
+        order: int = 3,
+        center: float = 0.0,
+        mode: Mode = "series",
+        coefficients: Coefficients = "fixed",
+        per_unit: bool = False,
+        conditioning: Conditioning = "none",
+        expand_outputs: ExpandOutputs = "terms",
+        limit: float | None = None,
+        basis: Basis = "scaled",
+        coefficient_gradient: CoefficientGradient = "mean",
+        fused: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.series_coefficients = series.coefficients(function, order, center)
         self.function = function

@@ -18,11 +18,15 @@ and on some:
     dense       (seed_cnn) after Dense 512's ReLU (the first question's answer)
 """
 
+from __future__ import annotations
+
 import importlib
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -200,14 +204,29 @@ def surgery_plan(model, backbone, insertion):
     return chosen, {}
 
 
-def build_model(params, input_shape, num_classes, *, augmentation=()):
-    """Build the network described by `params`, a flat dict of `MODEL_KEYS`.
+def build_model(
+    params: dict[str, Any],
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    augmentation: Sequence[keras.layers.Layer] = (),
+) -> keras.Model:
+    """Build the network a trial's params describe: a backbone with the expansion where `insertion` says.
 
-    `backbone` (default "seed_cnn") picks the network, `insertion` (default
-    "none") where the expansion goes and `width` (default 1.0) scales every
-    layer's filters and units. The other keys are `TaylorExpansion`'s
-    arguments. `augmentation` layers, if any, come first (they act in training
-    only). Nonsensical combinations raise ValueError.
+    Args:
+        params: A flat dict of `MODEL_KEYS`: `backbone` (default "seed_cnn") picks the network, `insertion`
+            (default "none") where the expansion goes, `width` (default 1.0) scales every layer's filters and
+            units; the other keys are `TaylorExpansion`'s arguments.
+        input_shape: One input's shape, (height, width, channels).
+        num_classes: The classes the softmax output has.
+        augmentation: Layers applied to the inputs first, in training only.
+
+    Returns:
+        The functional Keras model, uncompiled.
+
+    Raises:
+        ModelError: A ValueError for params that describe no network (an unknown value, an impossible
+            combination, a backbone that cannot be had), naming the problem.
 
     >>> model = build_model({"backbone": "resnet20", "insertion": "stage2", "function": "gelu", "order": 4},
     ...                     (32, 32, 3), 10)

@@ -12,7 +12,11 @@ projections (the paper's option B), as in `keras.applications`' ResNets: with 10
 parameters, 1.5% and 1.2% above the 0.27M and 0.85M of the paper's Table 6 (its option A pads with zeros).
 """
 
+from collections.abc import Callable
+
 import keras
+
+from harness.params import Backbone
 
 VGG11 = ((64,), (128,), (256, 256), (512, 512), (512, 512))  # filters of each block's convs; a max-pool ends each
 
@@ -94,4 +98,10 @@ def cifar_resnet(depth):
     return resnet
 
 
-BUILDERS = {"seed_cnn": seed_cnn, "vgg": vgg, "resnet20": cifar_resnet(20), "resnet56": cifar_resnet(56)}
+# Keyed by `params.Backbone`, as the series are by `params.Function`.
+BUILDERS: dict[Backbone, Callable[..., keras.Model]] = {
+    "seed_cnn": seed_cnn,
+    "vgg": vgg,
+    "resnet20": cifar_resnet(20),
+    "resnet56": cifar_resnet(56),
+}

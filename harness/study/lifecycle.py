@@ -17,7 +17,7 @@ from harness.study.callbacks import EpochLogger, StopOnRequest, TrialProgress
 from harness.statistics import untrained, untrained_reason
 from harness.study.records import OUTCOME, UNTRAINED
 from harness.study.tracking import UNTRAINED_TAG, Tracker
-from harness.training import costs, data
+from harness.training import data
 from harness.training.optimizers import NormLog
 from harness.training.trial import run_trial, split_params
 
@@ -195,17 +195,13 @@ def flag_if_untrained(tracker, run_id, result, num_classes, stage, remember):
 
 
 def check_networks(space, dataset):
-    """Raise `ModelError` before any training if a network the space names cannot be built for `dataset`, has a
-    layer whose FLOPs are not counted, or if an "after:" insertion matches no layer of any of them."""
+    """Raise `ModelError` before any training if a network the space names cannot be built for `dataset`, or if an
+    "after:" insertion matches no layer of any of them."""
     backbones = space.choices("backbone") or [BASELINE_DEFAULTS["backbone"]]
     patterns = [i for i in space.choices("insertion") if str(i).startswith(AFTER)]
     unmatched = set(patterns)
     for backbone in backbones:
         model = load_backbone(backbone, dataset.input_shape, dataset.num_classes)
-        try:
-            costs.count_flops(model)
-        except ValueError as error:
-            raise ModelError(f"backbone {backbone}: {error}") from None
         for pattern in patterns:
             try:
                 surgery_plan(model, backbone, pattern)

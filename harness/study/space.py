@@ -190,10 +190,19 @@ def find_space(path):
     return path
 
 
-def load_space(path, data_dir=None):
-    """Read and validate a search space YAML file; raise SpaceError with one clear line.
+def load_space(path: str | Path, data_dir: str | Path | None = None) -> Space:
+    """Read and validate a search space YAML file.
 
-    `data_dir`, if given, is where its dataset's files are read from instead of the space's own.
+    Args:
+        path: The YAML file (the schema reference lists its keys).
+        data_dir: Where its dataset's files are read from instead of the space's own, if given.
+
+    Returns:
+        The `Space`: its dataset, training, objectives and params, checked.
+
+    Raises:
+        SpaceError: A ValueError with one clear line naming the file and the problem (an unknown key with the
+            nearest valid one, a value out of range, YAML that does not parse).
 
     >>> space = load_space(find_space("search_spaces/quick.yaml"))
     >>> space.dataset.name, space.params["insertion"][:3], space.fixed_params

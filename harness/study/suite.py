@@ -12,7 +12,7 @@
     backbones: [seed_cnn, resnet20]
 
 Each dataset x backbone cell is a benchmark study (`<name>-<dataset>-<backbone>`) run by `run_benchmark`, so a
-suite resumes where it stopped and runs on any Optuna storage; `harness.report.suite` reads the cells back.
+suite resumes where it stopped and runs on any Optuna storage; `harness.reporting.suite` reads the cells back.
 """
 
 import dataclasses

@@ -1,14 +1,18 @@
 """One trial: build the expandable CNN from a params dict, train it, and measure it."""
 
+from __future__ import annotations
+
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
 from harness.model import build_model, expansion_variables
 from harness.params import COEFFICIENT_GROUP_DEFAULTS, TRAINING_DEFAULTS
-from harness.training import costs, optimizers, recipe
+from harness.training import costs, data, optimizers, recipe
 from harness.training.device import enable_determinism
 
 
@@ -98,16 +102,34 @@ def compiled_model(params, dataset, epochs):
     return model, training
 
 
-def run_trial(params, dataset, epochs=1, *, callbacks=(), verbose=0):
-    """Train the model `params` describes on `dataset` and return a `TrialResult`.
+def run_trial(
+    params: dict[str, Any],
+    dataset: data.Dataset,
+    epochs: int = 1,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 0,
+) -> TrialResult:
+    """Train the model `params` describes on `dataset` and measure it.
 
-    `params` holds the model's keys and the training's (`TRAINING_DEFAULTS`).
     The seed fixes initialisation, shuffling, dropout and augmentation, and the
     backend's ops run deterministically (`device.enable_determinism`), so a
-    configuration and seed give the same result.
-    Bad params raise ValueError (`ModelError` for a model that cannot be built).
-    A loss that turns NaN or infinite stops training at once; the result then
-    has `diverged=True`, the reason, and no accuracy.
+    configuration and seed give the same result. A loss that turns NaN or
+    infinite stops training at once.
+
+    Args:
+        params: The model's keys (`build_model`'s) and the training's (`TRAINING_DEFAULTS`), in one flat dict.
+        dataset: The data to train, validate and test on (`harness.training.data.load`).
+        epochs: Epochs to train.
+        callbacks: Keras callbacks to add to the training's own.
+        verbose: Keras's `fit` verbosity.
+
+    Returns:
+        The `TrialResult`: accuracies, parameter counts, FLOPs, latency, the history; where the loss diverged,
+        `diverged=True`, the reason, and no accuracy.
+
+    Raises:
+        ValueError: Params that are not valid (`ModelError` for a model that cannot be built).
 
     >>> from harness.training import data
     >>> result = run_trial({"insertion": "dense", "function": "softplus", "order": 3}, data.load("digits"))

@@ -4,14 +4,14 @@ sentence per comparison with every number it rests on."""
 import pandas as pd
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, describe
-from harness.report.comparisons import (
+from harness.reporting.comparisons import (
     LATENCY_ROUNDS,
     MATCHED,
     ONE_BASELINE,
     TUNED,
     paired_comparisons,
 )
-from harness.report.findings import (
+from harness.reporting.findings import (
     FINDING_WORDS,
     baseline_words,
     excluded_only_before_holm,
@@ -21,7 +21,7 @@ from harness.report.findings import (
     settling_words,
     tally,
 )
-from harness.report.layout import plural
+from harness.reporting.layout import plural
 from harness.statistics import (
     COSTS_ACCURACY,
     COSTS_ACCURACY_WITHIN_MARGIN,
@@ -31,7 +31,7 @@ from harness.statistics import (
     PAYS_OFF,
     PAYS_OFF_WITHIN_MARGIN,
 )
-from harness.report.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plain, search_stage, seeded_stage
+from harness.reporting.tables import ACCURACY, COSTS, DEFAULT_ROPE, completed, plain, search_stage, seeded_stage
 
 
 def verdict(trials, *, confirm_command=None, metric=ACCURACY, rope=DEFAULT_ROPE, comparisons=None):

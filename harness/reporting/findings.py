@@ -5,8 +5,8 @@ import math
 
 import pandas as pd
 
-from harness.report.comparisons import TUNED
-from harness.report.layout import plural
+from harness.reporting.comparisons import TUNED
+from harness.reporting.layout import plural
 from harness.statistics import (
     COSTS_ACCURACY,
     COSTS_ACCURACY_WITHIN_MARGIN,

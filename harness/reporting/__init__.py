@@ -8,10 +8,10 @@ and `suite` a suite's. This package may import `harness.study` and everything
 below it, never the CLI, and it loads no TensorFlow.
 """
 
-from harness.report.comparisons import paired_comparisons
-from harness.report.loading import load_trials
-from harness.report.pages import write_report
-from harness.report.tables import (
+from harness.reporting.comparisons import paired_comparisons
+from harness.reporting.loading import load_trials
+from harness.reporting.pages import write_report
+from harness.reporting.tables import (
     baseline_deltas,
     best_trials,
     by_dimension,
@@ -21,7 +21,7 @@ from harness.report.tables import (
     pareto_front,
     pivot_best,
 )
-from harness.report.verdict import comparison_sentences, headline, methods, verdict
+from harness.reporting.verdict import comparison_sentences, headline, methods, verdict
 from harness.statistics import holm
 
 __all__ = [

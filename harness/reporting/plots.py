@@ -8,9 +8,9 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.report import tables  # noqa: E402
+from harness.reporting import tables  # noqa: E402
 from harness.statistics import NOT_TRAINED  # noqa: E402
-from harness.report.findings import finding_words  # noqa: E402
+from harness.reporting.findings import finding_words  # noqa: E402
 
 
 TOP_CURVES = 5

@@ -7,7 +7,7 @@ import yaml
 
 from harness.params import PARAM_KEYS
 from harness.redaction import redact
-from harness.report.tables import ACCURACY
+from harness.reporting.tables import ACCURACY
 from harness.statistics import untrained
 from harness.study.records import (
     BASELINE,

@@ -19,15 +19,15 @@ from scipy import stats  # noqa: E402
 
 from harness.outputs import write_output_folder  # noqa: E402
 from harness.params import describe  # noqa: E402
-from harness.report.comparisons import paired_comparisons  # noqa: E402
-from harness.report.pages import Report  # noqa: E402
-from harness.report.loading import load_trials  # noqa: E402
-from harness.report.layout import plural  # noqa: E402
-from harness.report.findings import difference_words, finding_words, tally  # noqa: E402
-from harness.report.verdict import variance_sources  # noqa: E402
-from harness.report import tables  # noqa: E402
+from harness.reporting.comparisons import paired_comparisons  # noqa: E402
+from harness.reporting.pages import Report  # noqa: E402
+from harness.reporting.loading import load_trials  # noqa: E402
+from harness.reporting.layout import plural  # noqa: E402
+from harness.reporting.findings import difference_words, finding_words, tally  # noqa: E402
+from harness.reporting.verdict import variance_sources  # noqa: E402
+from harness.reporting import tables  # noqa: E402
 from harness.study.baselines import default_baseline  # noqa: E402
-from harness.report.layout import html_page, markdown  # noqa: E402
+from harness.reporting.layout import html_page, markdown  # noqa: E402
 
 BASELINE = "baseline"
 

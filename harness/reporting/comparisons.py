@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from harness.params import BASELINE_DEFAULTS, MODEL_KEYS, describe
-from harness.report.tables import (
+from harness.reporting.tables import (
     DEFAULT_ROPE,
     completed,
     configuration_keys,

@@ -15,14 +15,14 @@ import optuna
 import pandas as pd
 
 from harness.outputs import check_output_folder, write_output_folder
-from harness.report import tables
-from harness.report.comparisons import latency_timer, paired_comparisons
-from harness.report.layout import html_page, markdown
-from harness.report.loading import load_trials
-from harness.report.plots import answer_plot, search_plots
-from harness.report.layout import plural
-from harness.report.findings import answer_table, matched_comparisons, tuned_table
-from harness.report.verdict import comparison_sentences, methods, tuned_baseline_note, verdict
+from harness.reporting import tables
+from harness.reporting.comparisons import latency_timer, paired_comparisons
+from harness.reporting.layout import html_page, markdown
+from harness.reporting.loading import load_trials
+from harness.reporting.plots import answer_plot, search_plots
+from harness.reporting.layout import plural
+from harness.reporting.findings import answer_table, matched_comparisons, tuned_table
+from harness.reporting.verdict import comparison_sentences, methods, tuned_baseline_note, verdict
 from harness.statistics import PAYS_OFF, PAYS_OFF_WITHIN_MARGIN
 from harness.study.storage import check_tracking_uri, open_storage
 

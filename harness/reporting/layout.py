@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.params import EXPANSION_KEYS, describe
-from harness.report import tables
+from harness.reporting import tables
 
 
 # Columns that describe rows rather than measure them: shown once above a table when every row shares the value.
