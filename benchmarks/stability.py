@@ -5,7 +5,7 @@ For each backbone and recipe, every function x {fixed, trainable} x {series, wei
 (the same backbone, recipe, data and seed, no expansion). Prints, per cell, whether it diverged and its test
 accuracy's gap to the baseline, then the divergence rate and trainable's mean gap to fixed, overall and per
 conditioning. `--parameterization before` trains the layer as it was before issue 26 (raw monomial coefficients,
-the summed gradient, weight decay on them), for the before/after table in docs/stability.md.
+the summed gradient, weight decay on them), for the before/after table in docs/explanation/stability.md.
 
 The recipes: SGD with Nesterov momentum at 0.05 and 0.1, weight decay 5e-4, cosine with a warm-up epoch, crop-flip
 (the standard CIFAR ResNet recipe); AdamW 1e-3 with the same decay, schedule and augmentation.

@@ -124,7 +124,7 @@ def search(
         seeds: Fresh seeds for each confirmed configuration and baseline.
         storage: Optuna's storage URL; `$HARNESS_STORAGE` or a journal file
             under `$HARNESS_HOME` by default.
-        tracking_uri: MLflow's tracking URI; `$MLFLOW_TRACKING_URI` or an
+        tracking_uri: MLflow's tracking URI; `$HARNESS_TRACKING_URI` or an
             SQLite store under `$HARNESS_HOME` by default.
         **settings: `SearchSettings`' other fields (`sampler`, `pruner`,
             `seed`, `timeout`, `baseline_every`, ...).

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -9,8 +10,80 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HARNESS_CACHE", tempfile.mkdtemp(prefix="harness-test-cache-"))
 # Nor do they write the default stores into the checkout: a test that needs them names its own HARNESS_HOME.
 os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-test-home-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several xdist workers share the cores: each trains on one thread, as the harness's own worker processes do
+    # (TensorFlow's pools and XLA's CPU client; the processes the tests start inherit it).
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# The modules whose tests start processes and servers, or train many networks, slowest first: they run first, so
+# that the two xdist workers end together instead of one waiting on a minute-long test that started last.
+SLOW_FIRST = [
+    "test_workers",
+    "test_docs",
+    "test_applications",
+    "test_outage",
+    "test_install",
+    "test_benchmark",
+    "test_compare",
+    "test_confirm",
+    "test_cli",
+    "test_suite",
+    "test_report",
+    "test_search",
+    "test_tuner",
+    "test_stability",
+]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Tests on the PostgreSQL server (and the MLflow server backed by it) run in one xdist worker: one server each
+    per run, not one per worker. The slow modules go first (`SLOW_FIRST`), the rest in their order."""
+    for item in items:
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
+
+    def rank(item):
+        module = Path(str(item.fspath)).stem
+        return SLOW_FIRST.index(module) if module in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the same order in every worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_mlflow_stores():
+    """A new SQLite MLflow store copies one migrated once per process, instead of running MLflow's schema migrations
+    (about 5 s each on 2 cores, in every test that makes a store). Processes the tests start migrate their own."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    original = utils._initialize_tables
+    template = Path(tempfile.mkdtemp(prefix="harness-test-mlflow-")) / "template.db"
+
+    def initialize_tables(engine):
+        if engine.url.get_backend_name() != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            return original(engine)
+        if not template.exists():
+            making = template.with_suffix(".making")
+            migrated = sqlalchemy.create_engine(f"sqlite:///{making}")
+            try:
+                original(migrated)
+            finally:
+                migrated.dispose()
+            making.rename(template)
+        with engine.connect() as connection, contextlib.closing(sqlite3.connect(template)) as source:
+            source.backup(connection.connection.driver_connection)
+
+    utils._initialize_tables = initialize_tables
+    yield
+    utils._initialize_tables = original
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +219,8 @@ def start_mlflow_server(backend_store_uri, artifacts, port):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        # Without MLflow's job runner: seven more Python processes, for GenAI jobs these tests never start.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     for _ in range(240):
         try:

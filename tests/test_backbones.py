@@ -123,8 +123,11 @@ def test_a_saved_model_file_is_a_backbone(digits, tmp_path):
 @pytest.mark.parametrize(
     "space,message",
     [
-        ({"model": {"builder": "no_such_package.nets:net"}}, "backbone no_such_package.nets:net: cannot import it"),
-        ({"model": {"builder": "tests.user_models:missing"}}, "cannot import it (AttributeError"),
+        (
+            {"model": {"builder": "no_such_package.nets:net"}},
+            "backbone no_such_package.nets:net: no module named 'no_such_package'",
+        ),
+        ({"model": {"builder": "tests.user_models:missing"}}, "tests/user_models.py has no function 'missing'"),
         ({"params": {"backbone": MIXED, "insertion": ["none", "after:block9_*"]}}, "'after:block9_*' matches no layer"),
         ({"model": {"file": "absent.keras"}}, "no such model file"),
     ],

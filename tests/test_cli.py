@@ -35,6 +35,20 @@ def test_bad_input_is_one_clear_line_and_exit_2():
     assert len(errors) == 1 and "log1p" in errors[0]
 
 
+def harness_here(capsys, monkeypatch, *args, cwd, env):
+    """`harness` in this process (TensorFlow loads once per test process, not once per command): its exit code and
+    what it printed, as `harness` gives them."""
+    from harness.cli import main
+
+    monkeypatch.chdir(cwd)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = main(list(args))
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
+
+
 def one_error_line(run):
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
@@ -76,7 +90,7 @@ def test_a_bad_space_or_flag_answers_before_tensorflow_loads(tmp_path):
     assert not (tmp_path / "harness-runs").exists()  # nothing written
 
 
-def test_an_unreachable_database_or_tracking_server_is_one_line_without_the_password(tmp_path):
+def test_an_unreachable_database_or_tracking_server_is_one_line_without_the_password(tmp_path, capsys, monkeypatch):
     refused = "postgresql://u:s3cret@127.0.0.1:1/db"
     for args, expected in (
         (["--storage", refused], "storage postgresql://u:***@127.0.0.1:1/db: cannot connect"),
@@ -85,7 +99,9 @@ def test_an_unreachable_database_or_tracking_server_is_one_line_without_the_pass
             "MLflow tracking server http://u:***@127.0.0.1:1 does not answer",
         ),
     ):
-        run = harness(
+        run = harness_here(
+            capsys,
+            monkeypatch,
             "search",
             "--trials",
             "1",
@@ -134,7 +150,7 @@ def test_a_missing_database_driver_names_the_extra(tmp_path):
     assert "driver is missing" in line and "pip install 'taylor-harness[postgres]'" in line and "s3cret" not in line
 
 
-def test_each_bad_input_a_user_met_is_one_line_and_exit_2(tmp_path):
+def test_each_bad_input_a_user_met_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     env = {"HARNESS_HOME": str(tmp_path / "home")}
     out = tmp_path / "mine"
     out.mkdir()
@@ -146,7 +162,7 @@ def test_each_bad_input_a_user_met_is_one_line_and_exit_2(tmp_path):
     if importlib.util.find_spec("torch") is None:
         cases[("search", "--sampler", "gp")] = "--sampler gp needs PyTorch, which is not installed"
     for args, expected in cases.items():
-        run = harness(*args, cwd=tmp_path, env=env)
+        run = harness_here(capsys, monkeypatch, *args, cwd=tmp_path, env=env)
         assert expected in one_error_line(run), args
     assert (out / "thesis.txt").read_text() == "two years of work" and [p.name for p in out.iterdir()] == ["thesis.txt"]
 

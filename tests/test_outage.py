@@ -80,9 +80,14 @@ def test_a_tracking_server_outage_mid_search_loses_nothing(tmp_path):
             assert search.poll() is None, search.stdout.read()
             time.sleep(0.2)
         stop_server(server)  # trial 1 is training: its epochs, results and end go nowhere for now
-        time.sleep(10)
+        before = []
+        for line in search.stdout:  # down until a write has outlasted the client's retries and gone to the spool
+            before.append(line)
+            if "unreachable past the MLflow client's retries" in line or "the next trial waits for it" in line:
+                break  # the second: trial 1 ended before the outage, which the assertions below then report
         server = start_server(folder, port)
         printed, _ = search.communicate(timeout=600)
+        printed = "".join(before) + printed
     finally:
         if search.poll() is None:
             search.kill()

@@ -102,14 +102,14 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, pos
     assert "***" in parent.data.tags["optuna_storage"] and "s3cret-pw" not in str(parent.data)
 
 
-def test_three_workers_on_the_journal_default(tmp_path):
+def test_workers_on_the_journal_default(tmp_path):
     command, env = harness_search(
         tmp_path,
         GRID_OF_9,
         "--workers",
-        "3",
+        "2",
         "--trials",
-        "7",
+        "5",
         "--sampler",
         "grid",
         "--pruner",
@@ -125,10 +125,10 @@ def test_three_workers_on_the_journal_default(tmp_path):
     journal = tmp_path / "home" / "optuna-journal.log"
     assert journal.exists() and not (tmp_path / "home" / "optuna.db").exists()
     tracking = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
-    _, parent = check_shared_study(f"journal:{journal}", tracking, 7)
+    _, parent = check_shared_study(f"journal:{journal}", tracking, 5)
     # The confirmation ran on the workers too: the best configuration and its baseline, 2 seeds each.
     confirm = optuna.load_study(study_name="shared-confirm", storage=open_storage(f"journal:{journal}"))
-    assert len(counted_trials(confirm)) == 4 and "confirm worker 3" in run.stdout
+    assert len(counted_trials(confirm)) == 4 and "confirm worker 2" in run.stdout
     client = MlflowClient(tracking)
     runs = client.search_runs(
         [client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'"
@@ -156,9 +156,9 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
         tmp_path,
         space,
         "--workers",
-        "3",
+        "2",
         "--trials",
-        "5",
+        "4",
         "--sampler",
         "grid",
         "--pruner",
@@ -196,7 +196,7 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
 
     study = optuna.load_study(study_name="shared", storage=storage)
     assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
-    assert len(counted_trials(study)) == 5
+    assert len(counted_trials(study)) == 4
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     client = MlflowClient(tracking)
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status in ("KILLED", "FAILED")
@@ -205,15 +205,17 @@ def test_a_killed_worker_leaves_the_study_to_the_others(tmp_path, postgres_datab
     assert not left_running, [(r.info.run_name, r.data.tags.get("harness.pid"), r.data.metrics) for r in left_running]
 
 
-def test_gpus_on_a_machine_without_one_is_a_clear_error(tmp_path):
+def test_gpus_on_a_machine_without_one_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import tensorflow as tf
+
+    from harness.cli import main
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    command, env = harness_search(tmp_path, GRID_OF_9, "--gpus", "all", env={"HARNESS_HOME": str(tmp_path)})
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2
-    assert "harness: error: --gpus: TensorFlow sees no GPU on this machine" in run.stderr
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
+    command, _ = harness_search(tmp_path, GRID_OF_9, "--gpus", "all")
+    assert main(command[3:]) == 2  # in this process: TensorFlow is loaded here already
+    assert "harness: error: --gpus: TensorFlow sees no GPU on this machine" in capsys.readouterr().err
 
 
 def test_workers_per_gpu_needs_gpus(tmp_path):
@@ -225,7 +227,7 @@ def test_workers_per_gpu_needs_gpus(tmp_path):
     )
 
 
-def test_every_command_finds_the_study_a_worker_pool_made(tmp_path):
+def test_every_command_finds_the_study_a_worker_pool_made(tmp_path, monkeypatch):
     home = tmp_path / "home"
     command, env = harness_search(
         tmp_path,
@@ -242,20 +244,16 @@ def test_every_command_finds_the_study_a_worker_pool_made(tmp_path):
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "report", "--study", "shared", "--out", str(tmp_path / "report")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
+    # The other commands in this process, on the same default home.
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_HOME", str(home))
+    assert main(["report", "--study", "shared", "--out", str(tmp_path / "report")]) == 0
     trials = pd.read_csv(tmp_path / "report" / "trials.csv")
     assert len(trials) == 3 and "duration_s" in trials  # read from the Optuna study, not pieced together from MLflow
     # One more trial in one process: the same study, resumed, not a second one.
-    more = [arg if arg != "3" else "4" for arg in command if arg not in ("--workers", "2")]
-    run = subprocess.run(more, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    more = [arg if arg != "3" else "4" for arg in command[3:] if arg not in ("--workers", "2")]
+    assert main(more) == 0
     study = optuna.load_study(study_name="shared", storage=open_storage(f"journal:{home / 'optuna-journal.log'}"))
     assert len(counted_trials(study)) == 4 and optuna.get_all_study_names(
         open_storage(f"journal:{home / 'optuna-journal.log'}")
@@ -340,7 +338,9 @@ def test_every_setting_reaches_a_worker_pinned_to_its_gpu(tmp_path, monkeypatch)
     assert {r.data.tags["harness.pid"] for r in runs} != {str(os.getpid())}
 
 
-def test_a_timeout_ends_a_pool_as_it_ends_one_process(tmp_path):
+def test_a_timeout_ends_a_pool_as_it_ends_one_process(tmp_path, monkeypatch):
+    from harness.cli import main
+
     home = tmp_path / "home"
     command, env = harness_search(
         tmp_path,
@@ -350,19 +350,26 @@ def test_a_timeout_ends_a_pool_as_it_ends_one_process(tmp_path):
         "--trials",
         "50",
         "--timeout",
-        "12",
+        "3",
         "--pruner",
         "none",
         env={"HARNESS_HOME": str(home)},
     )
+    monkeypatch.setenv("HARNESS_HOME", str(home))
     for pooled in (True, False):
-        argv = command if pooled else [a for a in command if a not in ("--workers", "2")]
-        run = subprocess.run(
-            [*argv, "--study", f"timed-{pooled}"], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert run.returncode == 0, run.stderr[-3000:]  # stopped as asked: the study need not be full
+        if pooled:
+            run = subprocess.run(
+                [*command, "--study", "timed-True"], env=env, capture_output=True, text=True, timeout=600
+            )
+            assert run.returncode == 0, run.stderr[-3000:]  # stopped as asked: the study need not be full
+        else:  # one process: this one
+            assert main([*[a for a in command[3:] if a not in ("--workers", "2")], "--study", "timed-False"]) == 0
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
         (parent,) = client.search_runs(
             [client.get_experiment_by_name(f"timed-{pooled}").experiment_id], "tags.`harness.role` = 'search'"
         )
         assert parent.info.status == "FINISHED"
+        study = optuna.load_study(
+            study_name=f"timed-{pooled}", storage=open_storage(f"journal:{home / 'optuna-journal.log'}")
+        )
+        assert len(counted_trials(study)) < 50  # it stopped starting trials: 50 would take minutes
