@@ -76,8 +76,10 @@ def native_noise_filtered():
     os.dup2(sink, 2)
     os.close(sink)
 
+    out = os.fdopen(os.dup(stderr), "wb", buffering=0)  # here, not in the thread: `stderr` may close before it runs
+
     def forward():
-        with os.fdopen(source, "rb") as lines, os.fdopen(os.dup(stderr), "wb", buffering=0) as out:
+        with os.fdopen(source, "rb") as lines, out:
             for line in lines:
                 if not NATIVE_NOISE.match(line):
                     out.write(line)

@@ -3,10 +3,11 @@
 Each page's ```python, ```bash and ```console blocks run in the page's order, in a fresh folder that looks like the
 repository root for reading (its `search_spaces/`, `suites/`, `benchmarks/` and shipped reports linked in), with
 `HARNESS_HOME` a folder of the page's own (its MLflow store already migrated) and `KERAS_BACKEND` inherited. The
-Python blocks run in one namespace of a fresh interpreter, as a reader would run them. A shell block runs statement by statement, and the first that fails
-stops the page: a plain `harness ...` command (with or without `|| echo "exit status $?"`) in that same interpreter,
-through `harness.cli.main` (see `Session`), any other statement with `bash -e -o pipefail`. A block that cannot run
-in a test follows a line `<!-- not run: the reason -->`, and is skipped.
+Python blocks run in one namespace of a fresh interpreter, as a reader would run them. A shell block runs statement
+by statement, and the first that fails stops the page: a plain `harness ...` command (with or without
+`|| echo "exit status $?"`) in that same interpreter, through `harness.cli.main` (see `Session`), any other statement
+with `bash -e -o pipefail`. A block that cannot run in a test follows a line `<!-- not run: the reason -->`, and is
+skipped.
 """
 
 import importlib.util
