@@ -76,7 +76,7 @@ def expand(
     >>> [type(layer).__name__ for layer in expanded.layers[1:]]
     ['Conv2D', 'TaylorExpansion', 'Flatten', 'Dense']
     """
-    from harness.model import ModelError, insert_expansion, surgery
+    from harness.model import REPLACING, ModelError, insert_expansion, surgery
 
     unknown = sorted(set(options) - set(EXPAND_OPTIONS))
     if unknown:
@@ -90,7 +90,7 @@ def expand(
             f"expand: insertion {insertion!r} is not one of {', '.join(MODEL_INSERTIONS)}, '{AFTER}GLOB' or a list "
             f"of layer names{did_you_mean(insertion, MODEL_INSERTIONS)}"
         )
-    if isinstance(insertion, str) and insertion != "input" and insertion in MODEL_INSERTIONS and mode == "expand":
+    if isinstance(insertion, str) and insertion in REPLACING and mode == "expand":
         raise ValueError(f"expand: insertion {insertion!r} replaces activations, so mode cannot be 'expand'")
     from harness.expansion.layer import TaylorExpansion
 

@@ -250,7 +250,7 @@ def insert_expansion(model, insertion, layer_arguments, *, backbone, augmentatio
         # float32 even under mixed precision: high powers overflow float16.
         return TaylorExpansion(**layer_arguments, dtype="float32", name=name)
 
-    replace, insert_after = ((), {}) if insertion == "none" else surgery_plan(model, backbone, insertion)
+    replace, insert_after = surgery_plan(model, backbone, insertion)
     input_stage = [*augmentation, *([make_expansion("input_expansion")] if insertion == "input" else [])]
     try:
         return surgery.rebuild(

@@ -185,7 +185,7 @@ class Search:
         shown.say(trial_line(trial, best, settings.stage, run_label(trial, study, settings.stage)))
         if best is not None and settings.stage == "search":
             self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
-        if stage_is_over(study, trials, settings, interrupted=self.lifecycle.interrupted):
+        if stage_is_over(study, trials, counted, settings, interrupted=self.lifecycle.interrupted):
             study.stop()
 
     def _interrupt(self, shown):
@@ -212,10 +212,10 @@ class Search:
 STOPPING = "stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)"
 
 
-def stage_is_over(study, trials, settings, *, interrupted):
-    """Whether a stage stops after its latest trial: the study holds `n_trials` (other workers' trials in flight
-    count too, so it stops at n_trials, not n_trials x workers), its epoch budget is spent, or a Ctrl-C came."""
-    counted = counted_trials(study, trials)
+def stage_is_over(study, trials, counted, settings, *, interrupted):
+    """Whether a stage stops after its latest trial (`counted`: the counted ones among `trials`): the study holds
+    `n_trials` (other workers' trials in flight count too, so it stops at n_trials, not n_trials x workers), its
+    epoch budget is spent, or a Ctrl-C came."""
     epochs_trained = sum(len(t.intermediate_values) for t in counted)  # one intermediate value per epoch
     budget_spent = settings.epoch_budget is not None and epochs_trained >= settings.epoch_budget
     return trials_taken(study, trials) >= settings.n_trials or interrupted or budget_spent
