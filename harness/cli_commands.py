@@ -106,6 +106,9 @@ def cmd_search(args):
     space = _load_space(args)
     _check_search_args(args)
     seeds = _seeds(args, 2)
+    from harness.study.storage import check_database, resolve_stores
+
+    check_database(resolve_stores(args.storage)[0], "storage")  # a server that is down answers before TensorFlow loads
     from harness.study.confirm import search_and_confirm
     from harness.study.progress import outcome_line, where
     from harness.study.search import Search

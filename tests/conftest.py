@@ -215,6 +215,8 @@ def start_mlflow_server(backend_store_uri, artifacts, port):
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers",
+            "1",  # the tests' requests need no more; four take twice as long to start
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

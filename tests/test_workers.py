@@ -102,7 +102,8 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(tmp_path, pos
     assert "***" in parent.data.tags["optuna_storage"] and "s3cret-pw" not in str(parent.data)
 
 
-def test_workers_on_the_journal_default(tmp_path):
+def test_workers_on_the_journal_default_and_every_command_finds_their_study(tmp_path, monkeypatch):
+    home = tmp_path / "home"
     command, env = harness_search(
         tmp_path,
         GRID_OF_9,
@@ -118,13 +119,13 @@ def test_workers_on_the_journal_default(tmp_path):
         "1",
         "--seeds",
         "2",
-        env={"HARNESS_HOME": str(tmp_path / "home")},
+        env={"HARNESS_HOME": str(home)},
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    journal = tmp_path / "home" / "optuna-journal.log"
-    assert journal.exists() and not (tmp_path / "home" / "optuna.db").exists()
-    tracking = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    journal = home / "optuna-journal.log"
+    assert journal.exists() and not (home / "optuna.db").exists()
+    tracking = f"sqlite:///{home / 'mlflow.db'}"
     _, parent = check_shared_study(f"journal:{journal}", tracking, 5)
     # The confirmation ran on the workers too: the best configuration and its baseline, 2 seeds each.
     confirm = optuna.load_study(study_name="shared-confirm", storage=open_storage(f"journal:{journal}"))
@@ -134,6 +135,25 @@ def test_workers_on_the_journal_default(tmp_path):
         [client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'confirm'"
     )
     assert len(runs) == 4 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+
+    # The other commands in this process, on the same default home.
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_HOME", str(home))
+    assert main(["report", "--study", "shared", "--out", str(tmp_path / "report")]) == 0
+    trials = pd.read_csv(tmp_path / "report" / "trials.csv")
+    assert (
+        trials.stage.value_counts().to_dict() == {"search": 5, "confirm": 4} and "duration_s" in trials
+    )  # read from the Optuna study, not pieced together from MLflow
+    # One more trial in one process: the same study, resumed, not a second one.
+    one_process = command[3 : command.index("--workers")]
+    assert main([*one_process, "--trials", "6", "--sampler", "grid", "--pruner", "none", "--confirm", "0"]) == 0
+    assert len(counted_trials(optuna.load_study(study_name="shared", storage=open_storage(f"journal:{journal}")))) == 6
+    assert optuna.get_all_study_names(open_storage(f"journal:{journal}")) == ["shared", "shared-confirm"]
+    runs = client.search_runs(
+        [client.get_experiment_by_name("shared").experiment_id], "tags.`harness.stage` = 'search'"
+    )
+    assert len([r for r in runs if r.data.tags.get("harness.role") == "trial"]) == 6
 
 
 def test_a_killed_process_not_yet_reaped_is_not_alive():
@@ -225,42 +245,6 @@ def test_workers_per_gpu_needs_gpus(tmp_path):
     assert run.stderr.strip().splitlines()[-1] == (
         "harness: error: --workers-per-gpu must be at least 1 and comes with --gpus; got 2"
     )
-
-
-def test_every_command_finds_the_study_a_worker_pool_made(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    command, env = harness_search(
-        tmp_path,
-        GRID_OF_9,
-        "--workers",
-        "2",
-        "--trials",
-        "3",
-        "--sampler",
-        "grid",
-        "--pruner",
-        "none",
-        env={"HARNESS_HOME": str(home)},
-    )
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    # The other commands in this process, on the same default home.
-    from harness.cli import main
-
-    monkeypatch.setenv("HARNESS_HOME", str(home))
-    assert main(["report", "--study", "shared", "--out", str(tmp_path / "report")]) == 0
-    trials = pd.read_csv(tmp_path / "report" / "trials.csv")
-    assert len(trials) == 3 and "duration_s" in trials  # read from the Optuna study, not pieced together from MLflow
-    # One more trial in one process: the same study, resumed, not a second one.
-    more = [arg if arg != "3" else "4" for arg in command[3:] if arg not in ("--workers", "2")]
-    assert main(more) == 0
-    study = optuna.load_study(study_name="shared", storage=open_storage(f"journal:{home / 'optuna-journal.log'}"))
-    assert len(counted_trials(study)) == 4 and optuna.get_all_study_names(
-        open_storage(f"journal:{home / 'optuna-journal.log'}")
-    ) == ["shared"]
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`harness.role` = 'trial'")
-    assert len(runs) == 4
 
 
 def test_the_stores_come_from_the_environment_for_every_command(tmp_path, monkeypatch):

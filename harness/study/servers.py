@@ -77,7 +77,7 @@ class ServerError(ValueError):
     """A browser view that could not start or stopped on its own."""
 
 
-START_TIMEOUT = 180  # seconds the MLflow UI may take to answer (about 25 s on 2 cores)
+START_TIMEOUT = 180  # seconds the MLflow UI may take to answer (about 10 s on 2 cores)
 
 
 def _wait_until_answering(url, alive, timeout):
@@ -99,8 +99,10 @@ def mlflow_ui(tracking_uri, *, host="127.0.0.1", port=5000, say=print):
     with it. The store's URI reaches it through the environment, where `ps`
     does not show it.
     """
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri}
-    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
+    # One worker, without MLflow's job runner (seven more processes, for GenAI jobs): one researcher's browser needs
+    # no more, and it answers in half the time (about 10 s on 2 cores instead of 22).
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", "1"]
     with tempfile.TemporaryFile() as log:
         ui = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
