@@ -10,46 +10,15 @@ oversubscribe it. Pruning is off, so every trial trains its full budget.
 
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+
+from _search import search_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def trials_per_hour(space, trials, workers, seed):
-    with tempfile.TemporaryDirectory() as home:
-        command = [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "search",
-            "--space",
-            str(space),
-            "--study",
-            "bench",
-            "--trials",
-            str(trials),
-            "--workers",
-            str(workers),
-            "--sampler",
-            "random",
-            "--pruner",
-            "none",
-            "--seed",
-            str(seed),
-        ]
-        start = time.perf_counter()
-        subprocess.run(
-            command,
-            env={**os.environ, "HARNESS_HOME": home},
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        seconds = time.perf_counter() - start
+    seconds = search_seconds(space, trials, "--workers", str(workers), seed=seed)
     return trials / seconds * 3600, seconds
 
 

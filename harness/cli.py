@@ -15,6 +15,7 @@ from harness.cli_commands import (
     cmd_dashboard,
     cmd_report,
     cmd_search,
+    cmd_storage_proxy,
     cmd_suite,
     cmd_train,
     cmd_ui,
@@ -36,6 +37,7 @@ COMMANDS = {
     "ui": cmd_ui,
     "dashboard": cmd_dashboard,
     "worker": cmd_worker,
+    "storage-proxy": cmd_storage_proxy,
 }
 
 

@@ -6,6 +6,15 @@ import logging
 import os
 from pathlib import Path
 
+from harness.cli_checks import (
+    check_ray_args,
+    check_rope,
+    check_search_args,
+    check_storage_answers,
+    load_space_of,
+    seeds_of,
+)
+
 
 def cmd_train(args):
     from harness.study.space import check_param_values
@@ -40,54 +49,6 @@ def _quiet_libraries():
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
-def _load_space(args):
-    """The space file with --data-dir applied; checked before TensorFlow loads, so a bad one answers at once."""
-    from harness.study.space import find_space, load_space
-
-    return load_space(find_space(args.space), args.data_dir)
-
-
-def _check_search_args(args):
-    for flag, value, least in (
-        ("--trials", args.trials, 1),
-        ("--confirm", args.confirm, 0),
-        ("--workers", args.workers, 1),
-    ):
-        if value < least:
-            raise ValueError(f"{flag} must be at least {least}, got {value}")
-    if args.baseline_every < 0:
-        raise ValueError(
-            f"--baseline-every must be at least 0 (0: the baseline gets no turns), got {args.baseline_every}"
-        )
-    if args.workers_per_gpu < 1 or (args.workers_per_gpu > 1 and not args.gpus):
-        raise ValueError(f"--workers-per-gpu must be at least 1 and comes with --gpus; got {args.workers_per_gpu}")
-    if args.engine == "keras-tuner" and (args.workers > 1 or args.gpus):
-        raise ValueError("--engine keras-tuner runs in one process; leave out --workers and --gpus")
-
-
-def _seeds(args, least):
-    """--seeds as `run_seeded` takes it: a count, or `AutoSeeds`; checked before TensorFlow loads."""
-    from harness.statistics import MIN_SEEDS, AutoSeeds
-
-    if args.seeds == "auto":
-        if args.max_seeds < MIN_SEEDS:
-            raise ValueError(f"--max-seeds must be at least {MIN_SEEDS}, got {args.max_seeds}")
-        _check_rope(args.rope)
-        return AutoSeeds(args.max_seeds, args.rope)
-    if args.seeds < least:
-        raise ValueError(
-            f"--seeds must be at least {least}"
-            + (" to give a confidence interval" if least > 1 else "")
-            + f", got {args.seeds}"
-        )
-    return args.seeds
-
-
-def _check_rope(rope):
-    if not rope > 0:
-        raise ValueError(f"--rope must be a positive number of points, got {rope:g}")
-
-
 def _settings(args, study_name, **options):
     """Study `study_name`'s settings; storage and tracking URLs left out come from the environment or the defaults."""
     from harness.study.settings import SearchSettings
@@ -103,12 +64,10 @@ def _settings(args, study_name, **options):
 
 
 def cmd_search(args):
-    space = _load_space(args)
-    _check_search_args(args)
-    seeds = _seeds(args, 2)
-    from harness.study.storage import check_database, resolve_stores
-
-    check_database(resolve_stores(args.storage)[0], "storage")  # a server that is down answers before TensorFlow loads
+    space = load_space_of(args)
+    check_search_args(args)
+    seeds = seeds_of(args, 2)
+    check_storage_answers(args.storage)
     from harness.study.confirm import search_and_confirm
     from harness.study.progress import outcome_line, where
     from harness.study.search import Search
@@ -134,10 +93,10 @@ def cmd_search(args):
         baseline_every=args.baseline_every,
         vary_split=args.vary_split,
     )
-    # Workers are processes of their own; a GPU is always pinned through one, even a single GPU.
-    pool = (
-        WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir) if gpus or workers > 1 else None
-    )
+    # Ray Tune's cluster, or workers that are processes of their own (a GPU is always pinned through one).
+    pool = _ray_pool(args)
+    if pool is None and (gpus or workers > 1):
+        pool = WorkerPool(find_space(args.space), workers, gpus, args.threads, args.data_dir)
     if pool is None:
         configure(args.threads, args.mixed_precision)
     if args.engine == "keras-tuner":
@@ -179,9 +138,20 @@ def _run_keras_tuner(args, space, settings):
     return 0
 
 
+def _ray_pool(args):
+    """The `RayPool` that --ray asks for (Ray Tune schedules the trials on its cluster), or None."""
+    if not args.ray:
+        return None
+    from harness.study.ray_pool import RayPool
+
+    address = None if args.ray == "local" else args.ray
+    return RayPool(address, args.cpus_per_trial, args.gpus_per_trial, max_failures=args.max_failures)
+
+
 def cmd_benchmark(args):
-    space = _load_space(args)
-    seeds = _seeds(args, 1)
+    space = load_space_of(args)
+    seeds = seeds_of(args, 1)
+    check_ray_args(args)
     from harness.study.confirm import run_benchmark
     from harness.study.progress import outcome_line
     from harness.training.device import configure
@@ -194,8 +164,10 @@ def cmd_benchmark(args):
         pruner="none",
         vary_split=args.vary_split,
     )
-    configure(mixed_precision=args.mixed_precision)
-    study = run_benchmark(space, settings, seeds, from_study=args.from_study, top=args.top)
+    pool = _ray_pool(args)
+    if pool is None:
+        configure(mixed_precision=args.mixed_precision)
+    study = run_benchmark(space, settings, seeds, from_study=args.from_study, top=args.top, pool=pool)
     print(outcome_line(f"benchmark {settings.study_name!r}", study))
     print(f"means, 95% CIs and tests against the baseline: harness report --study {settings.study_name}")
     return 0
@@ -205,15 +177,18 @@ def cmd_suite(args):
     from harness.study.suite import load_suite
 
     suite = load_suite(args.file, args.data_dir)  # checked before TensorFlow loads
-    _check_rope(args.rope)
+    check_rope(args.rope)
+    check_ray_args(args)
     from harness.reporting.suite import write_suite_report
     from harness.study.suite import run_suite
     from harness.training.device import configure
 
     _quiet_libraries()
     settings = _settings(args, suite.name, sampler="random", pruner="none", vary_split=args.vary_split)
-    configure(mixed_precision=args.mixed_precision)
-    run_suite(suite, settings, say=_say)
+    pool = _ray_pool(args)
+    if pool is None:
+        configure(mixed_precision=args.mixed_precision)
+    run_suite(suite, settings, say=_say, pool=pool)
     written = write_suite_report(
         suite, settings.storage, settings.tracking_uri, args.out, rope=args.rope, provenance=args.provenance
     )
@@ -226,7 +201,7 @@ def cmd_suite(args):
 
 
 def cmd_compare_engines(args):
-    space = _load_space(args)
+    space = load_space_of(args)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     from harness.study.compare import STRATEGIES, compare_engines
@@ -255,7 +230,7 @@ def cmd_report(args):
     from harness.reporting.pages import write_report
     from harness.study.storage import resolve_stores
 
-    _check_rope(args.rope)
+    check_rope(args.rope)
     written = write_report(
         args.study,
         *resolve_stores(args.storage, args.tracking_uri),
@@ -286,11 +261,36 @@ def cmd_dashboard(args):
 
 
 def cmd_worker(args):
-    """A process of a `WorkerPool`: its job comes as data in the environment, not as arguments."""
-    from harness.study.workers import WORKER_JOB, run_worker
+    """A worker joining a search by its study's name, or a process of a `WorkerPool` (its job comes as data in the
+    environment, not as arguments)."""
+    if args.study is None:
+        from harness.study.workers import WORKER_JOB, run_worker
+
+        if WORKER_JOB not in os.environ:
+            raise ValueError("harness worker needs --study: the name of the search to join")
+        _quiet_libraries()
+        return run_worker(json.loads(os.environ.pop(WORKER_JOB)))
+    check_storage_answers(args.storage)
+    from harness.study.storage import resolve_stores
+    from harness.study.workers import join_search
+
+    storage, tracking_uri = resolve_stores(args.storage, args.tracking_uri)
 
     _quiet_libraries()
-    return run_worker(json.loads(os.environ.pop(WORKER_JOB)))
+    return join_search(
+        args.study, storage, tracking_uri, data_dir=args.data_dir, threads=args.threads, wait=args.wait, say=_say
+    )
+
+
+def cmd_storage_proxy(args):
+    from harness.study.servers import storage_proxy
+    from harness.study.storage import STORAGE_VARIABLE
+
+    storage = args.storage or os.environ.get(STORAGE_VARIABLE)
+    if not storage:
+        raise ValueError(f"harness storage-proxy needs the database's URL: --storage, or ${STORAGE_VARIABLE}")
+    storage_proxy(storage, host=args.host, port=args.port, address_file=args.address_file, say=_say)
+    return 0
 
 
 def _say(line):

@@ -38,6 +38,25 @@ def _add_rope_option(parser, what):
     parser.add_argument("--rope", type=float, default=1.0, metavar="POINTS", help=f"{what} (default 1.0)")
 
 
+def _add_ray_options(command):
+    """--ray and the resources of each trial on it."""
+    command.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the trials on a Ray cluster (host:port; without ADDRESS, a local one on this machine); needs "
+        "pip install 'taylor-harness[ray]'",
+    )
+    command.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N", help="with --ray (default 1)")
+    command.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, metavar="N", help="with --ray; fractions share a GPU (default 0)"
+    )
+    command.add_argument(
+        "--max-failures", type=int, default=2, metavar="N", help="with --ray: retries of a trial whose worker died"
+    )
+
+
 def _add_seed_options(parser, default, what):
     parser.add_argument(
         "--seeds",
@@ -158,6 +177,7 @@ def build_parser(commands_run):
     search.add_argument(
         "--workers-per-gpu", type=int, default=1, metavar="N", help="with --gpus: N workers share each GPU"
     )
+    _add_ray_options(search)
     search.add_argument("--parent-run-id", help="nest trials under this MLflow run (how workers join one search)")
     search.add_argument("--threads", type=int, help="TensorFlow threads for this process (set per worker by --workers)")
     search.add_argument(
@@ -191,6 +211,7 @@ def build_parser(commands_run):
     _add_seed_options(benchmark, 3, "configuration, from seed 0")
     benchmark.add_argument("--from-study", help="benchmark the top configurations of this earlier study instead")
     benchmark.add_argument("--top", type=int, default=5, help="how many of --from-study's best (default 5)")
+    _add_ray_options(benchmark)
     benchmark.set_defaults(run=commands_run["benchmark"])
 
     suite = commands.add_parser(
@@ -202,6 +223,7 @@ def build_parser(commands_run):
     _add_rope_option(suite, "margin of practical equivalence, in points of accuracy")
     _add_provenance_option(suite)
     _add_vary_split_option(suite)
+    _add_ray_options(suite)
     suite.set_defaults(run=commands_run["suite"])
 
     compare = commands.add_parser("compare-engines", help="which search strategy spends an epoch budget best")
@@ -239,6 +261,30 @@ def build_parser(commands_run):
         server.add_argument("--port", type=int, default=port)
         server.set_defaults(run=commands_run[name])
 
-    worker = commands.add_parser("worker")  # a WorkerPool's process; its job comes in the environment
+    worker = commands.add_parser(
+        "worker", help="join a search another command runs on this study, from any machine (a Slurm array's task)"
+    )
+    worker.add_argument("--study", help="the study to join (a worker pool's own processes get their job otherwise)")
+    worker.add_argument(
+        "--storage",
+        help="Optuna storage URL, e.g. grpc://HOST:PORT of harness storage-proxy (default: $HARNESS_STORAGE)",
+    )
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default: $HARNESS_TRACKING_URI)")
+    worker.add_argument("--data-dir", help="folder holding downloaded datasets (default: the search's own)")
+    worker.add_argument("--threads", type=int, help="TensorFlow threads for this process")
+    worker.add_argument(
+        "--wait", type=float, default=600, metavar="SECONDS", help="how long to wait for the search to start (600)"
+    )
     worker.set_defaults(run=commands_run["worker"])
+
+    proxy = commands.add_parser(
+        "storage-proxy", help="serve the study's database to many workers through Optuna's gRPC storage proxy"
+    )
+    proxy.add_argument("--storage", help="the database's URL (default: $HARNESS_STORAGE), never a journal file")
+    proxy.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 on a cluster)"
+    )
+    proxy.add_argument("--port", type=int, default=13000, help="port to listen on (default 13000)")
+    proxy.add_argument("--address-file", help="a new file to write the workers' grpc:// address to once it answers")
+    proxy.set_defaults(run=commands_run["storage-proxy"])
     return parser

@@ -23,6 +23,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # The modules whose tests start processes and servers, or train many networks, slowest first: they run first, so
 # that the two xdist workers end together instead of one waiting on a minute-long test that started last.
 SLOW_FIRST = [
+    "test_ray",
+    "test_slurm",
     "test_workers",
     "test_docs",
     "test_applications",

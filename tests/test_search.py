@@ -221,8 +221,16 @@ def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tm
     for trial, pid in ((alive, os.getpid()), (dead, int(gone.stdout))):
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", pid)
-    fail_dead_trials(study, Tracker(stores(tmp_path)[1], "claims", spool_folder=tmp_path / "spool"))
+    # The dead one's run was closed FINISHED before the study recorded the trial (a Ray driver killed meanwhile).
+    tracker = Tracker(stores(tmp_path)[1], "claims", spool_folder=tmp_path / "spool")
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    tracker.client.set_terminated(run_id, "FINISHED")
+    dead.set_user_attr("mlflow_run_id", run_id)
+    fail_dead_trials(study, tracker)
     assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING", "FAIL"]
+    run = tracker.client.get_run(run_id)  # the run agrees with the study, and says why
+    assert run.info.status == "FAILED" and "died while it ran" in run.data.tags["failure_reason"]
+    assert "died while it ran" in study.trials[2].user_attrs["failure_reason"]
 
 
 def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys, monkeypatch):

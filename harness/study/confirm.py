@@ -184,15 +184,16 @@ def pilot_differences(study, runs):
     return differences
 
 
-def run_benchmark(space, settings, seeds, *, from_study=None, top=5, console=None):
-    """Run (or resume) the benchmark study with `seeds` seeds (a count, from 0, or `AutoSeeds`); return it."""
+def run_benchmark(space, settings, seeds, *, from_study=None, top=5, console=None, pool=None):
+    """Run (or resume) the benchmark study with `seeds` seeds (a count, from 0, or `AutoSeeds`), in `pool` (a
+    `RayPool`) if given, else here; return it."""
     chosen = configurations(space, from_study, settings.storage, top=top)
     settings = dataclasses.replace(settings, stage="benchmark")
     search = Search(space, settings, console=console)
     search.close_what_dead_processes_left()  # a run whose process died is queued again, not held
 
     def run(stage):
-        stage.run()
+        pool.run(stage) if pool is not None else stage.run()
         return 0
 
     with search.parent_run():

@@ -99,7 +99,9 @@ class TrialObjective:
                 trial.set_user_attr(name, value)
         return params
 
-    def __call__(self, trial):
+    def prepare(self, trial):
+        """The params `trial` trains: taken from the queue or sampled. Raises `StudyFull` or `DuplicateRun` for a
+        trial that stands down instead."""
         if is_surplus(self.study, trial, self.settings, self.shared):
             trial.set_user_attr(SURPLUS, True)
             self.study.stop()
@@ -111,11 +113,18 @@ class TrialObjective:
             trial.set_user_attr(DUPLICATE_OF, twin)
             self.stood_down += 1
             raise DuplicateRun(f"trial #{twin} holds the same params and seed")
-        params = {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.sample(trial))}
-        callbacks = _epoch_callbacks(trial, self.space, pruned=self.settings.stage == "search" and not enqueued)
+        return {"seed": self.space.training.seed, **(enqueued_params(trial) if enqueued else self.sample(trial))}
+
+    def prunable(self, trial):
+        """Whether the pruner may stop `trial`: a sampled search trial (the baseline and seeded runs train to the
+        end)."""
+        return self.settings.stage == "search" and not trial.user_attrs.get(BENCHMARK_RUN)
+
+    def __call__(self, trial):
+        params = self.prepare(trial)
+        callbacks = _epoch_callbacks(trial, self.space, pruned=self.prunable(trial))
         try:
-            for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
-                trial.set_user_attr(key, value)  # which process trains it: a dead one's trials are failed
+            claim(trial)
             label = run_label(trial, self.study, self.settings.stage)
             result = self.lifecycle.run(
                 trial.number, params, self.space.training.epochs, callbacks, trial.set_user_attr, label
@@ -127,7 +136,18 @@ class TrialObjective:
         except optuna.exceptions.UpdateFinishedTrialError:  # its run is closed; Optuna's tell of it fails next
             self.taken_over = trial.number
             raise
-        return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in self.space.objectives[1:]))
+        return objective_values(result, self.space)
+
+
+def claim(trial):
+    """Record which process holds `trial` (host, pid, its start time): a dead one's trials are failed."""
+    for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("started", process_started())):
+        trial.set_user_attr(key, value)
+
+
+def objective_values(result, space):
+    """A trained trial's objective values, in the order of `space.objectives`: its best validation accuracy first."""
+    return (result.best_val_accuracy, *(getattr(result, COST_OBJECTIVES[o]) for o in space.objectives[1:]))
 
 
 def _epoch_callbacks(trial, space, *, pruned):

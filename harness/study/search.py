@@ -6,7 +6,9 @@ an impossible combination of sampled params is PRUNED with the reason.
 """
 
 import contextlib
+import dataclasses
 import functools
+import os
 import socket
 import time
 import warnings
@@ -30,6 +32,7 @@ from harness.study.progress import (
 )
 from harness.study.records import DUPLICATE_OF, SURPLUS, best_value, counted_trials, trials_taken
 from harness.study.settings import make_pruner, make_sampler
+from harness.study.space import portable_space
 from harness.study.storage import open_storage
 from harness.study.tracking import close_dead_runs, process_alive
 
@@ -81,8 +84,10 @@ def fail_dead_trials(study, tracker):
         pid = trial.user_attrs.get("pid")  # none yet: its worker has just asked for it and is writing it
         if pid and trial.user_attrs.get("host") == host and not process_alive(pid, trial.user_attrs.get("started")):
             with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
+                reason = f"its process ({pid} on {host}) died while it ran"
+                study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-                tracker.close_run_of_stale_trial(study, trial)
+                tracker.close_run_of_stale_trial(study, trial, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -121,9 +126,10 @@ class Search:
         """This invocation's MLflow parent run: joined if `settings.parent_run_id` names one, else started and ended here."""
         return self.lifecycle.parent_run(parent_run_tags(self.space, self.settings))
 
-    def run(self):
+    def run(self, optimize=None):
         """Run trials until the study holds `n_trials` counted trials, its timeout passes or its epoch budget is
-        spent; return the study. A Ctrl-C ends the trial in flight at its next batch, then raises KeyboardInterrupt."""
+        spent; return the study. A Ctrl-C ends the trial in flight at its next batch, then raises KeyboardInterrupt.
+        `optimize(remaining, shown)` runs the trials: Optuna's loop here by default, Ray Tune's for `RayPool`."""
         for line in stage_notes(self.space, self.settings, closed=self.close_what_dead_processes_left()):
             self.console.print(line)
         trials = self.study.get_trials(deepcopy=False)
@@ -131,11 +137,12 @@ class Search:
         if remaining <= 0:
             self.console.print(full_study_line(self.study, trials, self.settings))
             return self.study
+        open_to_joiners(self)
         total = self.settings.n_trials
         with StageProgress(self.console, self.settings.optuna_study, total, total - remaining) as shown:
             self.lifecycle.progress = shown.bar  # a trial's epochs are drawn under the stage's bar
             with deferred_interrupts(lambda: self._interrupt(shown)):
-                self._optimize(remaining, shown)
+                run_trials(self, optimize or self._optimize, remaining, shown)
             self.lifecycle.progress = None
         if self.lifecycle.interrupted:
             raise KeyboardInterrupt
@@ -157,7 +164,7 @@ class Search:
                     n_trials=remaining,
                     timeout=timeout,
                     catch=(Exception,),
-                    callbacks=[lambda study, trial: self._after_trial(trial, shown)],
+                    callbacks=[lambda study, trial: self.after_trial(trial, shown) and study.stop()],
                 )
                 if not objective.stood_down:
                     return
@@ -170,13 +177,13 @@ class Search:
                     queue_baseline(self.study, self.space)  # in case it was the baseline
             remaining = settings.n_trials - trials_taken(self.study, self.current_trials())
 
-    def _after_trial(self, trial, shown):
-        """Show the trial's line, log the best so far, and stop the study once it is full or its budget spent."""
+    def after_trial(self, trial, shown):
+        """Show the trial's line and log the best so far; whether the stage is over (full, its budget spent)."""
         study, settings = self.study, self.settings
         if DUPLICATE_OF in trial.user_attrs:
             shown.say(duplicate_line(trial, settings.stage))
         if trial.user_attrs.get(SURPLUS):
-            return
+            return False
         # One read of the study per trial; only workers sharing it can leave dead trials behind meanwhile.
         trials = self.current_trials() if self.shares_study else study.get_trials(deepcopy=False)
         counted = counted_trials(study, trials)
@@ -185,8 +192,7 @@ class Search:
         shown.say(trial_line(trial, best, settings.stage, run_label(trial, study, settings.stage)))
         if best is not None and settings.stage == "search":
             self.tracker.log_best_so_far(self.parent_run_id, best, len(counted), trial.number)
-        if stage_is_over(study, trials, counted, settings, interrupted=self.lifecycle.interrupted):
-            study.stop()
+        return stage_is_over(study, trials, counted, settings, interrupted=self.lifecycle.interrupted)
 
     def _interrupt(self, shown):
         self.lifecycle.interrupted = True
@@ -209,7 +215,40 @@ class Search:
         return self.study.get_trials(deepcopy=False)
 
 
+JOIN = "join"  # a stage's study attribute: what joiners need (`open_to_joiners`)
+JOINER_POLL = 2  # seconds between looks at the trials joiners run
+
 STOPPING = "stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)"
+
+
+def open_to_joiners(search):
+    """Record on the study what `harness worker --study` needs to join `search`'s stage from any machine, if
+    `search` owns the stage: the space and the stage's settings under its parent run, without the store URLs (a
+    password stays out of the study)."""
+    if not search.shares_study:
+        settings = dataclasses.replace(search.settings, parent_run_id=search.parent_run_id, seed=None)
+        shared = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("storage", "tracking_uri")}
+        search.study.set_user_attr(JOIN, {"space": portable_space(search.space), "settings": shared})
+
+
+def run_trials(search, optimize, remaining, shown):
+    """Run `remaining` trials of `search`'s stage through `optimize`. Then, as the stage's owner, before its parent
+    run closes: wait for the trials that joiners still run (failing those whose worker died), and run the ones the
+    study then lacks if it has no time or epoch budget."""
+    optimize(remaining, shown)
+    if search.shares_study:
+        return  # a joiner: the stage's owner waits
+    settings, mine = search.settings, (socket.gethostname(), os.getpid())
+    while not search.lifecycle.interrupted:
+        trials = search.current_trials()
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if any((t.user_attrs.get("host"), t.user_attrs.get("pid")) != mine for t in running):
+            time.sleep(JOINER_POLL)
+            continue
+        remaining = settings.n_trials - trials_taken(search.study, trials)
+        if remaining <= 0 or settings.timeout is not None or settings.epoch_budget is not None:
+            return
+        optimize(remaining, shown)
 
 
 def stage_is_over(study, trials, counted, settings, *, interrupted):

@@ -1,20 +1,28 @@
-"""The browser views of a study: the MLflow UI over its runs and the Optuna dashboard over its trials.
+"""The servers a study uses: the MLflow UI over its runs and the Optuna dashboard over its trials (the browser
+views), and Optuna's gRPC storage proxy in front of its database (many workers, one database client).
 
 Each binds 127.0.0.1 unless told otherwise, keeps passwords off command lines
 and screens, says when it answers, and stops whole on one SIGTERM or Ctrl-C.
 """
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
+from pathlib import Path
 
+import optuna
 import requests
 
 from harness.redaction import redact
+from harness.study.proxy import PROXY_PREFIX, HeartbeatProxy
+from harness.study.storage import open_storage
 
 # Runs-list views stored on each study's experiment as MLflow's own Share button stores one (a tag with this prefix,
 # named in the page's URL). The search view: the search trials flat (their parent filtered out, as MLflow keeps
@@ -160,3 +168,61 @@ def optuna_dashboard(storage, *, host="127.0.0.1", port=8080, say=print):
     except KeyboardInterrupt:
         pass
     return 0
+
+
+PROXY_APPLICATION = "harness-storage-proxy"  # how the proxy's connections name themselves to PostgreSQL
+DATABASES = ("postgresql", "mysql", "sqlite")
+
+
+def storage_proxy(storage_url, *, host="127.0.0.1", port=13000, address_file=None, say=print):
+    """Serve `storage_url`'s database on HOST:PORT until stopped; once it answers, say the address workers use
+    (and write it to `address_file`, a new file, for a cluster's jobs to read)."""
+    if not storage_url.startswith(DATABASES):
+        raise ValueError(
+            f"--storage {redact(storage_url)}: the proxy serves a database (one of {', '.join(DATABASES)})"
+        )
+    if address_file is not None and Path(address_file).exists():
+        raise ValueError(f"--address-file {address_file}: it exists; name a new file")
+    _check_port_free(host, port)
+    # Optuna's cache in front of the database, as its docs advise for the proxy.
+    storage = optuna.storages.get_storage(open_storage(storage_url, application_name=PROXY_APPLICATION))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        server = threading.Thread(
+            target=optuna.storages.run_grpc_proxy_server,
+            args=(storage,),
+            kwargs={"host": host, "port": port},
+            daemon=True,  # a Ctrl-C or a job's end stops the process, and the server with it
+        )
+        server.start()
+        address = f"{PROXY_PREFIX}{socket.gethostname() if host == '0.0.0.0' else host}:{port}"
+        while server.is_alive() and not _answers(address):
+            pass
+    if not server.is_alive():
+        raise ValueError(f"storage proxy: cannot listen on {host}:{port}")
+    if address_file is not None:
+        Path(f"{address_file}.partial").write_text(address + "\n")
+        os.replace(f"{address_file}.partial", address_file)  # readers never see half an address
+    say(f"storage proxy for {redact(storage_url)}: workers use --storage {address}")
+    while server.is_alive():
+        server.join(timeout=1)  # a join without a timeout would hold Ctrl-C off
+
+
+def _check_port_free(host, port):
+    """gRPC shares a port with another server that asked to (SO_REUSEPORT): a second proxy would answer half the
+    calls. A plain bind finds the port taken."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        why = "another process listens there" if error.errno == errno.EADDRINUSE else error.strerror
+        raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({why})") from None
+
+
+def _answers(url):
+    try:
+        HeartbeatProxy(url).close()
+    except ValueError:
+        return False
+    return True

@@ -67,13 +67,14 @@ class Space(Strict):
     def _model_is_the_backbone(self):
         if self.model is None:
             return self
-        if "backbone" in self.params:
-            raise ValueError("name the network once: model, or params.backbone")
         if self.model.builder is not None:
-            self.params["backbone"] = self.model.builder
+            backbone = self.model.builder
         else:
             beside_space = Path(self.source).parent if self.source != "<memory>" else Path()
-            self.params["backbone"] = str((beside_space / Path(self.model.file).expanduser()).resolve())
+            backbone = str((beside_space / Path(self.model.file).expanduser()).resolve())
+        # The same backbone again is a checked space validated once more (as Ray's workers receive it).
+        if self.params.setdefault("backbone", backbone) != backbone:
+            raise ValueError("name the network once, in model or in params.backbone")
         return self
 
     @pydantic.model_validator(mode="after")
@@ -241,6 +242,15 @@ def check_param_values(params):
         check_value(name, value)
     if params.get("insertion", "none") != "none":
         series.coefficients(params.get("function", "softplus"), params.get("order", 3), params.get("center", 0.0))
+
+
+def portable_space(space):
+    """`space` as JSON data that another process, on this machine or another, validates again into the same space:
+    its data folder made absolute (workers start in folders of their own)."""
+    data = space.model_dump(mode="json")
+    if data["dataset"]["data_dir"]:
+        data["dataset"]["data_dir"] = str(Path(data["dataset"]["data_dir"]).expanduser().resolve())
+    return data
 
 
 def parse_space(raw, source="<memory>"):

@@ -5,8 +5,9 @@ Every command finds its stores the same way (`resolve_stores`): the flag, else
 `default_home()`: Optuna's journal file, which any number of worker processes
 on this machine share (SQLite would lock), and MLflow's SQLite store.
 
-RDB storages (sqlite, postgresql, mysql) get trial heartbeats, so a trial whose
-worker died on any machine ends FAIL. A storage or tracking server that cannot
+RDB storages (sqlite, postgresql, mysql) and the storage proxy in front of one
+(`grpc://HOST:PORT`, `harness.study.proxy`) get trial heartbeats, so a trial
+whose worker died on any machine ends FAIL. A storage or tracking server that cannot
 be reached is a `StorageError`: one line, password redacted, naming the missing
 driver's extra or the unreachable server, after at most `CONNECT_TIMEOUT` seconds.
 """
@@ -23,6 +24,7 @@ import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend
 
 from harness.redaction import redact, redact_text
+from harness.study.proxy import PROXY_PREFIX, HeartbeatProxy
 
 
 JOURNAL_PREFIX = "journal:"
@@ -85,10 +87,15 @@ def resolve_stores(storage=None, tracking_uri=None):
     return storage, tracking_uri
 
 
-def open_storage(url, *, heartbeat_interval=None, stale_trial_callback=None):
+def open_storage(url, *, heartbeat_interval=None, stale_trial_callback=None, application_name=None):
+    """The Optuna storage at `url`: a journal file, a storage proxy (grpc://HOST:PORT) or a database, with trial
+    heartbeats every `heartbeat_interval` seconds where given (`stale_trial_callback` closes a stale trial's run);
+    `application_name` names its PostgreSQL connections."""
     if url.startswith(JOURNAL_PREFIX):
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX)))
-    options = {"engine_kwargs": _engine_options(url)}
+    if url.startswith(PROXY_PREFIX):
+        return HeartbeatProxy(url, heartbeat_interval=heartbeat_interval, stale_trial_callback=stale_trial_callback)
+    options = {"engine_kwargs": _engine_options(url, application_name)}
     if heartbeat_interval is not None:
         options.update(
             heartbeat_interval=heartbeat_interval,
@@ -101,8 +108,11 @@ def open_storage(url, *, heartbeat_interval=None, stale_trial_callback=None):
 
 
 def check_database(url, role):
-    """Connect once to a database URL (an MLflow backend, say), so a bad one fails fast and in one line."""
-    if url.startswith(("postgresql", "mysql")):
+    """Connect once to a database URL (an MLflow backend, say) or a storage proxy, so a bad one fails fast and in one
+    line."""
+    if url.startswith(PROXY_PREFIX):
+        open_storage(url).close()
+    elif url.startswith(("postgresql", "mysql")):
         with _clear_errors(role, url):
             engine = sqlalchemy.create_engine(url, **_engine_options(url))
             try:
@@ -148,8 +158,11 @@ def check_tracking_uri(uri):
         check_database(uri, "MLflow store")
 
 
-def _engine_options(url):
-    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if url.startswith(("postgresql", "mysql")) else {}
+def _engine_options(url, application_name=None):
+    if not url.startswith(("postgresql", "mysql")):
+        return {}
+    named = {"application_name": application_name} if application_name and url.startswith("postgresql") else {}
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT, **named}}
 
 
 @contextlib.contextmanager

@@ -99,10 +99,11 @@ def load_suite(path, data_dir=None):
     return Suite(name, cells, seeds)
 
 
-def run_suite(suite, settings, *, console=None, say=print):
-    """Run (or resume) every cell of `suite` as a benchmark study under `settings` (stores, precision)."""
+def run_suite(suite, settings, *, console=None, say=print, pool=None):
+    """Run (or resume) every cell of `suite` as a benchmark study under `settings` (stores, precision), in `pool`
+    (a `RayPool`) if given."""
     from harness.study.confirm import run_benchmark
 
     for number, (study, (dataset, backbone, space)) in enumerate(suite.cells.items(), start=1):
         say(f"suite {suite.name}: cell {number} of {len(suite.cells)}, {dataset} x {backbone} (study {study})")
-        run_benchmark(space, dataclasses.replace(settings, study_name=study), suite.seeds, console=console)
+        run_benchmark(space, dataclasses.replace(settings, study_name=study), suite.seeds, console=console, pool=pool)

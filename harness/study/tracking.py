@@ -171,6 +171,9 @@ def _write_artifacts(folder, result, save_model):
         result.model.save(folder / "model.keras")
 
 
+STALE_REASON = "its worker stopped sending heartbeats (killed or crashed)"
+
+
 class Tracker:
     """The MLflow experiment of one study.
 
@@ -285,8 +288,9 @@ class Tracker:
         self.spool.log_batch(run_id, tags=tags)
         self.spool.set_terminated(run_id, status or RUN_STATUS[state])
 
-    def close_run_of_stale_trial(self, study, trial):
-        """Optuna's failed_trial_callback: a trial whose worker stopped beating is closed in MLflow too."""
+    def close_run_of_stale_trial(self, study, trial, reason=STALE_REASON):
+        """Optuna's failed_trial_callback: the run of a trial failed as its worker is gone is closed FAILED too, even
+        one closed FINISHED just before the worker died, before the study recorded it (the study's FAIL rules)."""
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and self.client.get_run(run_id).info.status == "RUNNING":
-            self.end_trial(run_id, "FAIL", "worker stopped sending heartbeats (killed or crashed)")
+        if run_id and self.client.get_run(run_id).info.status in ("RUNNING", "FINISHED"):
+            self.end_trial(run_id, "FAIL", reason)

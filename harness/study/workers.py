@@ -5,6 +5,10 @@ pinned to a GPU by `CUDA_VISIBLE_DEVICES` or given `cores / workers` CPU
 threads. A worker gets its job as data, the search's own settings, in the
 environment (where passwords stay out of argv, which `ps` shows), and works
 through the study's storage alone.
+
+A worker on any machine (a Slurm array's task, say) joins a running stage by the
+study's name alone (`join_search`): the stage's owner records on the study what
+joiners need, and waits for their trials before it closes its parent run.
 """
 
 import dataclasses
@@ -14,11 +18,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
-from harness.study.search import Search
+import optuna
+
+from harness.study.search import JOIN, Search
 from harness.study.settings import SearchSettings
 
 WORKER_JOB = "HARNESS_WORKER_JOB"  # the environment variable holding a worker's job, as JSON
+JOIN_POLL = 2  # seconds between looks for the stage to join
 
 
 @dataclasses.dataclass
@@ -91,3 +99,36 @@ def run_worker(job):
     with search.parent_run():
         search.run()
     return 0
+
+
+def join_search(study_name, storage, tracking_uri, *, data_dir=None, threads=None, wait=600, say=print):
+    """Join the stage another command runs on study `study_name` (`harness worker --study`, a Slurm array's task):
+    wait up to `wait` seconds for its owner to record it, then run its trials under its parent run until the study
+    holds them. Returns 0."""
+    from harness.study.space import Space
+    from harness.study.storage import open_storage
+    from harness.training.device import configure
+
+    opened, deadline = open_storage(storage), time.monotonic() + wait
+    while (record := _join_record(study_name, opened)) is None:
+        if time.monotonic() > deadline:
+            raise ValueError(f"--study {study_name}: no search of that name started within {wait:g} s to join")
+        time.sleep(JOIN_POLL)
+    space = Space.model_validate(record["space"])
+    if data_dir is not None:
+        space.dataset.data_dir = data_dir
+    settings = SearchSettings(**record["settings"], storage=storage, tracking_uri=tracking_uri)
+    configure(threads, settings.mixed_precision)
+    say(f"joining {settings.stage} {settings.optuna_study!r} under MLflow run {settings.parent_run_id}")
+    search = Search(space, settings)
+    with search.parent_run():
+        search.run()
+    return 0
+
+
+def _join_record(study_name, storage):
+    """What the stage on `study_name` recorded for joiners, or None while it has not started."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(JOIN)
+    except KeyError:
+        return None
