@@ -27,6 +27,8 @@ SPACE = {
 }
 
 
+pytestmark = pytest.mark.xdist_group("ray")  # one xdist worker, so one Ray cluster for the module
+
 # A cluster of the test's own on 127.0.0.1, without the token Ray asks of drivers by default.
 RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
@@ -62,8 +64,8 @@ def ray_cluster(tmp_path_factory):
         if head.poll() is not None:
             unavailable(f"ray start exited with code {head.returncode}")
         yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
+    finally:  # its processes' files are in the test's folder: no need for Ray's slow, graceful stop
+        os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
 
 
@@ -161,7 +163,7 @@ def test_a_benchmark_runs_its_seeded_runs_on_ray(tmp_path, ray_cluster):
     storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [
         *(sys.executable, "-m", "harness.cli", "benchmark", "--space", str(tmp_path / "space.yaml"), "--study", "rb"),
-        *("--seeds", "2", "--ray", ray_cluster, "--gpus-per-trial", "1", "--storage", storage, "--tracking-uri"),
+        *("--seeds", "1", "--ray", ray_cluster, "--gpus-per-trial", "1", "--storage", storage, "--tracking-uri"),
         tracking,
     ]
     run = subprocess.run(
@@ -169,18 +171,56 @@ def test_a_benchmark_runs_its_seeded_runs_on_ray(tmp_path, ray_cluster):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     study = optuna.load_study(study_name="rb", storage=open_storage(storage))
-    counted = counted_trials(study)  # the configuration and its baseline (added), 2 seeds each
-    assert len(counted) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted)
-    assert sorted((t.user_attrs["insertion"], t.user_attrs["seed"]) for t in counted) == [
-        ("dense", 0),
-        ("dense", 1),
-        ("none", 0),
-        ("none", 1),
-    ]
+    counted = counted_trials(study)  # the configuration and its baseline (added), side by side on the two GPUs
+    assert len(counted) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted)
+    assert sorted((t.user_attrs["insertion"], t.user_attrs["seed"]) for t in counted) == [("dense", 0), ("none", 0)]
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("rb").experiment_id], "tags.`harness.role` = 'trial'")
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags.get("cuda_visible_devices") for r in runs} <= {"0", "1"}  # each on a Ray worker's GPU
+
+
+def test_the_studys_pruner_stops_a_lagging_trial_through_what_ray_reports(tmp_path):
+    # Tune's calls, made as Tune makes them (no cluster needed): 3 trials at 0.9 a epoch, then one at 0.1.
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+    from rich.console import Console
+
+    from harness.study.progress import StageProgress
+    from harness.study.ray_pool import EPOCH, REMEMBERED, StudyPruning, StudySearch
+    from harness.study.search import Search
+    from harness.study.settings import SearchSettings
+    from harness.study.space import parse_space
+
+    stores = {"storage": f"sqlite:///{tmp_path / 'optuna.db'}", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    space = parse_space({**SPACE, "training": {"epochs": 3, "seed": 0}})
+    settings = SearchSettings("pruned", n_trials=4, sampler="grid", pruner="median", baseline_every=0, **stores)
+    stage = Search(space, settings, console=Console(quiet=True))
+    with stage.parent_run(), StageProgress(Console(quiet=True), "pruned", 4, 0) as shown:
+        searcher = StudySearch(stage, shown)
+        scheduler = StudyPruning(searcher)
+        decisions = []
+        for number, accuracy in enumerate((0.9, 0.9, 0.9, 0.1)):
+            config = searcher.suggest(f"t{number}")
+            assert config["number"] == number and config["prunable"]
+            for epoch in range(3):
+                result = {EPOCH: epoch, "val_accuracy": accuracy, "prunable": config["prunable"]}
+                decision = scheduler.on_trial_result(None, SimpleNamespace(trial_id=f"t{number}"), result)
+                if decision == TrialScheduler.STOP:
+                    break
+            decisions.append((decision, epoch))
+            if decision == TrialScheduler.STOP:  # Tune then completes the trial with its last result
+                searcher.on_trial_complete(f"t{number}", result)
+            else:
+                searcher.on_trial_complete(f"t{number}", {"val_accuracy": accuracy, REMEMBERED + "outcome": "COMPLETE"})
+    assert decisions == [(TrialScheduler.CONTINUE, 2)] * 3 + [
+        (TrialScheduler.STOP, 1)
+    ]  # stopped at its second epoch (the first warms up)
+    trials = stage.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"]
+    assert trials[3].user_attrs["failure_reason"].startswith("pruned after epoch 2 of 3")
+    assert trials[3].intermediate_values == {0: 0.1, 1: 0.1}
 
 
 def test_a_ray_address_that_does_not_answer_is_one_line_within_seconds(tmp_path):

@@ -80,7 +80,7 @@ def test_sixteen_workers_through_one_proxy_and_postgres_sees_only_the_proxy(tmp_
     try:
         owner = subprocess.Popen(
             harness(
-                *("search", "--space", str(space), "--study", "proxied", "--trials", "24", "--sampler", "random"),
+                *("search", "--space", str(space), "--study", "proxied", "--trials", "16", "--sampler", "random"),
                 *("--pruner", "none", "--confirm", "0", "--threads", "1"),
             ),
             env={**os.environ, **env, "HARNESS_HOME": str(tmp_path / "home")},
@@ -116,7 +116,7 @@ def test_sixteen_workers_through_one_proxy_and_postgres_sees_only_the_proxy(tmp_
     assert seen == {PROXY_APPLICATION}  # the workers, 16 of them, never connected to PostgreSQL themselves
 
     counted = counted_trials(study)
-    assert len(counted) == 24 and not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(counted) == 16 and not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len({t.user_attrs["pid"] for t in counted}) >= 4  # the joiners trained trials, not the owner alone
     client = MlflowClient(mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("proxied").experiment_id])
@@ -225,7 +225,7 @@ def test_the_sbatch_array_runs_a_search_through_the_proxy_on_slurm(tmp_path, slu
         "HARNESS_CPUS_PER_TASK": "1",
     }
     submitted = subprocess.run(
-        ["bash", str(DEPLOY / "submit.sh"), str(space), "slurmed", "6", "2", "--pruner", "none", "--confirm", "0"],
+        ["bash", str(DEPLOY / "submit.sh"), str(space), "slurmed", "4", "2", "--pruner", "none", "--confirm", "0"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -242,7 +242,7 @@ def test_the_sbatch_array_runs_a_search_through_the_proxy_on_slurm(tmp_path, slu
     logs = {p.name: p.read_text() for p in tmp_path.glob("harness-*.out")}
     study = optuna.load_study(study_name="slurmed", storage=open_storage(storage))
     counted = counted_trials(study)
-    assert len(counted) == 6, logs
+    assert len(counted) == 4, logs
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert any("joining search 'slurmed'" in log for log in logs.values()), logs  # task 1 joined task 0's search
     client = MlflowClient(tracking)

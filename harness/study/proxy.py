@@ -17,7 +17,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 
 
 PROXY_PREFIX = "grpc://"
-CONNECT_TIMEOUT = 5  # seconds a proxy may take to answer
+CONNECT_TIMEOUT = 3  # seconds a proxy may take to answer (milliseconds on a cluster's network)
 HEARTBEAT = "harness:heartbeat"  # a trial's system attribute: when its worker last said it was alive (Unix seconds)
 
 
