@@ -127,6 +127,25 @@ def test_sixteen_workers_through_one_proxy_and_postgres_sees_only_the_proxy(tmp_
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
 
 
+def test_a_trial_whose_worker_stopped_beating_through_the_proxy_is_failed_and_its_run_closed(tmp_path):
+    # Optuna's gRPC protocol has no heartbeats: the proxy's client records them on the trial, Optuna's own
+    # fail_stale_trials reads them back, and the stale trial's callback (closing its MLflow run) runs.
+    proxy = start_proxy(f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "proxy.address")
+    try:
+        url, closed = (tmp_path / "proxy.address").read_text().strip(), []
+        storage = open_storage(url, heartbeat_interval=1, stale_trial_callback=lambda study, t: closed.append(t.number))
+        study = optuna.create_study(study_name="beats", storage=storage)
+        silent, beating = study.ask(), study.ask()
+        storage.record_heartbeat(silent._trial_id)
+        for _ in range(6):  # 3 s: past the grace period of twice the interval for the silent one
+            storage.record_heartbeat(beating._trial_id)
+            time.sleep(0.5)
+        optuna.storages.fail_stale_trials(study)
+        assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING"] and closed == [silent.number]
+    finally:
+        stop(proxy)
+
+
 def test_a_proxy_that_is_down_is_one_line_within_seconds(tmp_path):
     env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home")}
     for command in (["worker", "--study", "x"], ["search", "--study", "x"]):
