@@ -20,7 +20,7 @@ from harness.cli import main
 from harness import reporting as report
 from harness.study.records import SURPLUS, counted_trials
 from harness.study.objective import StudyFull
-from harness.study.search import Search, fail_dead_trials
+from harness.study.search import Search, fail_dead_trials, held_by_another_process
 from harness.study.settings import SearchSettings
 from harness.study.space import load_space
 from harness.study.tracking import Tracker
@@ -231,6 +231,22 @@ def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tm
     run = tracker.client.get_run(run_id)  # the run agrees with the study, and says why
     assert run.info.status == "FAILED" and "died while it ran" in run.data.tags["failure_reason"]
     assert "died while it ran" in study.trials[2].user_attrs["failure_reason"]
+
+
+def test_a_stage_waits_for_trials_other_processes_hold_or_are_claiming_not_for_orphans():
+    import datetime
+
+    def running(started_ago, **claim):
+        started = datetime.datetime.now() - datetime.timedelta(seconds=started_ago)
+        return optuna.trial.FrozenTrial(
+            0, optuna.trial.TrialState.RUNNING, None, started, None, {}, {}, claim, {}, {}, 0
+        )
+
+    here = {"host": socket.gethostname()}
+    assert not held_by_another_process(running(600, **here, pid=os.getpid()))  # this process's own
+    assert held_by_another_process(running(600, **here, pid=os.getpid() + 1))  # a joiner's, however old
+    assert held_by_another_process(running(5))  # just asked for, being claimed
+    assert not held_by_another_process(running(120))  # asked for by a process that died before claiming it
 
 
 def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys, monkeypatch):

@@ -7,6 +7,7 @@ an impossible combination of sampled params is PRUNED with the reason.
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import os
 import socket
@@ -217,6 +218,7 @@ class Search:
 
 JOIN = "join"  # a stage's study attribute: what joiners need (`open_to_joiners`)
 JOINER_POLL = 2  # seconds between looks at the trials joiners run
+CLAIM_WINDOW = datetime.timedelta(minutes=1)  # how long a worker may take from asking for a trial to claiming it
 
 STOPPING = "stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)"
 
@@ -238,17 +240,25 @@ def run_trials(search, optimize, remaining, shown):
     optimize(remaining, shown)
     if search.shares_study:
         return  # a joiner: the stage's owner waits
-    settings, mine = search.settings, (socket.gethostname(), os.getpid())
+    settings = search.settings
     while not search.lifecycle.interrupted:
         trials = search.current_trials()
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if any((t.user_attrs.get("host"), t.user_attrs.get("pid")) != mine for t in running):
+        if any(held_by_another_process(t) for t in trials if t.state == optuna.trial.TrialState.RUNNING):
             time.sleep(JOINER_POLL)
             continue
         remaining = settings.n_trials - trials_taken(search.study, trials)
         if remaining <= 0 or settings.timeout is not None or settings.epoch_budget is not None:
             return
         optimize(remaining, shown)
+
+
+def held_by_another_process(trial):
+    """Whether a running `trial` is another process's: claimed by it, or asked for in the last minute and being
+    claimed (an older unclaimed one was left by a process that died at once, and is waited for by no one)."""
+    pid = trial.user_attrs.get("pid")
+    if pid is not None:
+        return (trial.user_attrs.get("host"), pid) != (socket.gethostname(), os.getpid())
+    return trial.datetime_start is not None and datetime.datetime.now() - trial.datetime_start < CLAIM_WINDOW
 
 
 def stage_is_over(study, trials, counted, settings, *, interrupted):
