@@ -1,4 +1,5 @@
 import contextlib
+import datetime
 import io
 import json
 import os
@@ -20,7 +21,8 @@ from harness.cli import main
 from harness import reporting as report
 from harness.study.records import SURPLUS, counted_trials
 from harness.study.objective import StudyFull
-from harness.study.search import Search, fail_dead_trials, held_by_another_process
+from harness.study import search as search_module
+from harness.study.search import Search, fail_dead_trials, held_by_another_process, why_abandoned
 from harness.study.settings import SearchSettings
 from harness.study.space import load_space
 from harness.study.tracking import Tracker
@@ -233,9 +235,23 @@ def test_only_trials_whose_worker_died_are_failed_not_one_still_being_claimed(tm
     assert "died while it ran" in study.trials[2].user_attrs["failure_reason"]
 
 
-def test_a_stage_waits_for_trials_other_processes_hold_or_are_claiming_not_for_orphans():
-    import datetime
+def test_a_trial_a_dead_process_asked_for_but_never_claimed_is_failed_and_run_again(tmp_path, monkeypatch):
+    # A driver killed between asking for a trial and claiming it: the trial stays RUNNING with no pid. Counted as
+    # taken for good, it would leave the resumed study one trial short.
+    monkeypatch.setattr(search_module, "CLAIM_WINDOW", datetime.timedelta(seconds=1))
+    storage, _ = stores(tmp_path)
+    optuna.create_study(study_name="orphan", storage=storage, direction="maximize").ask()
+    time.sleep(1.5)
+    space_path = write_space(tmp_path, {**TINY, "params": {**TINY["params"], "insertion": "dense"}})
+    assert main(search_args(tmp_path, space_path, "--study", "orphan", "--trials", "2", "--pruner", "none")) == 0
+    study = optuna.load_study(study_name="orphan", storage=storage)
+    assert len(counted_trials(study)) == 2
+    orphan = study.trials[0]
+    assert orphan.state == optuna.trial.TrialState.FAIL
+    assert "before it claimed it" in orphan.user_attrs["failure_reason"]
 
+
+def test_a_stage_waits_for_trials_other_processes_hold_or_are_claiming_not_for_orphans():
     def running(started_ago, **claim):
         started = datetime.datetime.now() - datetime.timedelta(seconds=started_ago)
         return optuna.trial.FrozenTrial(
@@ -247,6 +263,9 @@ def test_a_stage_waits_for_trials_other_processes_hold_or_are_claiming_not_for_o
     assert held_by_another_process(running(600, **here, pid=os.getpid() + 1))  # a joiner's, however old
     assert held_by_another_process(running(5))  # just asked for, being claimed
     assert not held_by_another_process(running(120))  # asked for by a process that died before claiming it
+    # ...which is failed, so that a resumed stage runs its trial again rather than count it as taken forever
+    assert "died before it claimed it" in why_abandoned(running(120, **here))
+    assert why_abandoned(running(5, **here)) is None and why_abandoned(running(600, **here, pid=os.getpid())) is None
 
 
 def test_a_trial_another_worker_fails_under_it_is_closed_and_the_search_goes_on(tmp_path, capsys, monkeypatch):

@@ -80,18 +80,35 @@ def open_study(settings, space, storage, dataset):
 
 def fail_dead_trials(study, tracker):
     """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
-    host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")  # none yet: its worker has just asked for it and is writing it
-        if pid and trial.user_attrs.get("host") == host and not process_alive(pid, trial.user_attrs.get("started")):
+        reason = why_abandoned(trial)
+        if reason:
             with contextlib.suppress(ValueError, RuntimeError):  # another worker got there first
-                reason = f"its process ({pid} on {host}) died while it ran"
                 study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 tracker.close_run_of_stale_trial(study, trial, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+CLAIM_WINDOW = datetime.timedelta(minutes=1)  # how long a worker may take from asking for a trial to claiming it
+
+
+def why_abandoned(trial):
+    """Why a running `trial` is known to have lost its worker, or None: its process on this host died, or the
+    process that asked for it died before it claimed it (its pid still unwritten past `CLAIM_WINDOW`)."""
+    host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
+    if pid is None:
+        return None if being_claimed(trial) else "the process that asked for it died before it claimed it"
+    if host == socket.gethostname() and not process_alive(pid, trial.user_attrs.get("started")):
+        return f"its process ({pid} on {host}) died while it ran"
+    return None
+
+
+def being_claimed(trial):
+    """Whether an unclaimed `trial` was asked for recently enough that its worker may still be claiming it."""
+    return trial.datetime_start is not None and datetime.datetime.now() - trial.datetime_start < CLAIM_WINDOW
 
 
 class Search:
@@ -218,8 +235,6 @@ class Search:
 
 JOIN = "join"  # a stage's study attribute: what joiners need (`open_to_joiners`)
 JOINER_POLL = 2  # seconds between looks at the trials joiners run
-CLAIM_WINDOW = datetime.timedelta(minutes=1)  # how long a worker may take from asking for a trial to claiming it
-
 STOPPING = "stopping: the trial in flight ends at its next batch (Ctrl-C again to stop at once)"
 
 
@@ -254,11 +269,11 @@ def run_trials(search, optimize, remaining, shown):
 
 def held_by_another_process(trial):
     """Whether a running `trial` is another process's: claimed by it, or asked for in the last minute and being
-    claimed (an older unclaimed one was left by a process that died at once, and is waited for by no one)."""
+    claimed (an older unclaimed one was left by a process that died at once: `fail_dead_trials` fails it)."""
     pid = trial.user_attrs.get("pid")
     if pid is not None:
         return (trial.user_attrs.get("host"), pid) != (socket.gethostname(), os.getpid())
-    return trial.datetime_start is not None and datetime.datetime.now() - trial.datetime_start < CLAIM_WINDOW
+    return being_claimed(trial)
 
 
 def stage_is_over(study, trials, counted, settings, *, interrupted):
