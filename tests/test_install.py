@@ -89,3 +89,11 @@ def test_what_the_gpu_check_carries_fits_a_device_call():
     wheels = {path.name.split("-")[0].lower() for path in (ROOT / ".whl").glob("*.whl")}
     assert {"keras", "optuna", "mlflow", "mlflow_skinny", "sqlalchemy"} <= wheels and "tensorflow" not in wheels
     assert "of 64" in run.stdout
+
+
+@pytest.mark.xdist_group("ray")
+def test_the_tests_of_one_xdist_group_run_in_one_worker(request):
+    # xdist sends a group to one worker by the group's name on each test's id; where the installed pytest and xdist
+    # disagree on ids (pytest 9.2 with xdist 3.8), every worker would start its own Ray cluster and PostgreSQL.
+    if getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith("@ray")

@@ -111,9 +111,13 @@ def test_trials_run_on_ray_two_at_a_time_survive_a_lost_worker_and_a_killed_driv
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        # A trial's worker killed mid-trial: Ray runs the trial again.
-        victim = wait_for(lambda: trial_runs("FINISHED") and trial_runs("RUNNING"), "a trial training")[0]
-        os.kill(int(victim.data.tags["harness.pid"]), signal.SIGKILL)
+        # A trial's worker killed mid-trial: Ray runs the trial again. A run still RUNNING once its process is dead
+        # was killed mid-trial; one FINISHED had ended just before, so another is killed.
+        while True:
+            victim = wait_for(lambda: trial_runs("FINISHED") and trial_runs("RUNNING"), "a trial training")[0]
+            os.kill(int(victim.data.tags["harness.pid"]), signal.SIGKILL)
+            if client.get_run(victim.info.run_id).info.status == "RUNNING":
+                break
         # The driver killed once more trials finished: the same command resumes the study.
         wait_for(lambda: len(trial_runs("FINISHED")) >= 3 and trial_runs("RUNNING"), "three trials finished")
         driver.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ own: `HeartbeatProxy` records them as a trial system attribute, so a trial whose
 worker died on any machine is failed (and its run closed) as with an RDB storage.
 """
 
+import socket
 import time
 import warnings
 
@@ -40,9 +41,10 @@ class HeartbeatProxy(GrpcStorageProxy, BaseHeartbeat):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(host=host, port=port)
         self.heartbeat_interval, self.stale_trial_callback = heartbeat_interval, stale_trial_callback
-        try:
+        try:  # a port nobody listens on is refused at once; gRPC alone would retry it until the timeout
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
             self.wait_server_ready(timeout=CONNECT_TIMEOUT)
-        except ConnectionError:
+        except OSError:  # refused, unreachable, or listening without answering gRPC (ConnectionError)
             self.close()
             raise ValueError(f"storage proxy {url} does not answer (harness storage-proxy must be running)") from None
 
