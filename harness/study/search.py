@@ -79,7 +79,8 @@ def open_study(settings, space, storage, dataset):
 
 
 def fail_dead_trials(study, tracker):
-    """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, elsewhere by heartbeat."""
+    """Mark FAIL the RUNNING trials whose worker is gone: on this host at once, one never claimed after a minute,
+    elsewhere by heartbeat."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         reason = why_abandoned(trial)
         if reason:
