@@ -44,7 +44,7 @@ def ray_head(cpus):
             start_new_session=True,
         )
         try:
-            while subprocess.run(["ray", "status", f"--address=127.0.0.1:{port}"], capture_output=True).returncode:
+            while subprocess.run([ray, "status", f"--address=127.0.0.1:{port}"], capture_output=True).returncode:
                 time.sleep(1)
             yield f"127.0.0.1:{port}"
         finally:
