@@ -188,8 +188,9 @@ def test_a_benchmark_runs_its_seeded_runs_on_ray(tmp_path, ray_cluster):
 
 
 def trained_or_failed_with_reason(trials):
-    """Whether most of `trials` completed and any other failed with its reason recorded, as the tool records a
-    trial that crashed (CI once failed one of these on its loaded machine: the reason shows in pytest's warnings)."""
+    """Whether at least half of `trials` completed and each other failed with its reason recorded, as the tool
+    records a trial that crashed (CI once failed one of these on its loaded machine: the reason shows in pytest's
+    warnings)."""
     failed = [t for t in trials if t.state != optuna.trial.TrialState.COMPLETE]
     for trial in failed:
         warnings.warn(f"trial {trial.number} ended {trial.state.name}: {trial.user_attrs.get('failure_reason')}")
