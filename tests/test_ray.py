@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.study.records import counted_trials
 from harness.study.storage import open_storage
+from harness.study.tracking import RUN_STATUS
 from tests.conftest import free_port, unavailable
 from tests.test_workers import harness_search
 
@@ -182,8 +183,7 @@ def test_a_benchmark_runs_its_seeded_runs_on_ray(tmp_path, ray_cluster):
     assert sorted((t.user_attrs["insertion"], t.user_attrs["seed"]) for t in counted) == [("dense", 0), ("none", 0)]
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("rb").experiment_id], "tags.`harness.role` = 'trial'")
-    statuses = {"COMPLETE": "FINISHED", "FAIL": "FAILED"}
-    assert sorted(r.info.status for r in runs) == sorted(statuses[t.state.name] for t in counted)
+    assert sorted(r.info.status for r in runs) == sorted(RUN_STATUS[t.state.name] for t in counted)
     assert {r.data.tags.get("cuda_visible_devices") for r in runs} <= {"0", "1"}  # each on a Ray worker's GPU
 
 
